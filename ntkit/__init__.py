@@ -1,0 +1,3 @@
+"""ntkit: neural tangent and NNGP kernels in PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,165 @@
+"""The arc-cosine family: positively homogeneous activations with a kink at 0.
+
+All of these depend on Σ = [[var1, cov], [cov, var2]] through the angle θ between the
+two inputs and the "sine" s = √(var1 var2) sin θ:
+
+    s = √max(var1·var2 − cov², 0),    θ = atan2(s, cov) ∈ [0, π].
+
+The angle is computed with atan2, never as arccos(cov / √(var1 var2)): the ratio can
+exceed 1 by rounding (NaN in arccos) and arccos loses half the digits near ±1, exactly
+where deep networks live (1 − ρ_ℓ ≈ 9π²/(2ℓ²) for deep ReLU nets).
+
+Zero variance (var1·var2 = 0, so u ≡ 0 or v ≡ 0) is a point where θ is undefined. We
+set θ = π there, which is the convention H(0) = 0 for the Heaviside step H: it makes
+E[H(u)H(v)] = (π − θ)/(2π) exactly 0 when u ≡ 0, as for the finite network's
+``x > 0`` step and torch's ReLU derivative at 0. Values that are continuous at zero
+variance (T of ReLU-like activations, which tends to 0) are unaffected by the choice.
+
+Closed forms (Cho & Saul 2009 for the rectified monomials; the ABReLU form as in
+neural-tangents' ``ABRelu``):
+
+- step H:          T = (π − θ)/(2π)
+- ReLU:            T = (s + (π − θ)·cov)/(2π)
+- ReLU^n:          T_n = (2n − 1)·cov·T_{n−1} + (n − 1)²·s²·T_{n−2}    (n ≥ 2)
+                   (an integration by parts of T_n = n!/(2π) ∫₀^{π−θ}(√(v1v2)cos t + cov)^n dt;
+                   it needs no division, so it is finite at s = 0 and at zero variance)
+- a·min(x,0) + b·max(x,0):
+                   Tdot = (a² + b²)/2 − (a − b)²·θ/(2π),   T = (a − b)²·s/(2π) + Tdot·cov
+- sign:            T = 1 − 2θ/π  (0 at zero variance: sign(0) = 0), Tdot = 0.
+
+Price's theorem, ∂T/∂cov = Tdot, links them: ∂T_n/∂cov = n² T_{n−1}.
+
+Precision: near cov = ±√(var1 var2), var1·var2 − cov² suffers cancellation (absolute error
+~eps·var1·var2), so θ ≈ s/cov carries an error ~√eps. That is the conditioning of the
+problem itself (the angle is a square-root function of the correlation there, and the
+inputs carry relative error eps), not of the formula: expect T to ~eps·√(var1 var2) and
+Tdot to ~√eps near perfect correlation (about 3e-4 in float32, 1e-8 in float64).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_TWO_PI = 2.0 * math.pi
+
+
+def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """θ = atan2(s, cov), s = √max(var1 var2 − cov², 0), and the mask var1·var2 > 0.
+
+    var1·var2 − cov² is exactly 0 on the diagonal (var1 = var2 = cov: the same two
+    products), so the diagonal has θ = 0 and Tdot exactly (a² + b²)/2 in any dtype;
+    forms like √var1·√var2 − |cov| are off by ~eps there, which makes θ ~ √eps and
+    compounds over layers (1e-3 in a depth-100 float32 NTK).
+
+    Below float64, the squares would overflow for variances above ~1e19 (a deep float32
+    ReLU net whose variances grow like 2^depth gets there at depth ~64), so the inputs
+    are first scaled by a power of two 2^−e with 2^e ≥ max variance: exact in floating
+    point (it keeps the diagonal exact), and overflow-free while the variances are finite.
+
+    Args:
+      var1, cov, var2: broadcastable tensors (e.g. (n1, 1), (n1, n2), (1, n2)).
+
+    Returns:
+      (theta, s, pos), of the broadcast shape; theta = π where ``pos`` is False
+      (zero variance, see module docstring).
+    """
+    if torch.finfo(cov.dtype).max > 1e300:
+        s = (var1 * var2 - cov * cov).clamp_min(0).sqrt()
+    else:
+        vmax = torch.maximum(var1.detach().abs().amax(), var2.detach().abs().amax())
+        kappa = torch.ldexp(torch.ones_like(vmax), -torch.frexp(vmax).exponent)
+        c = cov * kappa
+        s = ((var1 * kappa) * (var2 * kappa) - c * c).clamp_min(0).sqrt() / kappa
+    pos = var1 * var2 > 0
+    theta = torch.where(pos, torch.atan2(s, cov), torch.full_like(s, math.pi))
+    return theta, s, pos
+
+
+def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
+                need_dot: bool, deriv_at_zero: float | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+    """Dual of φ(x) = a·min(x, 0) + b·max(x, 0) (ReLU: a=0, b=1; |x|: a=−1, b=1).
+
+    T = (a − b)² s/(2π) + Tdot·cov,  Tdot = (a² + b²)/2 − (a − b)² θ/(2π).
+    On the diagonal this is (a² + b²)/2 · var; at zero variance T = 0.
+
+    Args:
+      deriv_at_zero: φ'(0) as the finite network's autograd sees it (e.g. a for
+        ``where(x > 0, b x, a x)``, 0 for ``torch.abs``). When given, Tdot at zero
+        variance is the exact E[φ'(u)φ'(v)] of that network: φ'(0)·E[φ'(v)], with
+        E[φ'(v)] = (a + b)/2 for var2 > 0 and φ'(0) for var2 = 0 (and symmetrically).
+        When None, the θ = π convention gives a·b there.
+    """
+    theta, s, pos = angle(var1, cov, var2)
+    k = (a - b) ** 2 / _TWO_PI
+    dot = (a * a + b * b) / 2 - k * theta
+    t = k * s + dot * cov
+    if not need_dot:
+        return t, None
+    mean = (a + b) / 2
+    if deriv_at_zero is not None and (deriv_at_zero * mean != a * b
+                                      or deriv_at_zero**2 != a * b):
+        m, d0 = cov.new_tensor(mean), cov.new_tensor(deriv_at_zero)  # cov's dtype, not float32
+        d1 = torch.where(var1 > 0, m, d0)
+        d2 = torch.where(var2 > 0, m, d0)
+        dot = torch.where(pos, dot, d1 * d2)
+    return t, dot
+
+
+def relu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
+              need_dot: bool) -> tuple[Tensor, Tensor | None]:
+    """Dual of ReLU: T = (s + (π − θ) cov)/(2π), Tdot = (π − θ)/(2π)."""
+    theta, s, _ = angle(var1, cov, var2)
+    rest = math.pi - theta
+    t = (s + rest * cov) / _TWO_PI
+    return t, (rest / _TWO_PI if need_dot else None)
+
+
+def sign_dual(var1: Tensor, cov: Tensor, var2: Tensor,
+              need_dot: bool) -> tuple[Tensor, Tensor | None]:
+    """Dual of sign(x): T = 1 − 2θ/π, 0 at zero variance (sign(0) = 0); Tdot = 0.
+
+    Tdot = 0 matches autograd of a finite network (torch.sign has zero derivative), not
+    the distributional derivative 2δ(x).
+    """
+    theta, _, pos = angle(var1, cov, var2)
+    t = torch.where(pos, 1 - theta * (2 / math.pi), torch.zeros_like(theta))
+    return t, (torch.zeros_like(t) if need_dot else None)
+
+
+def rectified_monomial_duals(degree: int, var1: Tensor, cov: Tensor,
+                             var2: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(T_n, T_{n−1}) for φ_n(x) = max(x, 0)^n (n = degree; T_{−1} is None for n = 0).
+
+    φ_0 is the step H(x) = [x > 0]. Uses the division-free recursion of the module
+    docstring, started at T_0 = (π − θ)/(2π) and T_1 = (s + (π − θ) cov)/(2π).
+    """
+    theta, s, _ = angle(var1, cov, var2)
+    rest = math.pi - theta
+    t0 = rest / _TWO_PI
+    if degree == 0:
+        return t0, None
+    t1 = (s + rest * cov) / _TWO_PI
+    det = s * s
+    prev, cur = t0, t1
+    for n in range(2, degree + 1):
+        prev, cur = cur, (2 * n - 1) * cov * cur + (n - 1) ** 2 * det * prev
+    return cur, prev
+
+
+def rectified_monomial_dual(degree: int, var1: Tensor, cov: Tensor, var2: Tensor,
+                            need_dot: bool) -> tuple[Tensor, Tensor | None]:
+    """Dual of max(x, 0)^degree (arc-cosine kernel of that degree, times 1/(2π)·…).
+
+    T = T_n, Tdot = n² T_{n−1} (Tdot = 0 for the step, n = 0, as autograd gives).
+    On the diagonal T_n = (2n − 1)!!/2 · var^n.
+    """
+    t, t_prev = rectified_monomial_duals(degree, var1, cov, var2)
+    if not need_dot:
+        return t, None
+    if degree == 0:
+        return t, torch.zeros_like(t)
+    return t, degree * degree * t_prev

@@ -1,0 +1,16 @@
+"""Empirical NTK / NNGP kernels of any ``torch.nn.Module``.
+
+Methods (see each module for costs): `jacobian` (Jacobian contraction, the reference),
+`ntk_vp` (NTK-vector products), `structured` (structured derivatives of linear and
+convolution layers), chosen with ``method=`` or automatically by a cost model.
+"""
+
+from ntkit.empirical.api import (
+    MEMORY_BUDGET,
+    METHODS,
+    empirical_nngp,
+    empirical_ntk,
+    estimate_costs,
+)
+
+__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS", "MEMORY_BUDGET"]

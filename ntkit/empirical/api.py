@@ -1,0 +1,332 @@
+"""Public entry points: `empirical_ntk`, `empirical_nngp`; validation, tiling, cost model.
+
+Tiling: x1 is cut into tiles of ``batch_size`` rows and x2 likewise (any sizes; the
+last tile is simply shorter). Features of an x1 tile (Jacobians, cotangents, ...) are
+computed once and contracted with those of every x2 tile, which are recomputed per x1
+tile, so peak memory is that of two tiles' features plus one output block, whatever
+n1 and n2. With ``x2=None`` only tile pairs on and above the diagonal are computed and
+mirrored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ntkit.empirical._common import (
+    FunctionalModel,
+    ParamSelection,
+    as_batch,
+    check_independent,
+    eval_mode,
+    raise_if_mixing,
+)
+from ntkit.empirical.jacobian import JacobianMethod
+from ntkit.empirical.ntk_vp import NtkVpMethod
+from ntkit.empirical.structured import (
+    StructuredMethod,
+    StructuredPlan,
+    choose_routes,
+    discover,
+    route_cost,
+    route_mem,
+)
+
+METHODS = ("auto", "jacobian", "ntk_vp", "structured")
+
+#: Memory the automatic tile size and the method internals aim to stay under (bytes).
+MEMORY_BUDGET = 2**30
+
+
+def _inputs(fm: FunctionalModel, x1, x2) -> tuple[Tensor, Tensor | None]:
+    x1 = as_batch(x1, "x1", fm.dtype, fm.device)
+    if x2 is not None:
+        x2 = as_batch(x2, "x2", fm.dtype, fm.device)
+        if x1.shape[1:] != x2.shape[1:]:
+            raise ValueError(f"x1 and x2 must have the same feature shape, got "
+                             f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")
+        if x1.dtype != x2.dtype:
+            raise TypeError(f"x1 and x2 have different dtypes ({x1.dtype}, {x2.dtype})")
+    return x1, x2
+
+
+def _check_batch_size(batch_size) -> None:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+
+
+def _costs(fm: FunctionalModel, plan: StructuredPlan | None, n1: int, n2: int,
+           traced: bool) -> dict[str, tuple[float, float]]:
+    """Rough (FLOPs, peak bytes) of each method for one n1 × n2 block (see `estimate_costs`)."""
+    k, P = fm.k, fm.n_params
+    item = fm.sel[fm.names[0]].element_size()
+    direct_P = P if plan is None else sum(fm.sel[n].numel() for n in plan.direct)
+    F = (0 if plan is None else plan.flops) + 2 * direct_P + 1
+    A = (0 if plan is None else plan.act_entries) or P
+    kk = k if traced else k * k
+    out = n1 * n2 * kk
+    costs = {
+        # k reverse passes per example (~3F each with weight gradients) + contraction
+        "jacobian": ((n1 + n2) * k * 3 * F + n1 * n2 * kk * P,
+                     ((n1 + n2) * k * P + out) * item),
+        # n1·k VJPs, then n1·k JVPs over the whole x2 block
+        "ntk_vp": (n1 * k * 3 * F + n1 * k * n2 * 3 * F,
+                   (min(n1, 8) * k * (P + n2 * A) + out) * item),
+    }
+    if plan is not None:
+        choose_routes(plan, n1, n2, k, traced, MEMORY_BUDGET // item)
+        n_bias = sum(fm.sel[b].numel() for b in plan.biases)
+        # The cotangent pass skips the structured weights' gradients: ~2F per unit.
+        costs["structured"] = (
+            (n1 + n2) * (F + k * 2 * F) + route_cost(plan, n1, n2, k, traced)
+            + n1 * n2 * kk * (direct_P + n_bias),
+            ((n1 + n2) * k * (A + direct_P + n_bias) + route_mem(plan, n1, n2, k, traced)
+             + out) * item)
+    return costs
+
+
+def estimate_costs(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
+                   params: ParamSelection = None) -> dict[str, tuple[float, float]]:
+    """The cost model behind ``method="auto"``: {method: (FLOPs, peak bytes)}, untiled.
+
+    F (forward FLOPs per example) is taken as the FLOPs of the linear/conv calls plus 2
+    per other parameter entry; activations as those calls' inputs and outputs. Good
+    enough to rank the methods, not to predict times.
+    """
+    fm = FunctionalModel(model, params)
+    x1, x2 = _inputs(fm, x1, x2)
+    with eval_mode(model):
+        plan = _discover(fm, x1)
+    n2 = x1.shape[0] if x2 is None else x2.shape[0]
+    return _costs(fm, plan, x1.shape[0], n2, bool(trace_outputs))
+
+
+def _discover(fm: FunctionalModel, x: Tensor) -> StructuredPlan | None:
+    """The structured plan (and ``fm.k``); None if tracing fails (then no "structured")."""
+    try:
+        return discover(fm, x)
+    except Exception:  # noqa: BLE001 - structure discovery is an optimization only
+        pass
+    try:
+        fm.probe(x)   # the model's own errors surface here, untraced
+    except (RuntimeError, ValueError) as e:
+        raise_if_mixing(fm, x, e)
+        raise
+    return None
+
+
+def _auto_tile(fm: FunctionalModel, plan, method: str, n1: int, n2: int, traced: bool) -> int:
+    """Largest tile whose estimated peak memory stays under MEMORY_BUDGET (at least 1)."""
+    lo, hi = 1, max(n1, n2)
+    if _costs(fm, plan, min(hi, n1), min(hi, n2), traced)[method][1] <= MEMORY_BUDGET:
+        return hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _costs(fm, plan, min(mid, n1), min(mid, n2), traced)[method][1] <= MEMORY_BUDGET:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _make_method(name: str, fm: FunctionalModel, traced: bool, tile: int, plan):
+    if name == "jacobian":
+        return JacobianMethod(fm, traced, tile, MEMORY_BUDGET)
+    if name == "ntk_vp":
+        act = plan.act_entries if plan is not None and plan.act_entries else None
+        return NtkVpMethod(fm, traced, tile, MEMORY_BUDGET, act_entries=act)
+    choose_routes(plan, tile, tile, fm.k, traced, MEMORY_BUDGET // fm.sel[fm.names[0]]
+                  .element_size())
+    return StructuredMethod(fm, traced, plan)
+
+
+def _features(method, fm: FunctionalModel, x: Tensor):
+    try:
+        feats = method.features(x)
+    except (RuntimeError, ValueError) as e:
+        # Per-example evaluation of a batch-mixing model often fails outright
+        # (e.g. batch norm with one example); say so rather than show the internal error.
+        raise_if_mixing(fm, x, e)
+        raise
+    check_independent(fm, x, feats.out)
+    return feats
+
+
+def _tiles(n: int, tile: int) -> list[slice]:
+    return [slice(s, min(s + tile, n)) for s in range(0, n, tile)]
+
+
+def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
+                  trace_outputs: bool = True, params: ParamSelection = None,
+                  batch_size: int | None = None, progress: bool = False) -> Tensor:
+    """Empirical neural tangent kernel Θ(x1, x2) = J(x1) J(x2)ᵀ of a finite network.
+
+    J(x) is the per-example Jacobian of the model's outputs (flattened and, for tuple/dict
+    outputs, concatenated: k output units per example) with respect to the selected
+    parameters, at their current values, with the model in eval mode (restored after).
+    The model's rows must not interact (no batch statistics); this is checked on every
+    tile with one extra batched forward, and a mixing model raises ValueError.
+
+    Args:
+      model: any ``nn.Module`` mapping a batch (n, ...) to outputs with the batch on axis 0.
+      x1: (n1, ...) inputs; floating inputs are cast to the parameters' dtype (float64
+        models compute in float64), integer inputs are passed unchanged.
+      x2: (n2, ...) inputs with the same feature shape, or None for x2 = x1 (symmetric:
+        each tile pair is computed once).
+      method: "jacobian" (Jacobian contraction, the reference), "ntk_vp" (NTK-vector
+        products), "structured" (structured derivatives of linear/conv layers, Jacobian
+        contraction for the other parameters) or "auto" (the cheapest by the cost model
+        `estimate_costs`; in practice "structured" whenever some parameter is a
+        linear/conv weight). Costs, for n1 × n2 examples, k outputs, P parameters, F
+        forward FLOPs per example:
+
+        - jacobian:   time O((n1+n2)·k·F + n1·n2·k·P), memory O(tile·k·P);
+        - ntk_vp:     time O(n1·k·n2·F), memory O(tile·k·(P + tile·activations));
+        - structured: time O((n1+n2)·k·F + n1·n2·k·Σ_dense (c+k·o)), memory
+          O(tile·k·activations) (+ Jacobians of non-structured parameters).
+
+        With untraced outputs, replace k by k² in the n1·n2 terms.
+      trace_outputs: True: (n1, n2), the mean over output units u of J_u(x1)·J_u(x2)
+        (neural-tangents' ``trace_axes=(-1,)`` on a flat output); False: the full
+        (n1, n2, k, k) block.
+      params: which parameters count: None (all with ``requires_grad``), names, the
+        parameter tensors themselves, or a predicate ``(name, param) -> bool``.
+      batch_size: rows per tile of x1 and x2 (any positive int; no divisibility needed).
+        None picks the largest tile whose estimated memory is under `MEMORY_BUDGET`.
+      progress: show a tqdm progress bar over tile pairs.
+
+    Returns:
+      (n1, n2) or (n1, n2, k, k) tensor in the parameters' dtype.
+
+    Raises:
+      ValueError: unknown method, empty parameter selection, empty batch, NaN/inf
+        inputs, feature-shape mismatch, batch-mixing model.
+      TypeError: non-floating selected parameters, non-tensor inputs or outputs.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    _check_batch_size(batch_size)
+    fm = FunctionalModel(model, params)
+    x1, x2 = _inputs(fm, x1, x2)
+    with eval_mode(model):
+        return _ntk(fm, x1, x2, method, bool(trace_outputs), batch_size, progress)
+
+
+def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str, traced: bool,
+         batch_size: int | None, progress: bool) -> Tensor:
+    sym = x2 is None
+    n1 = x1.shape[0]
+    n2 = n1 if sym else x2.shape[0]
+    plan = _discover(fm, x1)
+    if method == "structured" and plan is None:
+        discover(fm, x1)   # raises the discovery error
+    if method == "auto":
+        costs = _costs(fm, plan, n1, n2, traced)
+        method = min(costs, key=lambda m: _score(costs[m]))
+    tile = batch_size if batch_size is not None else _auto_tile(fm, plan, method, n1, n2,
+                                                                  traced)
+    impl = _make_method(method, fm, traced, min(tile, max(n1, n2)), plan)
+
+    k = fm.k
+    shape = (n1, n2) if traced else (n1, n2, k, k)
+    result = torch.empty(shape, dtype=fm.dtype, device=fm.device)
+    t1 = _tiles(n1, tile)
+    t2 = t1 if sym else _tiles(n2, tile)
+    pairs = [(i, j) for i in range(len(t1)) for j in range(len(t2)) if not sym or j >= i]
+    bar = _progress(len(pairs), progress, f"empirical_ntk[{method}]")
+    xs2 = x1 if sym else x2
+    current = None
+    for i, j in pairs:
+        if current is None or current[0] != i:
+            current = (i, _features(impl, fm, x1[t1[i]]))
+        f1 = current[1]
+        f2 = f1 if sym and i == j else _features(impl, fm, xs2[t2[j]])
+        block = impl.contract(f1, f2)
+        result[t1[i], t2[j]] = block
+        if sym and i != j:
+            result[t2[j], t1[i]] = block.transpose(0, 1) if traced else block.permute(1, 0, 3, 2)
+        del f2, block
+        bar.update(1)
+    bar.close()
+    return result
+
+
+def _score(cost: tuple[float, float]) -> float:
+    flops, mem = cost
+    # Memory beyond the budget means tiling and recomputation: penalize proportionally.
+    return flops * max(1.0, mem / MEMORY_BUDGET)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, on: bool, desc: str):
+    if not on:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc)
+
+
+def empirical_nngp(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
+                   batch_size: int | None = None) -> Tensor:
+    """Empirical NNGP kernel: the covariance of the model's outputs between x1 and x2.
+
+    traced: (n1, n2) = f(x1)·f(x2) / k (mean over the k output units, as
+    neural-tangents' ``trace_axes=(-1,)``); untraced: (n1, n2, k, k) outer products
+    f_a(x1) f_b(x2). Eval mode, output flattening and the batch-mixing check are as in
+    `empirical_ntk`. Cost: one forward per example (two with the check) and
+    O(n1·n2·k) (k² untraced); memory O(tile·k) + the output.
+    """
+    _check_batch_size(batch_size)
+    fm = FunctionalModel(model, _all_params(model))
+    x1, x2 = _inputs(fm, x1, x2)
+    with eval_mode(model):
+        try:
+            fm.probe(x1)
+        except (RuntimeError, ValueError) as e:
+            raise_if_mixing(fm, x1, e)
+            raise
+        sym = x2 is None
+        xs2 = x1 if sym else x2
+        tile = batch_size or 256   # per-example forwards; the outputs are kept whole
+
+        def outputs(x: Tensor) -> Tensor:
+            chunks = []
+            for s in _tiles(x.shape[0], tile):
+                xt = x[s]
+                try:
+                    out = fm.per_example(xt)
+                except (RuntimeError, ValueError) as e:
+                    raise_if_mixing(fm, xt, e)
+                    raise
+                check_independent(fm, xt, out)
+                chunks.append(out)
+            return torch.cat(chunks)
+
+        f1 = outputs(x1)
+        f2 = f1 if sym else outputs(xs2)
+        k = fm.k
+        if trace_outputs:
+            return f1 @ f2.T / k
+        return f1[:, None, :, None] * f2[None, :, None, :]
+
+
+def _all_params(model: nn.Module) -> Callable[[str, Tensor], bool] | None:
+    # The NNGP needs no derivatives; any floating parameter (or none) will do to define
+    # the dtype. A parameterless model still needs a dtype: handled by the fallback below.
+    if any(p.dtype.is_floating_point for p in model.parameters()):
+        return lambda n, p: p.dtype.is_floating_point
+    raise ValueError("empirical_nngp needs a model with at least one floating parameter "
+                     "(its dtype sets the compute dtype)")
+
+
+__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS", "MEMORY_BUDGET"]

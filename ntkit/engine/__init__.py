@@ -1,0 +1,1 @@
+"""Evaluation of kernel maps over input batches: validation, tiling, symmetry, outputs."""

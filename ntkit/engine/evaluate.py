@@ -1,0 +1,180 @@
+"""Evaluate a layer spec's kernel map over (x1, x2) in tiles.
+
+Peak memory is the output plus O(tile² × layers): each tile runs the whole kernel map on
+a (tile, tile) block and is written straight into the output (a tensor, or any array such
+as an ``np.memmap``). With x2 = x1 only the tiles on and above the diagonal are computed
+and mirrored. Tiles of any size work: the last row/column of tiles is simply smaller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ntkit.engine.compiled import tile_function
+from ntkit.engine.inputs import as_pair, check_dtype, check_get
+from ntkit.kernel import Kernel
+
+# Square tiles of this many rows keep a tile's few live (tile, tile) float64 arrays in
+# L2 cache on common CPUs; measured in benchmarks/bench_kernel.py.
+DEFAULT_TILE = 256
+
+
+@lru_cache(maxsize=None)
+def _result_type(names: tuple[str, ...]):
+    return namedtuple("Kernels", names)
+
+
+def _check_out(out, names, shapes, dtype):
+    if out is None:
+        return {}
+    if len(names) == 1 and not isinstance(out, dict):
+        out = {names[0]: out}
+    if not isinstance(out, dict):
+        raise TypeError("out must be an array for a single kernel name, or a dict "
+                        "name -> array for several")
+    unknown = set(out) - set(names)
+    if unknown:
+        raise ValueError(f"out has arrays for names not requested in get: {sorted(unknown)}")
+    for name, arr in out.items():
+        if not isinstance(arr, (Tensor, np.ndarray)):
+            raise TypeError(f"out[{name!r}] must be a torch.Tensor or numpy array, "
+                            f"got {type(arr).__name__}")
+        if tuple(arr.shape) != shapes[name]:
+            raise ValueError(f"out[{name!r}] has shape {tuple(arr.shape)}, "
+                             f"expected {shapes[name]}")
+        floating = (arr.dtype.is_floating_point if isinstance(arr, Tensor)
+                    else arr.dtype.kind == "f")
+        if not floating:
+            raise TypeError(f"out[{name!r}] must be a floating array, got {arr.dtype}")
+    return out
+
+
+def _write(dst, rows: slice, cols: slice | None, value: Tensor) -> None:
+    if isinstance(dst, np.ndarray):
+        value = value.detach().cpu().numpy()
+        if cols is None:
+            dst[rows] = value
+        else:
+            dst[rows, cols] = value
+    else:
+        if cols is None:
+            dst[rows] = value.to(dst.dtype)
+        else:
+            dst[rows, cols] = value.to(dst.dtype)
+
+
+def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None,
+             dtype: torch.dtype = torch.float64, progress: bool = False, out=None,
+             compile: bool = False):
+    """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
+    dtype = check_dtype(dtype)
+    get = check_get(get)
+    x1, x2 = as_pair(x1, x2, dtype)
+    if tile is None:
+        tile = DEFAULT_TILE
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"tile must be a positive int, got {tile!r}")
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
+
+    if x2 is not None and x2.shape == x1.shape and torch.equal(x1, x2):
+        # Same batch passed twice: take the symmetric path (half the work, exact diagonal).
+        x2 = None
+    sym = x2 is None
+    n1 = x1.shape[0]
+    n2 = n1 if sym else x2.shape[0]
+    names = ("nngp", "ntk", "cov1", "cov2") if get is None else (
+        (get,) if isinstance(get, str) else get)
+    shapes = {"nngp": (n1, n2), "ntk": (n1, n2), "cov1": (n1,), "cov2": (n2,)}
+    out = _check_out(out, names, shapes, dtype)
+    track_ntk = "ntk" in names
+
+    device = x1.device
+    results = {}
+    for name in names:
+        if name in out:
+            results[name] = out[name]
+        else:
+            results[name] = torch.empty(shapes[name], dtype=dtype, device=device)
+
+    fn = tile_function(layer, track_ntk, sym_tile=False, compiled=compile)
+    fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=compile)
+
+    b1 = [slice(i, min(i + tile, n1)) for i in range(0, n1, tile)]
+    b2 = b1 if sym else [slice(j, min(j + tile, n2)) for j in range(0, n2, tile)]
+    pairs = [(i, j) for i in range(len(b1)) for j in range(len(b2)) if not sym or j >= i]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), desc="kernel tiles", unit="tile")
+    try:
+        for i, j in pairs:
+            r, c = b1[i], b2[j]
+            if sym and i == j:
+                k = fn_diag(x1[r])
+            else:
+                k = fn(x1[r], (x1 if sym else x2)[c])
+            if isinstance(k, tuple):
+                raise ValueError(f"the network ends in {len(k)} parallel streams; merge them "
+                                 "with FanInSum() or FanInConcat()")
+            _store(results, k, r, c, i, j, sym)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    for name, arr in results.items():
+        if isinstance(arr, np.ndarray) and hasattr(arr, "flush"):
+            arr.flush()
+    if get is None:
+        return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
+                      cov2=results["cov2"], channels=_out_channels(layer, x1.shape[1]),
+                      x1_is_x2=sym)
+    if isinstance(get, str):
+        return results[get]
+    return _result_type(names)(*(results[n] for n in names))
+
+
+def _store(results, k: Kernel, r: slice, c: slice, i: int, j: int, sym: bool) -> None:
+    _check_finite(k)
+    for name, arr in results.items():
+        if name == "nngp":
+            _write(arr, r, c, k.nngp)
+            if sym and i != j:
+                _write(arr, c, r, k.nngp.T)
+        elif name == "ntk":
+            _write(arr, r, c, k.ntk)
+            if sym and i != j:
+                _write(arr, c, r, k.ntk.T)
+        elif name == "cov1" and j == (i if sym else 0):
+            _write(arr, r, None, k.cov1)
+        elif name == "cov2" and i == 0:
+            _write(arr, c, None, k.var2)
+
+
+def _check_finite(k: Kernel) -> None:
+    # A kernel map can overflow (e.g. Exp at huge norms); say so instead of returning inf/NaN.
+    for name in ("nngp", "ntk"):
+        t = getattr(k, name)
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise FloatingPointError(
+                f"the {name} kernel overflowed or became NaN for some inputs (input norms too "
+                "large for this activation/depth in this dtype?); try float64 or rescale inputs")
+
+
+def _out_channels(layer, d: int) -> int:
+    # Channels only matter to later layers; recover them cheaply from a 1-row map.
+    from ntkit.kernel import input_kernel
+
+    x = torch.zeros(1, d, dtype=torch.float64)
+    k = layer.kernel_map(input_kernel(x, None, track_ntk=False))
+    return k.channels if isinstance(k, Kernel) else math.nan

@@ -1,0 +1,42 @@
+"""Layer specs: each gives a finite torch module (`build`) and its infinite-width kernel map.
+
+    from ntkit import layers as nl
+    net = nl.serial(nl.Dense(512, w_std=1.5, b_std=0.05), nl.ReLU(), nl.Dense(1))
+    k = net.kernel(x1, x2, get=("nngp", "ntk"))
+    model = net.build(in_features=x1.shape[1], seed=0)
+"""
+
+from ntkit.layers.activations import (
+    ABReLU,
+    GELU,
+    Abs,
+    Cos,
+    Elementwise,
+    Erf,
+    Exp,
+    Gaussian,
+    Hermite,
+    Identity,
+    LeakyReLU,
+    Monomial,
+    Polynomial,
+    Rbf,
+    RectifiedMonomial,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Sign,
+    Sin,
+    Softplus,
+    Tanh,
+)
+from ntkit.layers.base import Activation, Layer
+from ntkit.layers.branching import FanInConcat, FanInSum, FanOut, parallel, serial
+from ntkit.layers.dense import Dense
+
+__all__ = [
+    "ABReLU", "GELU", "Abs", "Activation", "Cos", "Dense", "Elementwise", "Erf", "Exp",
+    "FanInConcat", "FanInSum", "FanOut", "Gaussian", "Hermite", "Identity", "Layer",
+    "LeakyReLU", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Sigmoid",
+    "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
+]

@@ -1,0 +1,158 @@
+"""Layer specs: one description, two meanings.
+
+A `Layer` describes a layer once. From it come
+
+- ``layer.kernel_map(k)``: the exact infinite-width map on a `Kernel` (pure, on tensors);
+- ``layer.make_module(in_features, generator, dtype)``: a finite ``torch.nn.Module``
+  with the same parameterization, and its output width;
+
+and the user-facing wrappers ``layer.kernel(x1, x2)`` and ``layer.build(in_features)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ntkit.kernel import Kernel
+
+Width = int | tuple  # an int for one stream; a tuple of widths for parallel branches
+
+
+class Layer:
+    """Base class of every layer spec (see module docstring)."""
+
+    def kernel_map(self, k: Kernel | tuple[Kernel, ...]) -> Kernel | tuple[Kernel, ...]:
+        raise NotImplementedError
+
+    def make_module(self, in_features: Width, generator: torch.Generator,
+                    dtype: torch.dtype) -> tuple[nn.Module, Width]:
+        raise NotImplementedError
+
+    # ---- user-facing wrappers -------------------------------------------------------
+    def kernel(self, x1, x2=None, get: str | Sequence[str] | None = ("nngp", "ntk"), *,
+               tile: int | None = None, dtype: torch.dtype = torch.float64,
+               progress: bool = False, out=None, compile: bool = False):
+        """Exact infinite-width kernels of this architecture between x1 and x2.
+
+        Args:
+          x1: (n1, d) inputs (tensor or array of any float dtype).
+          x2: (n2, d) inputs, or None for x2 = x1 (each pair is then computed once).
+          get: "nngp", "ntk", "cov1", "cov2", a tuple of those (returns a namedtuple
+            with those fields), or None (returns the whole `Kernel`, with full
+            nngp/ntk matrices and the per-example variances cov1/cov2).
+          tile: tile size in rows (any positive int; default picks one that stays in cache).
+            Peak memory is the output plus O(tile² × layers).
+          dtype: compute and result dtype; float64 by default, float32 on request.
+          progress: show a progress bar over tiles.
+          out: where to write the (n1, n2) results instead of allocating them: for one
+            name, a tensor or numpy array (a ``np.memmap`` keeps a kernel larger than
+            RAM on disk); for several names, a dict name -> array. Returned as given.
+          compile: fuse the per-tile map with ``torch.compile`` (falls back to eager if
+            compilation fails). Off by default: compiling takes from tens of seconds to
+            minutes on a small CPU, more than the eager engine needs for n ≈ 10⁴.
+
+        Returns:
+          A tensor (n1, n2) for a single name, a namedtuple for several, or a `Kernel`.
+        """
+        from ntkit.engine.evaluate import evaluate
+
+        return evaluate(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
+                        out=out, compile=compile)
+
+    def build(self, in_features: int, seed: int | None = 0,
+              dtype: torch.dtype = torch.float64) -> nn.Module:
+        """A finite network with this spec's widths and parameterization.
+
+        Args:
+          in_features: input dimension d; the module maps (n, d) -> (n, out_features).
+          seed: seed of the parameters' initialization (None: torch's global RNG).
+          dtype: parameter dtype (float64 by default).
+        """
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+            raise ValueError(f"in_features must be a positive int, got {in_features!r}")
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        gen = torch.Generator()
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        module, _ = self.make_module(in_features, gen, dtype)
+        return module
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+def check_std(name: str, value, *, allow_none: bool = False) -> float | None:
+    """Validate a non-negative finite std-like hyperparameter."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (value >= 0.0 and value < float("inf")):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+class ActivationModule(nn.Module):
+    """Finite-network counterpart of an `Activation` spec: applies ``spec.fn`` elementwise."""
+
+    def __init__(self, spec: Activation):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spec.fn(x)
+
+    def extra_repr(self) -> str:
+        return repr(self.spec)
+
+
+class Activation(Layer):
+    """An elementwise nonlinearity φ.
+
+    Subclasses define ``fn(x)`` (the torch function, used by the finite module) and
+    ``dual(var1, cov, var2, need_dot)``, which returns
+
+      T    = E[φ(u) φ(v)]     and   Tdot = E[φ'(u) φ'(v)]  (None unless need_dot),
+
+    for (u, v) ~ N(0, [[var1, cov], [cov, var2]]), elementwise with broadcasting.
+    The kernel map is then nngp' = T, ntk' = ntk · Tdot, and the variances map through
+    T(var, var, var).
+    """
+
+    def fn(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def dual(self, var1: Tensor, cov: Tensor, var2: Tensor,
+             need_dot: bool) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def kernel_map(self, k: Kernel) -> Kernel:
+        if isinstance(k, tuple):
+            raise ValueError(f"{type(self).__name__} got {len(k)} parallel branches; "
+                             "combine them first with FanInSum() or FanInConcat(), "
+                             "or apply it per branch with parallel(...)")
+        v1, v2 = k.var_pair()
+        nngp, dot = self.dual(v1, k.nngp, v2, need_dot=k.ntk is not None)
+        ntk = None if k.ntk is None else k.ntk * dot
+        cov1 = self.dual(k.cov1, k.cov1, k.cov1, need_dot=False)[0]
+        cov2 = None if k.cov2 is None else self.dual(k.cov2, k.cov2, k.cov2, need_dot=False)[0]
+        if k.x1_is_x2:
+            # Keep diag(nngp) == cov bitwise (see kernel.input_kernel): vectorized and
+            # scalar transcendental kernels may round differently by an ulp.
+            nngp = nngp.clone() if nngp is k.nngp else nngp
+            nngp.diagonal().copy_(cov1)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None)
+
+    def make_module(self, in_features, generator, dtype):
+        if isinstance(in_features, tuple):
+            raise ValueError(f"{type(self).__name__} got parallel branches; use parallel(...) "
+                             "or a FanIn layer first")
+        return ActivationModule(self), in_features

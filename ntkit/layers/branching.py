@@ -1,0 +1,226 @@
+"""Combinators: `serial`, `parallel`, `FanOut`, `FanInSum`, `FanInConcat` (stax's rules).
+
+Parallel streams travel as tuples: of `Kernel` objects in kernel maps, of tensors in the
+finite modules, and of widths in ``make_module``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ntkit.kernel import Kernel
+from ntkit.layers.base import Layer
+
+
+def _check_layers(name: str, layers) -> tuple[Layer, ...]:
+    if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+        layers = tuple(layers[0])
+    if not layers:
+        raise ValueError(f"{name}() needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{name}(): argument {i} is {type(layer).__name__}, not an ntkit "
+                            "layer (e.g. Dense(...), ReLU(), serial(...))")
+    return tuple(layers)
+
+
+class SerialModule(nn.Module):
+    def __init__(self, modules):
+        super().__init__()
+        self.layers = nn.ModuleList(modules)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class ParallelModule(nn.Module):
+    def __init__(self, modules):
+        super().__init__()
+        self.branches = nn.ModuleList(modules)
+
+    def forward(self, xs):
+        if not isinstance(xs, tuple) or len(xs) != len(self.branches):
+            raise ValueError(f"parallel expects a tuple of {len(self.branches)} inputs")
+        return tuple(b(x) for b, x in zip(self.branches, xs))
+
+
+class Serial(Layer):
+    """Layers applied one after the other."""
+
+    def __init__(self, *layers: Layer):
+        self.layers = _check_layers("serial", layers)
+
+    def kernel_map(self, k):
+        for layer in self.layers:
+            k = layer.kernel_map(k)
+        return k
+
+    def make_module(self, in_features, generator, dtype):
+        modules = []
+        for layer in self.layers:
+            m, in_features = layer.make_module(in_features, generator, dtype)
+            modules.append(m)
+        return SerialModule(modules), in_features
+
+    def __repr__(self) -> str:
+        return "serial(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+class Parallel(Layer):
+    """Applies the i-th layer to the i-th of as many parallel streams."""
+
+    def __init__(self, *layers: Layer):
+        self.layers = _check_layers("parallel", layers)
+
+    def _check_streams(self, streams) -> None:
+        if not isinstance(streams, tuple) or len(streams) != len(self.layers):
+            got = len(streams) if isinstance(streams, tuple) else 1
+            raise ValueError(f"parallel of {len(self.layers)} layers got {got} stream(s); "
+                             f"put FanOut({len(self.layers)}) before it")
+
+    def kernel_map(self, ks):
+        self._check_streams(ks)
+        outs, n_dense = [], max(k.n_dense for k in ks)
+        for layer, k in zip(self.layers, ks):
+            # Thread the Dense count through the branches so each Dense gets its own number.
+            k = layer.kernel_map(k.replace(n_dense=n_dense))
+            n_dense = max(x.n_dense for x in k) if isinstance(k, tuple) else k.n_dense
+            outs.append(k)
+        return tuple(outs)
+
+    def make_module(self, in_features, generator, dtype):
+        self._check_streams(in_features)
+        pairs = [layer.make_module(w, generator, dtype)
+                 for layer, w in zip(self.layers, in_features)]
+        return ParallelModule([m for m, _ in pairs]), tuple(w for _, w in pairs)
+
+    def __repr__(self) -> str:
+        return "parallel(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+def serial(*layers: Layer) -> Serial:
+    """Compose layers: ``serial(Dense(512), ReLU(), Dense(1))``."""
+    return Serial(*layers)
+
+
+def parallel(*layers: Layer) -> Parallel:
+    """Apply layers to parallel streams, one each (after `FanOut`)."""
+    return Parallel(*layers)
+
+
+class _FanOutModule(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: Tensor):
+        return (x,) * self.n
+
+
+class FanOut(Layer):
+    """Copies one stream into ``n`` parallel streams."""
+
+    def __init__(self, n: int):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"FanOut needs a positive int number of streams, got {n!r}")
+        self.n = n
+
+    def kernel_map(self, k):
+        if isinstance(k, tuple):
+            raise ValueError("FanOut got parallel streams already; merge them first")
+        return (k,) * self.n
+
+    def make_module(self, in_features, generator, dtype):
+        if isinstance(in_features, tuple):
+            raise ValueError("FanOut got parallel streams already; merge them first")
+        return _FanOutModule(self.n), (in_features,) * self.n
+
+
+def _check_fan_in(name: str, ks) -> tuple[Kernel, ...]:
+    if not isinstance(ks, tuple):
+        raise ValueError(f"{name} needs parallel streams (FanOut, parallel) before it")
+    return ks
+
+
+class _SumModule(nn.Module):
+    def forward(self, xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class _ConcatModule(nn.Module):
+    def forward(self, xs):
+        return torch.cat(xs, dim=-1)
+
+
+class FanInSum(Layer):
+    """Sums parallel streams (they must have equal widths).
+
+    The kernel of a sum is the sum of kernels only when the streams are uncorrelated:
+    at most one stream may be something other than a fresh Dense output, and no two
+    streams may come from the same Dense layer. Otherwise this raises, rather than
+    return a kernel that misses cross-covariances (neural-tangents sums regardless).
+    """
+
+    def kernel_map(self, ks):
+        ks = _check_fan_in("FanInSum", ks)
+        widths = {k.channels for k in ks}
+        if len(widths) > 1:
+            raise ValueError(f"FanInSum needs streams of equal width, got {sorted(widths)}")
+        sources = [k.source for k in ks if k.source is not None]
+        n_other = len(ks) - len(sources)
+        if n_other > 1 or len(set(sources)) < len(sources):
+            raise ValueError(
+                "FanInSum: the kernel of a sum of correlated streams needs their cross-"
+                "covariance, which is not tracked; end all but at most one stream with its own "
+                "Dense layer (e.g. a residual block: parallel(Identity(), serial(..., Dense)))")
+        out = ks[0]
+        for k in ks[1:]:
+            out = out.replace(
+                nngp=out.nngp + k.nngp,
+                ntk=None if out.ntk is None else out.ntk + k.ntk,
+                cov1=out.cov1 + k.cov1,
+                cov2=None if out.cov2 is None else out.cov2 + k.cov2)
+        return out.replace(source=None, n_dense=max(k.n_dense for k in ks))
+
+    def make_module(self, in_features, generator, dtype):
+        if not isinstance(in_features, tuple):
+            raise ValueError("FanInSum needs parallel streams (FanOut, parallel) before it")
+        if len(set(in_features)) > 1:
+            raise ValueError(f"FanInSum needs streams of equal width, got {in_features}")
+        return _SumModule(), in_features[0]
+
+
+class FanInConcat(Layer):
+    """Concatenates parallel streams along channels.
+
+    Per-channel kernels average, weighted by each stream's width
+    (the next Dense layer sees the concatenated channels).
+    """
+
+    def kernel_map(self, ks):
+        ks = _check_fan_in("FanInConcat", ks)
+        total = sum(k.channels for k in ks)
+
+        def mix(field):
+            parts = [getattr(k, field) for k in ks]
+            if parts[0] is None:
+                return None
+            acc = parts[0] * (ks[0].channels / total)
+            for k, p in zip(ks[1:], parts[1:]):
+                acc = acc + p * (k.channels / total)
+            return acc
+
+        return ks[0].replace(nngp=mix("nngp"), ntk=mix("ntk"), cov1=mix("cov1"),
+                             cov2=mix("cov2"), channels=total, source=None,
+                             n_dense=max(k.n_dense for k in ks))
+
+    def make_module(self, in_features, generator, dtype):
+        if not isinstance(in_features, tuple):
+            raise ValueError("FanInConcat needs parallel streams (FanOut, parallel) before it")
+        return _ConcatModule(), sum(in_features)

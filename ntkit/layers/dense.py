@@ -1,0 +1,112 @@
+"""Fully-connected layer: `Dense`, in neural-tangents' two parameterizations."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ntkit.kernel import Kernel
+from ntkit.layers.base import Layer, check_std
+
+PARAMETERIZATIONS = ("ntk", "standard")
+
+class DenseModule(nn.Module):
+    """Finite dense layer: ``y = w_scale · x Wᵀ + b_scale · b``.
+
+    'ntk':      W, b ~ N(0, 1);  w_scale = w_std/√fan_in, b_scale = b_std.
+    'standard': W ~ N(0, w_std²/fan_in), b ~ N(0, b_std²);  w_scale = b_scale = 1.
+
+    ``bias`` is None when the spec has ``b_std=None``. The scales are plain floats,
+    so per-example gradients are ``w_scale · outer(cotangent, x)`` and ``b_scale · cotangent``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, w_std: float, b_std: float | None,
+                 parameterization: str, generator: torch.Generator, dtype: torch.dtype):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.parameterization = parameterization
+        w = torch.randn(out_features, in_features, generator=generator, dtype=dtype)
+        b = None if b_std is None else torch.randn(out_features, generator=generator, dtype=dtype)
+        if parameterization == "ntk":
+            self.w_scale, self.b_scale = w_std / math.sqrt(in_features), (b_std or 0.0)
+        else:
+            w = w * (w_std / math.sqrt(in_features))
+            b = None if b is None else b * b_std
+            self.w_scale, self.b_scale = 1.0, 1.0
+        self.weight = nn.Parameter(w)
+        self.bias = None if b is None else nn.Parameter(b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = (x @ self.weight.T) * self.w_scale if self.w_scale != 1.0 else x @ self.weight.T
+        if self.bias is not None:
+            y = y + (self.bias * self.b_scale if self.b_scale != 1.0 else self.bias)
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"parameterization={self.parameterization!r}, bias={self.bias is not None}")
+
+
+class Dense(Layer):
+    """Fully-connected layer with ``out_features`` channels.
+
+    Kernel map (nngp, cov: (n1, n2), (n,); c = input channel count):
+
+    - 'ntk' (default): ``nngp' = w_std²·nngp + b_std²`` and ``ntk' = nngp' + w_std²·ntk``.
+    - 'standard': same nngp'; ``ntk' = c·nngp + w_std²·ntk (+ 1 if there is a bias)``, so
+      the NTK depends on widths, as in neural-tangents.
+
+    Args:
+      out_features: output width (used by `build`; the kernel is its infinite-width limit).
+      w_std: weight standard deviation (≥ 0).
+      b_std: bias standard deviation (≥ 0), or None for no bias parameter at all.
+      parameterization: "ntk" or "standard".
+    """
+
+    def __init__(self, out_features: int, w_std: float = 1.0, b_std: float | None = 0.0,
+                 parameterization: str = "ntk"):
+        if isinstance(out_features, bool) or not isinstance(out_features, int):
+            raise TypeError(f"Dense out_features must be an int, got {out_features!r}")
+        if out_features < 1:
+            raise ValueError(f"Dense out_features must be >= 1, got {out_features}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r}; "
+                             f"expected one of {PARAMETERIZATIONS}")
+        self.out_features = out_features
+        self.w_std = check_std("w_std", w_std)
+        self.b_std = check_std("b_std", b_std, allow_none=True)
+        self.parameterization = parameterization
+
+    def kernel_map(self, k: Kernel) -> Kernel:
+        if isinstance(k, tuple):
+            raise ValueError(f"Dense got {len(k)} parallel branches; combine them first with "
+                             "FanInSum() or FanInConcat()")
+        w2 = self.w_std**2
+        b2 = 0.0 if self.b_std is None else self.b_std**2
+
+        def affine(t: Tensor) -> Tensor:
+            return t * w2 + b2 if b2 else t * w2
+
+        nngp = affine(k.nngp)
+        ntk = k.ntk
+        if ntk is not None:
+            if self.parameterization == "ntk":
+                ntk = nngp + w2 * ntk
+            else:
+                ntk = k.channels * k.nngp + w2 * ntk
+                if self.b_std is not None:
+                    ntk = ntk + 1.0
+        return k.replace(nngp=nngp, ntk=ntk, cov1=affine(k.cov1),
+                         cov2=None if k.cov2 is None else affine(k.cov2),
+                         channels=self.out_features, source=k.n_dense + 1,
+                         n_dense=k.n_dense + 1)
+
+    def make_module(self, in_features, generator, dtype):
+        if isinstance(in_features, tuple):
+            raise ValueError("Dense got parallel branches; combine them first with "
+                             "FanInSum() or FanInConcat()")
+        module = DenseModule(in_features, self.out_features, self.w_std, self.b_std,
+                             self.parameterization, generator, dtype)
+        return module, self.out_features

@@ -1,0 +1,202 @@
+"""Exact Gaussian-process posteriors of infinitely wide networks (t = ∞).
+
+For test inputs with kernels K (NNGP) and Θ (NTK), train kernels regularized as
+``K + δ I`` for the solves (δ from ``diag_reg``), and targets y:
+
+- ``"nngp"``: Bayesian posterior of the NNGP:
+  mean = K_td K⁻¹ y,  cov = K_tt - K_td K⁻¹ K_dt;
+- ``"ntk"``: distribution of an infinite ensemble of infinitely wide networks trained
+  to convergence by gradient flow on MSE (Lee et al. 2019, "Wide neural networks of
+  any depth evolve as linear models"):
+  mean = Θ_td Θ⁻¹ y,
+  cov  = K_tt - (Θ_td Θ⁻¹ K_dt + transpose) + Θ_td Θ⁻¹ K_dd Θ⁻¹ Θ_dt;
+- ``"ntkgp"``: posterior of a GP with the NTK as prior covariance (He et al. 2020):
+  mean = Θ_td Θ⁻¹ y,  cov = Θ_tt - Θ_td Θ⁻¹ Θ_dt.
+
+Subscripts: d = train (data), t = test. These are neural-tangents' ``gp_inference``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ntkit.predict._utils import (
+    KERNEL_NAMES,
+    Gaussian,
+    canonicalize_get,
+    check_targets,
+    check_test_test,
+    check_test_train,
+    is_array,
+    kernel_field,
+    pack_output,
+    require_field,
+)
+from ntkit.solvers.checks import add_diagonal_regularizer, check_kernel
+from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
+
+GP_GETS = ("nngp", "ntk", "ntkgp")
+
+
+class GPPredictor:
+    """GP posterior predictor; returned by `gp_inference`.
+
+    Holds the train-train kernels (validated lazily, per kernel name) and caches the
+    Cholesky factor of each regularized kernel and K⁻¹ y.
+    """
+
+    def __init__(self, k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
+                 diag_reg_absolute_scale: bool = False, *,
+                 dtype: torch.dtype = torch.float64, eager: bool = True):
+        self.dtype = dtype
+        self.diag_reg = float(diag_reg)
+        self.diag_reg_absolute_scale = diag_reg_absolute_scale
+        self._source = k_train_train
+        self._k: dict[str, Tensor] = {}
+        self._chol: dict[str, CholeskyFactor] = {}
+        self._kinv_y: dict[str, Tensor] = {}
+        add_diagonal_regularizer(torch.ones(1, 1), self.diag_reg)  # validates diag_reg
+        # The number of training points comes from y; kernels are checked against it.
+        self.device = y_train.device if isinstance(y_train, Tensor) else torch.device("cpu")
+        if eager:
+            present = [g for g in KERNEL_NAMES
+                       if kernel_field(k_train_train, g, "k_train_train") is not None]
+            if not present:
+                raise ValueError("k_train_train holds neither an 'nngp' nor an 'ntk' kernel")
+            first = check_kernel(kernel_field(k_train_train, present[0], "k_train_train"),
+                                 "k_train_train", dtype=dtype)
+            self.device = first.device
+        self.y_train = check_targets(y_train, None, dtype=dtype, device=self.device)
+        self.n_train = self.y_train.shape[0]
+        if eager:
+            for g in present:
+                self.kernel(g)
+
+    def _share_bare_matrix(self, g: str) -> bool:
+        # A bare matrix serves every mode; validate and factor it only once.
+        if not is_array(self._source):
+            return False
+        other = next((h for h in self._k if h != g), None)
+        if other is None:
+            return False
+        self._k[g] = self._k[other]
+        if other in self._chol:
+            self._chol[g] = self._chol[other]
+        return True
+
+    def kernel(self, g: str, why: str = "") -> Tensor:
+        """The validated (n, n) train-train kernel ``g`` ("nngp" or "ntk")."""
+        if g not in self._k and not self._share_bare_matrix(g):
+            k = require_field(self._source, g, "k_train_train", why)
+            k = check_kernel(k, f"k_train_train.{g}", dtype=self.dtype, device=self.device)
+            if k.shape[0] != self.n_train:
+                raise ValueError(f"k_train_train.{g} has shape {tuple(k.shape)} but y_train "
+                                 f"has {self.n_train} rows")
+            self._k[g] = k
+        return self._k[g]
+
+    def cholesky(self, g: str) -> CholeskyFactor:
+        """Cached Cholesky factor of the regularized train-train kernel ``g``."""
+        if g not in self._chol and self._k.get(g) is not None:
+            other = next((h for h in self._chol if self._k.get(h) is self._k[g]), None)
+            if other is not None:
+                self._chol[g] = self._chol[other]
+        if g not in self._chol:
+            k = add_diagonal_regularizer(self.kernel(g), self.diag_reg,
+                                         self.diag_reg_absolute_scale)
+            self._chol[g] = cholesky_jitter(k, f"k_train_train.{g}", validate=False)
+        return self._chol[g]
+
+    def _k_inv_y(self, g: str) -> Tensor:
+        if g not in self._kinv_y:
+            self._kinv_y[g] = self.cholesky(g).solve(self.y_train)
+        return self._kinv_y[g]
+
+    def posterior(self, g: str, k_test_train: Any = None, k_test_test: Any = None,
+                  compute_cov: bool = False) -> Tensor | Gaussian:
+        """Posterior for one mode ``g`` in ("nngp", "ntk", "ntkgp"); see `gp_inference`."""
+        kk = "ntk" if g == "ntkgp" else g
+        solve = self.cholesky(kk).solve
+        y = self.y_train
+        if k_test_train is None:
+            # The posterior on the (unregularized) training set is y, with no variance.
+            mean = y.clone()
+            if not compute_cov:
+                return mean
+            return Gaussian(mean, torch.zeros(self.n_train, self.n_train, dtype=self.dtype,
+                                              device=self.device))
+        k_td = self._test_train(k_test_train, kk, f"needed for get={g!r}")
+        mean = k_td @ self._k_inv_y(kk)
+        if not compute_cov:
+            return mean
+        m = k_td.shape[0]
+        if g == "ntk":
+            why = "for the 'ntk' posterior covariance"
+            nngp_td = self._test_train(k_test_train, "nngp", why)
+            nngp_dd = self.kernel("nngp", why)
+            nngp_tt = self._test_test(k_test_test, "nngp", m, why)
+            a = solve(k_td.T)  # Θ⁻¹ Θ_dt, (n, m)
+            cross = k_td @ solve(nngp_td.T)  # Θ_td Θ⁻¹ K_dt
+            cov = nngp_tt - cross - cross.T + a.T @ nngp_dd @ a
+        else:  # "nngp" or "ntkgp": posterior of a GP with prior covariance kk
+            k_tt = self._test_test(k_test_test, kk, m, f"for the {g!r} posterior covariance")
+            cov = k_tt - k_td @ solve(k_td.T)
+        return Gaussian(mean, 0.5 * (cov + cov.T))
+
+    def _test_train(self, k: Any, g: str, why: str) -> Tensor:
+        v = require_field(k, g, "k_test_train", why)
+        return check_test_train(v, self.n_train, f"k_test_train.{g}", self.dtype, self.device)
+
+    def _test_test(self, k: Any, g: str, m: int, why: str) -> Tensor:
+        if k is None:
+            raise ValueError(f"k_test_test is needed {why}")
+        v = require_field(k, g, "k_test_test", why)
+        return check_test_test(v, m, f"k_test_test.{g}", self.dtype, self.device)
+
+    def __call__(self, get: Any = None, k_test_train: Any = None, k_test_test: Any = None):
+        """Posterior on a test set.
+
+        Args:
+          get: "nngp", "ntk", "ntkgp", or a tuple of them; None = ("nngp", "ntk").
+          k_test_train: (m, n) test-train kernel(s): a matrix (used for every mode) or a
+            container with ``nngp``/``ntk``. The "ntk" covariance needs both. None:
+            predictions on the training set (mean y_train, zero covariance).
+          k_test_test: (m, m) test-test kernel(s); when given, covariances are returned.
+            "nngp"/"ntk" use its NNGP, "ntkgp" its NTK. With k_test_train None, any
+            non-None value (e.g. True) asks for the (zero) train-set covariance.
+
+        Returns:
+          For a single name: the mean (m, *y.shape[1:]) or a `Gaussian` (mean,
+          covariance (m, m)). For a tuple: a namedtuple ``Gaussians`` with one such
+          value per name.
+        """
+        names, single = canonicalize_get(get, GP_GETS)
+        compute_cov = k_test_test is not None
+        out = {g: self.posterior(g, k_test_train, k_test_test, compute_cov) for g in names}
+        return pack_output(out, names, single)
+
+
+def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
+                 diag_reg_absolute_scale: bool = False, *,
+                 dtype: torch.dtype = torch.float64) -> GPPredictor:
+    """Exact NNGP / NTK / NTK-GP posterior (the t = ∞ limit of `gradient_descent_mse_ensemble`).
+
+    Args:
+      k_train_train: (n, n) train-train kernel(s): a matrix (used for every mode) or a
+        container (dict, namedtuple, `ntkit.kernel.Kernel`) with ``nngp`` and/or ``ntk``.
+        The "ntk" covariance needs both.
+      y_train: (n,) or (n, k) targets.
+      diag_reg: δ added to the diagonal of the train-train kernel before solving.
+      diag_reg_absolute_scale: True: δ = diag_reg; False (default): diag_reg times the
+        mean diagonal of that kernel.
+      dtype: compute and output dtype (float64 by default).
+
+    Returns:
+      `GPPredictor` ``gp``; ``out = gp(get, k_test_train, k_test_test)``; see
+      `GPPredictor.__call__`. Cholesky factors are cached across calls; a singular
+      kernel is factored with jitter and a `NumericalWarning` giving the jitter used.
+    """
+    return GPPredictor(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, dtype=dtype)

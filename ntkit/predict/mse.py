@@ -1,0 +1,168 @@
+"""Closed-form gradient flow on the squared loss in function space.
+
+Convention (as in neural-tangents): the loss is 0.5 · mean((f - y)²) over all N =
+y.size entries of the targets, and time ``t`` counts steps of size ``learning_rate``,
+so the training outputs follow
+
+    df/dt = -learning_rate · K (f - y) / N,
+
+applied to each output column with the same (n, n) kernel K. Hence
+
+    f_train(t) = y + exp(-η t K / N) (f_train(0) - y)
+    f_test(t)  = f_test(0) + K_test,train K⁻¹ (I - exp(-η t K / N)) (y - f_train(0)).
+
+Finite times use a cached eigendecomposition of K (eigenvalues clamped at 0); t = None
+(t = ∞) uses a cached Cholesky solve, as in neural-tangents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ntkit.predict._utils import (
+    broadcast_init,
+    check_learning_rate,
+    check_targets,
+    check_test_train,
+    expm1_flow,
+    parse_times,
+    phi_flow,
+)
+from ntkit.solvers.checks import add_diagonal_regularizer, check_kernel
+from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
+from ntkit.solvers.eigh import PSDEigh, eigh_psd
+
+
+class MSEPredictor:
+    """Predictions of gradient flow on MSE; returned by `gradient_descent_mse`.
+
+    Call it as ``fx_train_t, fx_test_t = fn(t, fx_train_0, fx_test_0, k_test_train)``.
+    The factorizations of the regularized train-train kernel are computed on first use
+    and cached: `eigh` (finite t) and `cholesky` (t = None).
+    """
+
+    def __init__(self, k_train_train: Any, y_train: Any, learning_rate: float = 1.0,
+                 diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False, *,
+                 dtype: torch.dtype = torch.float64):
+        k = check_kernel(k_train_train, "k_train_train", dtype=dtype)
+        self.dtype = dtype
+        self.device = k.device
+        self.y_train = check_targets(y_train, k.shape[0], dtype=dtype, device=k.device)
+        self.learning_rate = check_learning_rate(learning_rate)
+        self.k_train_train = k
+        self._k_reg = add_diagonal_regularizer(k, diag_reg, diag_reg_absolute_scale)
+        self._eigh: PSDEigh | None = None
+        self._chol: CholeskyFactor | None = None
+
+    @property
+    def n_train(self) -> int:
+        return self.k_train_train.shape[0]
+
+    @property
+    def eigh(self) -> PSDEigh:
+        """Cached eigendecomposition of the regularized train-train kernel."""
+        if self._eigh is None:
+            self._eigh = eigh_psd(self._k_reg, "k_train_train", validate=False)
+        return self._eigh
+
+    @property
+    def cholesky(self) -> CholeskyFactor:
+        """Cached Cholesky factor of the regularized train-train kernel (with its jitter)."""
+        if self._chol is None:
+            self._chol = cholesky_jitter(self._k_reg, "k_train_train", validate=False)
+        return self._chol
+
+    def __call__(self, t: Any = None, fx_train_0: Any = 0.0, fx_test_0: Any = None,
+                 k_test_train: Any = None) -> tuple[Tensor | None, Tensor | None]:
+        """Outputs at time(s) ``t``.
+
+        Args:
+          t: None (t = ∞, by a linear solve), a scalar, or an array of times of any
+            shape (training steps; fractional allowed; ``inf`` allowed). Must be >= 0.
+          fx_train_0: network outputs on the training set at t = 0: a scalar or an
+            array broadcastable to y_train's shape. None: skip train predictions (the
+            test predictions then start from train outputs 0).
+          fx_test_0: outputs on the test set at t = 0 (scalar or (m, k) array); None
+            means 0. Only used with ``k_test_train``.
+          k_test_train: (m, n) kernel between test and train inputs. Without it no
+            test predictions are made.
+
+        Returns:
+          ``(fx_train_t, fx_test_t)``: (*t.shape, *y_train.shape) and
+          (*t.shape, m, *y_train.shape[1:]); either is None when not requested
+          (fx_train_0 None, or k_test_train None). For t = None the time axes are absent.
+        """
+        dtype, dev, y = self.dtype, self.device, self.y_train
+        if k_test_train is None and fx_test_0 is not None:
+            raise ValueError("fx_test_0 was given without k_test_train; pass k_test_train "
+                             "to get test predictions")
+        if fx_train_0 is None and k_test_train is None:
+            raise ValueError("nothing to predict: fx_train_0 is None and k_test_train is "
+                             "None")
+        f0 = None if fx_train_0 is None else broadcast_init(fx_train_0, tuple(y.shape),
+                                                            "fx_train_0", dtype, dev)
+        k_td = None
+        ft0 = None
+        if k_test_train is not None:
+            k_td = check_test_train(k_test_train, self.n_train, "k_test_train", dtype, dev)
+            test_shape = (k_td.shape[0],) + tuple(y.shape[1:])
+            ft0 = broadcast_init(0.0 if fx_test_0 is None else fx_test_0, test_shape,
+                                 "fx_test_0", dtype, dev)
+        # Residual at t = 0; an absent fx_train_0 counts as zero outputs (neural-tangents).
+        r0 = -y if f0 is None else f0 - y
+
+        if t is None:
+            fx_train = None if f0 is None else y.clone()
+            fx_test = None
+            if k_td is not None:
+                fx_test = ft0 - k_td @ self.cholesky.solve(r0)
+            return fx_train, fx_test
+
+        times, t_shape = parse_times(t, dtype, dev)
+        eig = self.eigh
+        s = times * self.learning_rate / y.numel()
+        cutoff = eig.pinv_cutoff()
+        fx_train = fx_test = None
+        if f0 is not None:
+            d = eig.apply(expm1_flow(eig.eigenvalues, s, cutoff), r0)
+            fx_train = (f0 + d).reshape(t_shape + tuple(y.shape))
+        if k_td is not None:
+            d = eig.apply(phi_flow(eig.eigenvalues, s, cutoff), r0)  # (T, n, ...)
+            d = torch.einsum("mn,tn...->tm...", k_td, d)
+            fx_test = (ft0 - d).reshape(t_shape + tuple(ft0.shape))
+        return fx_train, fx_test
+
+
+def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float = 1.0,
+                         diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False, *,
+                         dtype: torch.dtype = torch.float64) -> MSEPredictor:
+    """Predict the outcome of continuous-time gradient descent on the squared loss.
+
+    The loss is 0.5 · mean((f - y)²) over all entries of ``y_train`` (neural-tangents'
+    normalization), and time runs in units of ``learning_rate``: the flow is
+    ``df/dt = -learning_rate · K (f - y) / y_train.size``.
+
+    Args:
+      k_train_train: (n, n) NTK (or NNGP) on the training inputs, numpy or torch;
+        symmetric and PSD. The same kernel acts on each of the k output columns.
+      y_train: (n,) or (n, k) targets.
+      learning_rate: step size η > 0.
+      diag_reg: regularization δ: the flow uses ``K + δ I`` (after scaling, below).
+      diag_reg_absolute_scale: True: δ = diag_reg; False (default): δ = diag_reg ·
+        mean(diag K).
+      dtype: compute and output dtype (float64 by default).
+
+    Returns:
+      `MSEPredictor` ``fn``; ``fx_train_t, fx_test_t = fn(t, fx_train_0=0.0,
+      fx_test_0=None, k_test_train=None)``; see `MSEPredictor.__call__`.
+
+    Example:
+      >>> fn = gradient_descent_mse(k_train_train, y_train, learning_rate=0.1)
+      >>> f_train, f_test = fn([0., 10., 100.], fx_train_0=f0, k_test_train=k_te_tr)
+      >>> f_test.shape   # (3, m, k)
+    """
+    return MSEPredictor(k_train_train, y_train, learning_rate, diag_reg,
+                        diag_reg_absolute_scale, dtype=dtype)
