@@ -1,0 +1,313 @@
+"""scikit-learn estimators backed by infinite-width NTK / NNGP kernels.
+
+- `NTKRegressor`, `NNGPRegressor`: kernel regression with the NTK or the NNGP of a
+  fully-connected network (or any layer spec passed as ``net``), at training time ``t``
+  of gradient flow on MSE (``t=None``: t = ∞, i.e. kernel ridge regression with ridge
+  ``diag_reg``). ``predict(X, return_std=True)`` also gives the predictive standard
+  deviation of the latent function (see below).
+- `NTKClassifier`, `NNGPClassifier`: the same on centred one-hot targets (one-hot minus
+  1/C; Arora et al. 2020, "Harnessing the power of infinitely wide deep nets on
+  small-data tasks"); the predicted class is the argmax of the C outputs.
+
+They follow scikit-learn's conventions (``fit``/``predict``/``score``, ``get_params``,
+``clone``, pipelines, ``GridSearchCV``) and pass ``check_estimator``. Inputs are numpy
+arrays; everything is computed in float64.
+
+Predictions (η = ``learning_rate``, N = y.size, s = η t / N, K = the kernel chosen by
+the class, evaluated on train (d) and test (*) inputs, K_dd regularized by ``diag_reg``):
+
+    mean(t) = K_*d K_dd⁻¹ (I − exp(−s K_dd)) y          (t = None: K_*d K_dd⁻¹ y)
+    var(t)  = K_** − K_*d K_dd⁻¹ (I − exp(−2 s K_dd)) K_d*  (t = None: K_** − K_*d K_dd⁻¹ K_d*)
+
+i.e. the mean of an infinite ensemble of infinitely wide networks trained from a
+zero-mean start, and the variance of a GP with prior covariance K trained by gradient
+flow on MSE. At t = None this is the GP posterior: the NNGP posterior for the NNGP
+estimators and the NTK-GP posterior (He et al. 2020) for the NTK ones. The variance is
+that of the latent function: it does not include the ``diag_reg`` "noise". These are
+`ntkit.predict.gradient_descent_mse_ensemble` in its "nngp" mode with K as the kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ntkit.layers import activations as _act
+from ntkit.layers.base import Layer
+from ntkit.layers.branching import serial
+from ntkit.layers.dense import Dense
+from ntkit.predict import gradient_descent_mse_ensemble
+
+__all__ = [
+    "ACTIVATIONS",
+    "NNGPClassifier",
+    "NNGPRegressor",
+    "NTKClassifier",
+    "NTKRegressor",
+    "make_network",
+]
+
+# Activation names accepted by the estimators and the CLI -> no-argument spec factories.
+ACTIVATIONS: dict[str, type[Layer]] = {
+    "relu": _act.ReLU,
+    "erf": _act.Erf,
+    "tanh": _act.Tanh,
+    "gelu": _act.GELU,
+    "identity": _act.Identity,
+    "abs": _act.Abs,
+    "sigmoid": _act.Sigmoid,
+    "softplus": _act.Softplus,
+    "silu": _act.SiLU,
+    "sin": _act.Sin,
+    "sign": _act.Sign,
+}
+
+# Test rows per kernel evaluation when a predictive variance is requested: the
+# test-test block is only (chunk, chunk), so memory stays O(chunk · n_train).
+_STD_CHUNK = 512
+
+
+def make_network(depth: int = 1, activation: str = "relu", w_std: float = 1.5,
+                 b_std: float = 0.05, *, width: int = 512, out_features: int = 1) -> Layer:
+    """A fully-connected layer spec: ``depth`` × [Dense(width), activation], Dense(out).
+
+    Args:
+      depth: number of hidden layers (0: a linear model).
+      activation: a name in `ACTIVATIONS` ("relu", "erf", "tanh", "gelu", ...).
+      w_std, b_std: weight and bias standard deviations of every Dense layer (NTK
+        parameterization); the defaults are neural-tangents' README example's.
+      width: hidden width of the finite network ``build`` makes; the kernels are its
+        infinite-width limits and do not depend on it.
+      out_features: output width of the finite network.
+
+    Returns:
+      ``serial(Dense(width, w_std, b_std), act, ..., Dense(out_features, w_std, b_std))``.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0:
+        raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+    if not isinstance(activation, str) or activation.lower() not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of "
+                         f"{sorted(ACTIVATIONS)}")
+    act = ACTIVATIONS[activation.lower()]
+    layers: list[Layer] = []
+    for _ in range(int(depth)):
+        layers += [Dense(width, w_std, b_std), act()]
+    layers.append(Dense(out_features, w_std, b_std))
+    return serial(*layers)
+
+
+def _check_real(name: str, value: Any, *, low: float, strict: bool = False,
+                allow_none: bool = False) -> float | None:
+    """A finite real hyperparameter >= low (> low if strict), or None if allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < low or (strict and v == low):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be finite and {op} {low}, got {value!r}")
+    return v
+
+
+class _KernelEstimator(BaseEstimator):
+    """Shared machinery: the spec, the kernel solves, mean and variance predictions."""
+
+    _kernel_name: str = "ntk"  # which kernel of the spec drives the predictions
+
+    def __init__(self, depth: int = 1, activation: str = "relu", w_std: float = 1.5,
+                 b_std: float = 0.05, t: float | None = None, diag_reg: float = 1e-4,
+                 learning_rate: float = 1.0, net: Layer | None = None):
+        self.depth = depth
+        self.activation = activation
+        self.w_std = w_std
+        self.b_std = b_std
+        self.t = t
+        self.diag_reg = diag_reg
+        self.learning_rate = learning_rate
+        self.net = net
+
+    # ---- pieces ----------------------------------------------------------------------
+    def _spec(self) -> Layer:
+        if self.net is not None:
+            if not isinstance(self.net, Layer):
+                raise ValueError(f"net must be an ntkit layer spec (e.g. serial(...)), got "
+                                 f"{type(self.net).__name__}")
+            return self.net
+        w = _check_real("w_std", self.w_std, low=0.0)
+        b = _check_real("b_std", self.b_std, low=0.0)
+        return make_network(self.depth, self.activation, w, b)
+
+    def _kernel(self, x1: np.ndarray, x2: np.ndarray | None = None) -> torch.Tensor:
+        # Copies: torch cannot wrap read-only arrays (sklearn's memmap checks) without warning.
+        t1 = torch.tensor(x1, dtype=torch.float64)
+        t2 = None if x2 is None else torch.tensor(x2, dtype=torch.float64)
+        return self.spec_.kernel(t1, t2, get=self._kernel_name)
+
+    def _fit_targets(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """Compute the train kernel and the predictor for float64 targets Y ((n,) or (n, k))."""
+        self.spec_ = self._spec()
+        t = _check_real("t", self.t, low=0.0, allow_none=True)
+        lr = _check_real("learning_rate", self.learning_rate, low=0.0, strict=True)
+        reg = _check_real("diag_reg", self.diag_reg, low=0.0)
+        if t is not None and math.isinf(t):
+            t = None
+        self.t_ = t
+        self.X_train_ = np.array(X, dtype=np.float64, order="C")
+        self.kernel_train_ = self._kernel(self.X_train_)
+        # The class's kernel plays the part of the "nngp" (prior and flow) kernel of the
+        # ensemble predictor: its "nngp" mode is exactly the GP-trained-by-flow formulas
+        # of the module docstring, for either kernel.
+        self.predictor_ = gradient_descent_mse_ensemble(
+            None, None, torch.tensor(Y, dtype=torch.float64), learning_rate=lr,
+            diag_reg=reg, k_train_train={"nngp": self.kernel_train_})
+
+    def _predict_mean(self, X: np.ndarray) -> np.ndarray:
+        k_td = self._kernel(X, self.X_train_)
+        mean = self.predictor_(self.t_, get="nngp", k_test_train={"nngp": k_td})
+        return mean.numpy()
+
+    def _predict_var(self, X: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, variance (m,)) or, with ``full``, (mean, covariance (m, m))."""
+        chunks = [slice(0, len(X))] if full else [
+            slice(i, min(i + _STD_CHUNK, len(X))) for i in range(0, len(X), _STD_CHUNK)]
+        means, covs = [], []
+        for sl in chunks:
+            xs = X[sl]
+            g = self.predictor_(self.t_, get="nngp", compute_cov=True,
+                                k_test_train={"nngp": self._kernel(xs, self.X_train_)},
+                                k_test_test={"nngp": self._kernel(xs)})
+            means.append(g.mean.numpy())
+            cov = g.covariance.numpy()
+            covs.append(cov if full else np.diagonal(cov).copy())
+        mean = np.concatenate(means, axis=0)
+        if full:
+            return mean, covs[0]
+        # Round-off can make a vanishing variance slightly negative.
+        return mean, np.maximum(np.concatenate(covs), 0.0)
+
+    def _validate_predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "predictor_")
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
+
+class _KernelRegressor(RegressorMixin, _KernelEstimator):
+    def fit(self, X: Any, y: Any) -> _KernelRegressor:
+        """Fit on X (n, d) and targets y (n,) or (n, k); returns self."""
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
+        y = np.asarray(y, dtype=np.float64)
+        self._fit_targets(X, y)
+        return self
+
+    def predict(self, X: Any, return_std: bool = False, return_cov: bool = False):
+        """Predictive mean at X (m, d): (m,) for 1-D y, (m, k) for 2-D y.
+
+        Args:
+          return_std: also return the predictive standard deviation of the latent
+            function, of the mean's shape (the same for every output column).
+          return_cov: also return the (m, m) predictive covariance (shared by every
+            output column). At most one of the two.
+
+        Returns:
+          ``mean``, ``(mean, std)`` or ``(mean, cov)``.
+        """
+        if return_std and return_cov:
+            raise ValueError("at most one of return_std and return_cov may be True")
+        X = self._validate_predict(X)
+        if not (return_std or return_cov):
+            return self._predict_mean(X)
+        mean, var = self._predict_var(X, full=return_cov)
+        if return_cov:
+            return mean, var
+        std = np.sqrt(var)
+        if mean.ndim == 2:
+            std = np.repeat(std[:, None], mean.shape[1], axis=1)
+        return mean, std
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class _KernelClassifier(ClassifierMixin, _KernelEstimator):
+    def fit(self, X: Any, y: Any) -> _KernelClassifier:
+        """Fit on X (n, d) and class labels y (n,); returns self.
+
+        Regresses the centred one-hot targets onehot(y) − 1/C with the kernel.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        enc = LabelEncoder().fit(y)
+        self.classes_ = enc.classes_
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
+                             f"the data, but the data contains only one class: "
+                             f"{self.classes_[0]!r}")
+        codes = enc.transform(y)
+        targets = np.eye(n_classes)[codes] - 1.0 / n_classes
+        self._fit_targets(X, targets)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Kernel outputs for each class, (m, C); for 2 classes, (m,) = f₁ − f₀."""
+        f = self._predict_mean(self._validate_predict(X))
+        return f[:, 1] - f[:, 0] if len(self.classes_) == 2 else f
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels (m,): the argmax of the C kernel outputs."""
+        f = self._predict_mean(self._validate_predict(X))
+        return self.classes_[np.argmax(f, axis=1)]
+
+
+_PARAMS_DOC = """
+    Args:
+      depth: number of hidden layers of the fully-connected network (small is fast).
+      activation: activation name ("relu", "erf", "tanh", "gelu", ...; see
+        `ntkit.sklearn.ACTIVATIONS`).
+      w_std, b_std: weight and bias standard deviations (NTK parameterization).
+      t: training time of gradient flow on MSE, in steps of ``learning_rate``; None
+        (default) means t = ∞ (kernel ridge regression).
+      diag_reg: ridge δ, relative to the mean diagonal of the train kernel.
+      learning_rate: step size η; only η·t matters.
+      net: an ntkit layer spec used instead of depth/activation/w_std/b_std.
+
+    Attributes (after fit):
+      X_train_: (n, d) training inputs; kernel_train_: (n, n) train kernel;
+      predictor_: the `ntkit.predict` ensemble predictor; spec_: the layer spec;
+      n_features_in_.
+"""
+
+
+class NTKRegressor(_KernelRegressor):
+    __doc__ = ("Regression with the infinite-width NTK: the mean of wide networks trained "
+               "for time t,\nwith NTK-GP predictive uncertainty.\n" + _PARAMS_DOC)
+    _kernel_name = "ntk"
+
+
+class NNGPRegressor(_KernelRegressor):
+    __doc__ = ("Regression with the NNGP kernel: the Bayesian posterior of an infinitely "
+               "wide network\n(t = None), or its readout-only training for time t.\n"
+               + _PARAMS_DOC)
+    _kernel_name = "nngp"
+
+
+class NTKClassifier(_KernelClassifier):
+    __doc__ = ("Classification by NTK regression on centred one-hot targets, argmax "
+               "decision.\n" + _PARAMS_DOC)
+    _kernel_name = "ntk"
+
+
+class NNGPClassifier(_KernelClassifier):
+    __doc__ = ("Classification by NNGP regression on centred one-hot targets, argmax "
+               "decision.\n" + _PARAMS_DOC)
+    _kernel_name = "nngp"
