@@ -1,3 +1,38 @@
-"""ntkit: neural tangent and NNGP kernels in PyTorch."""
+"""ntkit: neural tangent and NNGP kernels in PyTorch.
+
+    from ntkit import layers as nl
+    net = nl.serial(nl.Dense(512, w_std=1.5, b_std=0.05), nl.ReLU(), nl.Dense(1))
+    k = net.kernel(x1, x2, get=("nngp", "ntk"))        # exact infinite-width kernels
+    model = net.build(in_features=d, seed=0)            # the matching finite network
+    ntkit.empirical_ntk(model, x1, x2)                  # its empirical NTK
+    ntkit.predict.gradient_descent_mse(k_train_train, y_train)   # closed-form training
+
+Subpackages: layers, predict, solvers, empirical, features, theory, lab, sklearn.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ntkit import layers, predict, solvers
+from ntkit.empirical import empirical_nngp, empirical_ntk
+from ntkit.kernel import Kernel
+from ntkit.linearize import linearize, taylor_expand
+from ntkit.monte_carlo import monte_carlo_kernel
 
 __version__ = "0.1.0"
+
+# Heavier subpackages (matplotlib, scikit-learn) load on first use: `ntkit.lab`, ...
+_LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f"ntkit.{name}")
+    raise AttributeError(f"module 'ntkit' has no attribute {name!r}")
+
+
+__all__ = [
+    "Kernel", "empirical_nngp", "empirical_ntk", "layers", "linearize", "monte_carlo_kernel",
+    "predict", "solvers", "taylor_expand", "__version__", *_LAZY,
+]

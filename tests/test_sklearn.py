@@ -26,9 +26,15 @@ from ntkit.sklearn import (
 )
 
 
-@parametrize_with_checks([NTKRegressor(), NNGPRegressor(), NTKClassifier(), NNGPClassifier(),
-                          NTKRegressor(t=50.0, activation="erf", depth=2)])
+@parametrize_with_checks([NTKRegressor(), NNGPRegressor(), NTKClassifier(), NNGPClassifier()])
 def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.slow
+@parametrize_with_checks([NTKRegressor(t=50.0, activation="erf", depth=2),
+                          NNGPClassifier(t=10.0, activation="tanh", depth=2)])
+def test_sklearn_compatible_variants(estimator, check):
     check(estimator)
 
 

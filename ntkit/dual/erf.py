@@ -25,23 +25,31 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-
-def _det(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
-    return (var1 * var2 - cov * cov).clamp_min(0)
+from ntkit.dual.gram import gram_det, inplace_ok
 
 
 def erf_dual(a: float, b: float, c: float, var1: Tensor, cov: Tensor, var2: Tensor,
              need_dot: bool) -> tuple[Tensor, Tensor | None]:
     """Dual of φ(x) = a·erf(b x) + c (see module docstring). Shapes broadcast."""
     b2 = b * b
-    d = 1 + 2 * b2 * (var1 + var2) + 4 * b2 * b2 * _det(var1, cov, var2)
-    root = d.sqrt()
-    t = (a * a * 2 / math.pi) * (2 * b2 * cov).atan2(root) + c * c
+    if not inplace_ok(var1, cov, var2):
+        d = 1 + 2 * b2 * (var1 + var2) + 4 * b2 * b2 * gram_det(var1, cov, var2)
+        root = d.sqrt()
+        t = (a * a * 2 / math.pi) * (2 * b2 * cov).atan2(root) + c * c
+        return t, ((a * a * 4 * b2 / math.pi) / root if need_dot else None)
+    # In-place chain over the (n1, n2) tile (this is a hot loop): D, then √D, then T.
+    d = gram_det(var1, cov, var2).mul_(4 * b2 * b2)
+    d.add_(var1 * (2 * b2) + 1).add_(var2 * (2 * b2))
+    root = d.sqrt_()
+    t = torch.atan2(cov * (2 * b2), root).mul_(a * a * 2 / math.pi)
+    if c:
+        t.add_(c * c)
     if not need_dot:
         return t, None
-    return t, (a * a * 4 * b2 / math.pi) / root
+    return t, root.reciprocal_().mul_(a * a * 4 * b2 / math.pi)
 
 
 def gelu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
@@ -49,7 +57,7 @@ def gelu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     """Dual of GELU φ(x) = x Φ(x) (the exact, erf-based GELU). Shapes broadcast."""
     p = (1 + var1) * (1 + var2)
     prod = var1 * var2
-    delta2 = 1 + var1 + var2 + _det(var1, cov, var2)
+    delta2 = 1 + var1 + var2 + gram_det(var1, cov, var2)
     delta = delta2.sqrt()
     theta = cov.atan2(delta)
     t = cov / 4 + (cov * theta + (cov * cov + prod * delta2) / (p * delta)) / (2 * math.pi)

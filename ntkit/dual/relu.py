@@ -43,6 +43,8 @@ import math
 import torch
 from torch import Tensor
 
+from ntkit.dual.gram import gram_det, inplace_ok
+
 _TWO_PI = 2.0 * math.pi
 
 
@@ -67,14 +69,20 @@ def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tens
       (zero variance, see module docstring).
     """
     if torch.finfo(cov.dtype).max > 1e300:
-        s = (var1 * var2 - cov * cov).clamp_min(0).sqrt()
+        # In-place chain: one (n1, n2) allocation for s, then atan2's output. This is
+        # the hot loop of every arc-cosine kernel, so passes over the tile matter.
+        s = gram_det(var1, cov, var2).sqrt_()
     else:
         vmax = torch.maximum(var1.detach().abs().amax(), var2.detach().abs().amax())
         kappa = torch.ldexp(torch.ones_like(vmax), -torch.frexp(vmax).exponent)
         c = cov * kappa
         s = ((var1 * kappa) * (var2 * kappa) - c * c).clamp_min(0).sqrt() / kappa
+    theta = torch.atan2(s, cov)
+    if bool((var1 > 0).all()) and bool((var2 > 0).all()):
+        # No zero variance (the usual case): skip the masking passes; the mask is all-True.
+        return theta, s, torch.ones((), dtype=torch.bool, device=cov.device)
     pos = var1 * var2 > 0
-    theta = torch.where(pos, torch.atan2(s, cov), torch.full_like(s, math.pi))
+    theta = torch.where(pos, theta, torch.full_like(s, math.pi))
     return theta, s, pos
 
 
@@ -113,9 +121,12 @@ def relu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
               need_dot: bool) -> tuple[Tensor, Tensor | None]:
     """Dual of ReLU: T = (s + (π − θ) cov)/(2π), Tdot = (π − θ)/(2π)."""
     theta, s, _ = angle(var1, cov, var2)
-    rest = math.pi - theta
-    t = (s + rest * cov) / _TWO_PI
-    return t, (rest / _TWO_PI if need_dot else None)
+    if not inplace_ok(var1, cov, var2):
+        rest = math.pi - theta
+        return (s + rest * cov) / _TWO_PI, (rest / _TWO_PI if need_dot else None)
+    rest = theta.neg_().add_(math.pi)  # theta is ours: reuse its buffer for π − θ
+    t = s.addcmul_(rest, cov).mul_(1 / _TWO_PI)
+    return t, (rest.mul_(1 / _TWO_PI) if need_dot else None)
 
 
 def sign_dual(var1: Tensor, cov: Tensor, var2: Tensor,

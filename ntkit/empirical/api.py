@@ -41,6 +41,8 @@ MEMORY_BUDGET = 2**30
 
 
 def _inputs(fm: FunctionalModel, x1, x2) -> tuple[Tensor, Tensor | None]:
+    if x2 is x1:   # the same object: use the symmetric path
+        x2 = None
     x1 = as_batch(x1, "x1", fm.dtype, fm.device)
     if x2 is not None:
         x2 = as_batch(x2, "x2", fm.dtype, fm.device)

@@ -15,8 +15,8 @@ A: activation entries of one example):
 - memory: O(c · k · (P + n2 · A)), with c ≤ n1 the number of x1 examples processed
           together (chosen from the memory budget).
 
-It beats Jacobian contraction when the parameters far outnumber the forward pass's
-work per example (P ≫ n2·F/… rarely on CPU); mainly useful as an independent check.
+It never stores a Jacobian of x2, which helps when P·k·n2 does not fit in memory, but
+it repeats the x2 forward pass n1·k times; mostly useful as an independent check.
 """
 
 from __future__ import annotations

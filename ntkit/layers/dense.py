@@ -87,13 +87,13 @@ class Dense(Layer):
         b2 = 0.0 if self.b_std is None else self.b_std**2
 
         def affine(t: Tensor) -> Tensor:
-            return t * w2 + b2 if b2 else t * w2
+            return torch.mul(t, w2).add_(b2) if b2 else t * w2
 
         nngp = affine(k.nngp)
         ntk = k.ntk
         if ntk is not None:
             if self.parameterization == "ntk":
-                ntk = nngp + w2 * ntk
+                ntk = torch.add(nngp, ntk, alpha=w2)
             else:
                 ntk = k.channels * k.nngp + w2 * ntk
                 if self.b_std is not None:
