@@ -273,7 +273,12 @@ def demo(out: Path, quick: bool, seed: int) -> None:
     kernel matrices. About 1-2 minutes on 2 CPU cores; --quick: seconds.
     """
     from ntkit.demo import DemoConfig, ReportExistsError, run_demo
+    from ntkit.demo.report import check_target
 
+    try:  # before minutes of training, and before any other output
+        check_target(out.absolute())
+    except ReportExistsError as e:
+        raise CLIError(str(e)) from None
     cfg = DemoConfig.quick_config(seed=seed) if quick else DemoConfig(seed=seed)
     cmd = "ntkit demo" + (f" --out {out}" if str(out) != "ntkit-report" else "") + (
         " --quick" if quick else "") + (f" --seed {seed}" if seed else "")

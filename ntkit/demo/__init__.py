@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ntkit.demo.experiment import DemoConfig, DemoResult, run_demo_experiment
-from ntkit.demo.report import ReportExistsError, write_report
+from ntkit.demo.report import ReportExistsError, check_target, write_report
 
 __all__ = ["DemoConfig", "DemoResult", "ReportExistsError", "run_demo", "run_demo_experiment",
            "write_report"]
@@ -33,10 +33,8 @@ def run_demo(out_dir: str | os.PathLike = "ntkit-report", *, quick: bool = False
       progress, log: see `run_demo_experiment`.
       command: the command line recorded in the report.
     """
-    from ntkit.demo.report import _check_target
-
     started = time.time()
-    _check_target(Path(out_dir).absolute())  # fail before minutes of training, not after
+    check_target(Path(out_dir).absolute())  # fail before minutes of training, not after
     cfg = config or (DemoConfig.quick_config() if quick else DemoConfig())
     result = run_demo_experiment(cfg, progress=progress, log=log)
     t0 = time.perf_counter()

@@ -212,7 +212,7 @@ def _fig_kernel(res: DemoResult, path: Path) -> None:
     labels = res.sorted_labels
     edges = np.flatnonzero(np.diff(labels)) + 0.5
     centres = [(np.flatnonzero(labels == c).mean()) for c in np.unique(labels)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.0), gridspec_kw={"wspace": 0.12})
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.8), gridspec_kw={"wspace": 0.12})
     im = None
     panels = (("NTK Θ", res.kernel_ntk), ("NNGP K", res.kernel_nngp))
     for ax, (name, k) in zip(axes, panels, strict=True):
@@ -258,6 +258,7 @@ h2 { font: 600 21px/1.3 Georgia,"Times New Roman",serif; margin: 38px 0 10px; }
 .card .l { color: var(--muted); font-size: 13.5px; line-height:1.35; }
 figure { margin: 14px 0 8px; }
 figure img { width: 100%; display: block; }
+figure.narrow img { max-width: 900px; }
 figcaption { color: #333b45; font-size: 14.5px; margin-top: 8px; max-width: 1060px; }
 figcaption b { color: var(--ink); }
 table { border-collapse: collapse; font-size: 14px; margin: 8px 0;
@@ -357,8 +358,8 @@ def _html(res: DemoResult, meta: dict[str, Any]) -> str:
   <div class="kicker">ntkit {_e(meta['ntkit'])} · demo report</div>
   <h1>Wide networks trained by gradient descent follow their neural tangent kernel</h1>
   <p class="lede">Networks of width {w0}–{w1}, built from one layer spec, trained on
-  digits by full-batch gradient descent, and compared at every step with the closed-form
-  infinite-width prediction started from the same initial outputs. The distance
+  digits by full-batch gradient descent, and compared throughout training with the
+  closed-form infinite-width prediction started from the same initial outputs. The distance
   shrinks as <b class="nw">m<sup>{_num(slope)}</sup></b>; theory predicts
   <span class="nw">m<sup>−1/2</sup></span>.{quick}</p>
 </header>
@@ -412,13 +413,13 @@ posterior mean. Time is in gradient-descent steps of size η = {res.learning_rat
 closed form uses the same time units, so curves line up step for step.</figcaption></figure>
 
 <h2>3 · The kernels</h2>
-<figure><img src="{FIGURES['kernel']}" alt="kernel matrices">
+<figure class="narrow"><img src="{FIGURES['kernel']}" alt="kernel matrices">
 <figcaption>Infinite-width NTK Θ and NNGP K of the {cfg.n_train} training images, rows and
 columns sorted by digit and normalized to unit diagonal (cosine similarity in the kernel's
 feature space). Block structure along the diagonal is what lets kernel regression
 classify: images of the same digit are more similar than images of different digits. The
-NTK is the sum of the NNGP-like terms of every layer, so its contrast is similar to the
-NNGP's.</figcaption></figure>
+NTK adds to the NNGP the contribution of the hidden layer's parameters, so the two matrices
+look alike.</figcaption></figure>
 
 <div class="cols">
 <div><h2>Setup</h2>{kv([(k, v if isinstance(v, str) and '<' in v else _e(v))
@@ -449,7 +450,7 @@ def _metadata(res: DemoResult, command: str, started: float) -> dict[str, Any]:
     )
 
 
-def _check_target(out: Path) -> None:
+def check_target(out: Path) -> None:
     """Refuse to replace anything but an empty directory or a previous demo report."""
     if not out.exists() and not out.is_symlink():
         return
@@ -478,7 +479,7 @@ def write_report(res: DemoResult, out_dir: str | os.PathLike, *, command: str = 
     import matplotlib.pyplot as plt
 
     out = Path(out_dir).absolute()
-    _check_target(out)
+    check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.time() - res.seconds if started is None else started
     meta = _metadata(res, command, started)

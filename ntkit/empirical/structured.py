@@ -214,10 +214,17 @@ class _Tracer(TorchFunctionMode):
             rest = [a for a in args[1:]]
             if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
                 rest = list(rest[0])
-            ok = (name in (".T", ".mT", "t") and not rest) or (
-                len(rest) == 2 and {int(r) % 2 for r in rest} == {0, 1})
-            if ok:
-                return _Ref(ref.name, ref.scale, not ref.transposed)
+            dims = [int(r) % 2 for r in rest] if all(isinstance(r, int) for r in rest) else []
+            flip = None   # True: a transpose; False: the identity; None: not understood
+            if name in (".T", ".mT", "t"):
+                flip = True if not rest else None
+            elif len(dims) == 2:   # permute(1, 0) / transpose(0, 1) / swapaxes(...) ...
+                if name == "permute" and len(set(dims)) == 2:
+                    flip = dims == [1, 0]
+                elif name != "permute":
+                    flip = dims[0] != dims[1]
+            if flip is not None:
+                return _Ref(ref.name, ref.scale, ref.transposed != flip)
         return None
 
     # -- a structured call -----------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import namedtuple
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from ntkit.kernel import Kernel
 DEFAULT_TILE = 256
 
 
-@lru_cache(maxsize=None)
+@cache
 def _result_type(names: tuple[str, ...]):
     return namedtuple("Kernels", names)
 
@@ -132,7 +132,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         if bar is not None:
             bar.close()
 
-    for name, arr in results.items():
+    for arr in results.values():
         if isinstance(arr, np.ndarray) and hasattr(arr, "flush"):
             arr.flush()
     if get is None:

@@ -7,8 +7,8 @@
 """
 
 from ntkit.layers.activations import (
-    ABReLU,
     GELU,
+    ABReLU,
     Abs,
     Cos,
     Elementwise,
@@ -24,8 +24,8 @@ from ntkit.layers.activations import (
     RectifiedMonomial,
     ReLU,
     Sigmoid,
-    SiLU,
     Sign,
+    SiLU,
     Sin,
     Softplus,
     Tanh,

@@ -44,7 +44,7 @@ class ParallelModule(nn.Module):
     def forward(self, xs):
         if not isinstance(xs, tuple) or len(xs) != len(self.branches):
             raise ValueError(f"parallel expects a tuple of {len(self.branches)} inputs")
-        return tuple(b(x) for b, x in zip(self.branches, xs))
+        return tuple(b(x) for b, x in zip(self.branches, xs, strict=True))
 
 
 class Serial(Layer):
@@ -84,7 +84,7 @@ class Parallel(Layer):
     def kernel_map(self, ks):
         self._check_streams(ks)
         outs, n_dense = [], max(k.n_dense for k in ks)
-        for layer, k in zip(self.layers, ks):
+        for layer, k in zip(self.layers, ks, strict=True):
             # Thread the Dense count through the branches so each Dense gets its own number.
             k = layer.kernel_map(k.replace(n_dense=n_dense))
             n_dense = max(x.n_dense for x in k) if isinstance(k, tuple) else k.n_dense
@@ -94,7 +94,7 @@ class Parallel(Layer):
     def make_module(self, in_features, generator, dtype):
         self._check_streams(in_features)
         pairs = [layer.make_module(w, generator, dtype)
-                 for layer, w in zip(self.layers, in_features)]
+                 for layer, w in zip(self.layers, in_features, strict=True)]
         return ParallelModule([m for m, _ in pairs]), tuple(w for _, w in pairs)
 
     def __repr__(self) -> str:
@@ -212,7 +212,7 @@ class FanInConcat(Layer):
             if parts[0] is None:
                 return None
             acc = parts[0] * (ks[0].channels / total)
-            for k, p in zip(ks[1:], parts[1:]):
+            for k, p in zip(ks[1:], parts[1:], strict=True):
                 acc = acc + p * (k.channels / total)
             return acc
 

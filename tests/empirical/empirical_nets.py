@@ -96,6 +96,23 @@ class Tied(nn.Module):
         return self.head(h)
 
 
+class Permuted(nn.Module):
+    """Weight views: identity permute, transposes, negation and division by a number."""
+
+    def __init__(self, d: int = 4):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(d, d) / math.sqrt(d))
+        self.u = nn.Parameter(torch.randn(d, d) / math.sqrt(d))
+        self.v = nn.Parameter(torch.randn(3, d) / 2)
+
+    def forward(self, x):
+        h = torch.tanh(F.linear(x, self.w.permute(0, 1)))
+        h = torch.tanh(h @ self.w.permute(1, 0))                       # same layout as F.linear
+        h = torch.tanh(torch.matmul(h, self.u.transpose(0, 1).t()))   # u used as (in, out)
+        h = torch.tanh(h @ self.u.swapaxes(1, 0) + h @ self.w.mT)
+        return F.linear(h, -self.v / 2)
+
+
 class Embed(nn.Module):
     """Integer token inputs (n, 4): embedding (Jacobian route) and a Linear."""
 
@@ -124,6 +141,7 @@ def models_and_inputs(seed: int = 0):
         "ntkdense": (nn.Sequential(NtkDense(4, 9), nn.ReLU(), NtkDense(9, 2)).double(),
                      r(5, 4), r(4, 4)),
         "tied": (Tied().double(), r(5, 5), r(3, 5)),
+        "permuted": (Permuted().double(), r(4, 4), r(3, 4)),
         "embed": (Embed().double(), torch.randint(0, 11, (5, 4), generator=g),
                   torch.randint(0, 11, (3, 4), generator=g)),
     }

@@ -111,6 +111,12 @@ def test_structure_detection():
     assert [w.name for w in plan.weights] == ["w", "head.weight"]
     assert len(plan.weights[0].uses) == 3
     assert plan.direct == ["gain"]
+    model, x1, _ = MODELS["permuted"]
+    plan = discover(FunctionalModel(model), x1)
+    # u is used both as (in, out) and as (out, in): not one outer-product layout.
+    assert [w.name for w in plan.weights] == ["w", "v"] and plan.direct == ["u"]
+    assert [wp.uses for wp in plan.weights] == [[0, 1, 2], [3]]
+    assert plan.uses[3].weight.scale == -0.5
     model, x1, _ = MODELS["ntkdense"]
     plan = discover(FunctionalModel(model), x1)
     assert [w.name for w in plan.weights] == ["0.weight", "2.weight"]

@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 
 from ntkit import layers as nl
-from ntkit.lab.experiments.nn_vs_kernel import torch_threads
 from ntkit.lab.framework import Context, loglog_fit
 from ntkit.lab.registry import experiment
 from ntkit.theory import criticality as cr
@@ -101,8 +100,7 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
             "tanh/erf phase diagram")
 def run(ctx: Context) -> str:
     """Propagate two inputs through finite deep nets and compare with the theory."""
-    with torch_threads(1):  # 2-row products: a second thread only adds overhead
-        return _run(ctx)
+    return _run(ctx)
 
 
 def _run(ctx: Context) -> str:
@@ -379,7 +377,7 @@ def _figures(ctx: Context, data: dict, depth: int, width: int, n_nets: int,
         lim = float(np.nanmax(np.abs(z[np.isfinite(z)])))
         mesh = ax.pcolormesh(dg.sigma_w2, dg.sigma_b2, np.ma.masked_invalid(z), cmap="RdBu_r",
                              norm=TwoSlopeNorm(0.0, -lim, lim), shading="auto")
-        fig.colorbar(mesh, ax=ax, label="log χ⊥(K*)  (blue ordered, red chaotic)")
+        fig.colorbar(mesh, ax=ax, label="log χ⊥(K*)")
         ax.plot(dg.boundary_w2, dg.boundary_b2, "k-", lw=1.5, label="χ⊥(K*) = 1")
         if dg.name == "tanh":
             for key in ("tanh_critical", "tanh_ordered", "tanh_chaotic"):
@@ -391,6 +389,6 @@ def _figures(ctx: Context, data: dict, depth: int, width: int, n_nets: int,
         ax.set_ylim(b_grid[0], b_grid[-1])
         ax.set_xlabel("σ_w² = C_w")
         ax.set_ylabel("σ_b² = C_b")
-        ax.set_title(f"{dg.name}: order-to-chaos phase diagram")
+        ax.set_title(f"{dg.name}: blue ordered, red chaotic")
         ax.legend(fontsize=8, loc="upper left")
     ctx.savefig(fig, "phase_diagram")

@@ -238,6 +238,14 @@ def kernel_convergence(ctx: Context) -> str:
             f"[{min(nngp_slopes):+.2f}, {max(nngp_slopes):+.2f}] (NNGP) and "
             f"[{min(ntk_slopes):+.2f}, {max(ntk_slopes):+.2f}] (NTK), theory −0.5. "
             "NTK drift during training: "
-            + ", ".join(f"{a} slope {f.slope:+.2f}" for a, f in drift.items())
-            + " (bound −0.5; for smooth σ the drift decays faster, ≈ m^-1, so the O(m^-1/2) "
-              "bound holds but is loose).")
+            + ", ".join(f"{a} slope {f.slope:+.2f} ({_verdict(f.slope)})"
+                        for a, f in drift.items())
+            + "; the O(m^-1/2) bound's slope is −0.5, finer theory gives ≈ −1 for smooth σ.")
+
+
+def _verdict(slope: float) -> str:
+    if slope < -0.5 - SLOPE_TOL:
+        return "faster than the bound: it holds but is loose"
+    if slope <= -0.5 + SLOPE_TOL:
+        return "at the bound's rate"
+    return "SLOWER than the bound's rate"

@@ -172,16 +172,16 @@ def lazy_training(ctx: Context) -> str:
     rng = f"α ∈ [{al[big].min():g}, {al[big].max():g}]"
     ctx.claim("sup_t ‖θ_α(t) − θ0‖ slope in α (eq. 1: O(1/α))", -1.0,
               fits["sup_param_dist"].slope, 0.1,
-              note=f"fit over {rng}, s.e. {fits['sup_param_dist'].slope_se:.3f}; the large-α "
+              note=f"fit over {rng}, s.e. {fits['sup_param_dist'].slope_se:.2g}; the large-α "
                    "limit of α·‖θ_α − θ0‖ is the linearized path's, so the slope is −1 "
                    "up to O(1/α) corrections")
     ctx.claim("sup_t ‖θ_α(t) − θ_lin(t)‖ slope in α (eq. 2: O(1/α²))", -2.0,
               fits["sup_dist_to_linearized"].slope, 0.15,
-              note=f"fit over {rng}, s.e. {fits['sup_dist_to_linearized'].slope_se:.3f}")
+              note=f"fit over {rng}, s.e. {fits['sup_dist_to_linearized'].slope_se:.2g}")
     ctx.claim("sup_t ‖h_α(t) − h_lin(t)‖ slope in α (function space: O(1/α))", -1.0,
               fits["sup_function_gap_rms"].slope, 0.15,
               note=f"RMS over training points; fit over {rng}, "
-                   f"s.e. {fits['sup_function_gap_rms'].slope_se:.3f}")
+                   f"s.e. {fits['sup_function_gap_rms'].slope_se:.2g}")
     ax_big = col["alpha_x_sup_param_dist"][big]
     spread = float(ax_big.max() / ax_big.min())
     ctx.claim("α·sup_t ‖θ_α − θ0‖ bounded over large α (max/min)", "≤ 1.5", spread,
