@@ -71,21 +71,33 @@ def time_best(fn, repeat: int) -> tuple[float, object]:
 
 
 def floor_time(act: str, n: int, depth: int, tile: int, repeat: int) -> float:
-    """Time of the per-entry transcendental calls alone, on the same number of entries."""
-    entries = n * (n + 1) // 2 * depth
-    a = torch.rand(tile, tile, dtype=torch.float64) + 0.5
-    c = torch.rand(tile, tile, dtype=torch.float64) * 0.5
-    reps = max(1, round(entries / a.numel()))
-    out = torch.empty_like(a)
+    """Time of the per-entry transcendental calls alone, on the same number of entries,
+    run the way the engine runs tiles (one single-threaded tile per worker thread)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def run():
-        for _ in range(reps):
+    workers = torch.get_num_threads()
+    entries = n * (n + 1) // 2 * depth
+    reps = max(1, round(entries / (tile * tile)))
+
+    def work(count):
+        a = torch.rand(tile, tile, dtype=torch.float64) + 0.5
+        c = torch.rand(tile, tile, dtype=torch.float64) * 0.5
+        out = torch.empty_like(a)
+        for _ in range(count):
+            torch.sqrt(a, out=out)
             if act == "relu":
-                torch.sqrt(a, out=out)
                 torch.atan2(out, c, out=out)
             else:
-                torch.sqrt(a, out=out)
                 torch.asin(c, out=out)
+
+    def run():
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                share = [reps // workers + (i < reps % workers) for i in range(workers)]
+                list(pool.map(work, share))
+        finally:
+            torch.set_num_threads(workers)
 
     return time_best(run, repeat)[0]
 

@@ -44,8 +44,8 @@ def test_sklearn_compatible(estimator, check):
 
 @pytest.mark.slow
 @parametrize_with_checks([NNGPRegressor(), NNGPClassifier(),
-                          NTKRegressor(t=50.0, activation="erf", depth=2),
-                          NNGPClassifier(t=10.0, activation="tanh", depth=2)])
+                          NTKRegressor(t=50.0, activation="gelu", depth=2),
+                          NNGPClassifier(t=10.0, activation="erf", depth=2)])
 def test_sklearn_compatible_variants(estimator, check):
     check(estimator)
 

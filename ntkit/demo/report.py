@@ -273,7 +273,8 @@ tr.ref td { color: #333b45; background: #f7f8fa; }
 .kv td { text-align:left; padding: 3px 14px 3px 0; }
 .kv td:first-child { color: var(--muted); }
 .nw { white-space: nowrap; }
-code { font-family: "JetBrains Mono","SFMono-Regular",Menlo,Consolas,monospace; font-size: 13px;
+code { white-space: nowrap; font-size: 13px;
+  font-family: "JetBrains Mono","SFMono-Regular",Menlo,Consolas,monospace;
   background:#f3f5f7; padding: 1px 5px; border-radius: 4px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 13px;
   border-top: 1px solid var(--rule); padding-top: 12px; }
@@ -386,9 +387,9 @@ log–log give slopes <b>{_num(slope)}</b> (test) and <b>{_num(slope_tr)}</b> (t
 dotted line has the theoretical slope −1/2. The dashed line is the gap that would remain
 even at infinite width because the networks take discrete steps and the prediction is
 continuous-time ({floor:.1e}, measured with the exact linear recursion): it is far below
-every measured gap, so the trend is a width effect. <b>(b)</b> Test outputs of one
-network per width against its NTK prediction: the cloud collapses onto the diagonal as
-width grows.</figcaption></figure>
+every measured gap, so the trend is a width effect. <b>(b)</b> Test outputs of the
+narrowest and the widest network (first initialization) against their NTK predictions:
+the cloud collapses onto the diagonal as width grows.</figcaption></figure>
 
 {''.join(table)}
 <p class="note">Gaps are RMS over test points × 10 outputs, averaged over the networks of a

@@ -287,8 +287,9 @@ class _WeightPlan:
     route: str = "gram"        # "gram" | "grad"
     P: int = 1                 # positions per example (all uses)
     g: int = 1                 # groups
-    c: int = 1                 # input entries per position and group
+    c: int = 1                 # input entries per position and group (+1 with a bias)
     o: int = 1                 # output entries per position and group
+    bias: str | None = None    # a bias used in exactly the same calls, folded in (see below)
 
 
 @dataclass
@@ -376,6 +377,16 @@ def discover(fm: FunctionalModel, x: Tensor) -> StructuredPlan:
             wp.P += P
         if u.bias is not None:
             biases.setdefault(u.bias.name, []).append(i)
+    # A bias that comes with exactly the weight's calls has the gradient Σ_p g[p] ⊗ 1:
+    # append a constant input column and it rides along in the weight's outer product
+    # (one contraction instead of two, and no separate bias gradient).
+    for wp in weights.values():
+        names = {plan_uses[i].bias.name if plan_uses[i].bias else None for i in wp.uses}
+        b = names.pop() if len(names) == 1 else None
+        if b is not None and biases.get(b) == wp.uses:
+            wp.bias = b
+            wp.c += 1
+            del biases[b]
     direct = [n for n in fm.names if n not in structured]
     return StructuredPlan(plan_uses, list(weights.values()), biases, structured, direct,
                           act, flops, notes)
@@ -453,8 +464,11 @@ def _unfold(u: _Use, inp: Tensor) -> Tensor:
     return cols.reshape(n, -1, g, ckk // g)
 
 
-def _factors(u: _Use, inp: Tensor, cot: Tensor) -> tuple[Tensor, Tensor]:
-    """(U (n, P, g, c), G (n, k, P, g, o)) of one use; the weight's scale is folded into U."""
+def _factors(u: _Use, inp: Tensor, cot: Tensor, with_bias: bool) -> tuple[Tensor, Tensor]:
+    """(U (n, P, g, c), G (n, k, P, g, o)) of one use; the weight's scale is folded into U.
+
+    with_bias: append the bias's constant column (its scale) to U.
+    """
     n, k = cot.shape[:2]
     scale = u.weight.scale
     if u.kind == "dense":
@@ -472,7 +486,12 @@ def _factors(u: _Use, inp: Tensor, cot: Tensor) -> tuple[Tensor, Tensor]:
         if U.shape[1] != G.shape[2]:
             raise RuntimeError(f"structured: conv patch count {U.shape[1]} != output "
                                f"positions {G.shape[2]} (please report)")
-    return (U * scale if scale != 1.0 else U), G
+    if scale != 1.0:
+        U = U * scale
+    if with_bias:
+        ones = torch.full((*U.shape[:-1], 1), u.bias.scale, dtype=U.dtype, device=U.device)
+        U = torch.cat([U, ones], dim=-1)
+    return U, G
 
 
 def _bias_grad(u: _Use, cot: Tensor) -> Tensor:
@@ -530,7 +549,8 @@ class StructuredMethod:
             direct.append(sum(_bias_grad(plan.uses[i], cot_d[i]) for i in idx))
         gram = []
         for wp in plan.weights:
-            parts = [_factors(plan.uses[i], inputs[i], cot_d[i]) for i in wp.uses]
+            parts = [_factors(plan.uses[i], inputs[i], cot_d[i], wp.bias is not None)
+                     for i in wp.uses]
             U = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts], 1)
             G = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts], 2)
             if wp.route == "gram":

@@ -93,7 +93,8 @@ def test_structured_gram_and_grad_routes_agree(traced):
     plan = discover(fm, x1)
     assert {w.name for w in plan.weights} == {"c1.weight", "c2.weight", "c3.weight",
                                               "c4.weight", "fc.weight"}
-    assert plan.direct == []
+    assert plan.direct == [] and plan.biases == {}   # biases folded into their weights
+    assert {w.bias for w in plan.weights} == {"c1.bias", "c2.bias", "c3.bias", None, "fc.bias"}
     for route in ("gram", "grad"):
         for wp in plan.weights:
             wp.route = route
