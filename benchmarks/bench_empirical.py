@@ -286,6 +286,11 @@ def run_entry(entry: str, workload: str, npz: str, out: str, args) -> dict:
            workload, "--npz", npz, "--out", out, "--dtype", args.dtype, "--reps",
            str(args.reps), "--mem-limit-gb", str(args.mem_limit_gb)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        if args.threads == 1:
+            env["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                                "intra_op_parallelism_threads=1")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -306,6 +311,8 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--mem-limit-gb", type=float, default=8.0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads per entry (torch and XLA); 0: library defaults")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--entry", help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
@@ -316,8 +323,8 @@ def main() -> None:
         worker(args)
         return
 
-    print(f"dtype {args.dtype}, {os.cpu_count()} CPU cores, best of {args.reps}; "
-          f"memory limit {args.mem_limit_gb} GB per entry")
+    print(f"dtype {args.dtype}, {os.cpu_count()} CPU cores, threads {args.threads or 'default'}, "
+          f"best of {args.reps}; memory limit {args.mem_limit_gb} GB per entry")
     header = (f"{'workload':8s} {'entry':18s} {'time [s]':>10s} {'first [s]':>10s} "
               f"{'peak [MB]':>10s} {'rel err':>9s}  note")
     with tempfile.TemporaryDirectory() as tmp:

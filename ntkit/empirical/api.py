@@ -169,8 +169,11 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
     J(x) is the per-example Jacobian of the model's outputs (flattened and, for tuple/dict
     outputs, concatenated: k output units per example) with respect to the selected
     parameters, at their current values, with the model in eval mode (restored after).
-    The model's rows must not interact (no batch statistics); this is checked on every
-    tile with one extra batched forward, and a mixing model raises ValueError.
+    The model's rows must not interact (no batch statistics): every tile's first
+    ``CHECK_ROWS`` rows are also run as one batch and compared with the per-example
+    results, and a mixing model raises ValueError. Unlike neural-tangents, which
+    returns one kernel per output of a tuple-output model, the outputs are concatenated,
+    so cross-output blocks are included.
 
     Args:
       model: any ``nn.Module`` mapping a batch (n, ...) to outputs with the batch on axis 0.
@@ -179,7 +182,9 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
       x2: (n2, ...) inputs with the same feature shape, or None for x2 = x1 (symmetric:
         each tile pair is computed once).
       method: "jacobian" (Jacobian contraction, the reference), "ntk_vp" (NTK-vector
-        products), "structured" (structured derivatives of linear/conv layers, Jacobian
+        products), "structured" (structured derivatives for weights and biases used by
+        ``F.linear``, ``matmul``/``@`` and ``F.conv1d``/``F.conv2d``, i.e. nn.Linear and
+        nn.Conv1d/2d and hand-written equivalents, possibly scaled or transposed; Jacobian
         contraction for the other parameters) or "auto" (the cheapest by the cost model
         `estimate_costs`; in practice "structured" whenever some parameter is a
         linear/conv weight). Costs, for n1 × n2 examples, k outputs, P parameters, F

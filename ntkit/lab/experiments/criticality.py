@@ -279,8 +279,9 @@ def _tanh_claims(ctx: Context, data: dict, depth: int, width: int, ell_asym: int
     slope_same = _slope(th_c.layers[idx_me], np.log(dev_th[idx_me])) if ok_fit else float("nan")
     span = f"{int(idx_me[0]) + 1}–{int(idx_me[-1]) + 1}" if len(idx_me) else "none"
     ctx.claim("tanh (2.5, 0.05): decay rate of |ρ_ℓ − ρ*|, finite nets vs recursion, same layers",
-              -slope_same, -slope_me, 0.2 * abs(slope_same),
-              note=f"layers {span}, where the measured deviation exceeds 4 SE; the recursion's "
+              -slope_same, -slope_me, (0.3 if ctx.quick else 0.2) * abs(slope_same),
+              note=f"layers {span}, where the measured deviation exceeds 4 SE (a short, noisy "
+                   "window in quick mode: 30% tolerance, else 20%); the recursion's "
                    f"rate there is {-slope_same:.4f} vs the asymptotic 1/ξ_c = "
                    f"{1 / ds_c.xi_c:.4f} (the map is still nonlinear this far from ρ*)")
     return [{"far_tanh": far, "two_l_k": two_l_k}]
