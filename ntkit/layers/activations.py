@@ -459,7 +459,7 @@ class Elementwise(Activation):
     def dual(self, var1: Tensor, cov: Tensor, var2: Tensor, need_dot: bool) -> Dual:
         deg = self.deg
         if deg == "auto":
-            deg = _auto_deg(max(float(var1.max()), float(var2.max())))
+            deg = _auto_deg(max(float(var1.detach().max()), float(var2.detach().max())))
         return _quad.quadrature_dual(self._fn, var1, cov, var2, need_dot,
                                      fn_deriv=self._fn_deriv, deg=deg, rule=self.rule,
                                      max_elements=self.max_elements)
