@@ -528,9 +528,10 @@ class StructuredMethod:
                 tracer = _Tracer(tracked, "capture", plan.uses, deltas)
                 with tracer:
                     out = fm.call({**consts, **direct}, xi.unsqueeze(0))[0]
-                if len(tracer.inputs) != len(plan.uses):
-                    raise RuntimeError("structured: fewer layer calls than on the first "
-                                       "example; use method='jacobian'")
+                if len(tracer.inputs) != len(plan.uses) or tracer.bad:
+                    raise RuntimeError("structured: the model used its parameters differently "
+                                       "than on the first example (data-dependent control "
+                                       "flow?); use method='jacobian'")
                 return out, (out, tracer.inputs)
 
             deltas = [torch.zeros(s, dtype=fm.dtype, device=fm.device) for s in shapes]
