@@ -11,7 +11,6 @@ matplotlib) happen inside the commands, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 import click
 
 from ntkit import __version__
+from ntkit.engine.threads import torch_threads
 
 _MIN_ROWS = 10  # fewer rows than this cannot support a cross-validated comparison
 
@@ -230,18 +230,6 @@ _THREADS = click.option(
          "synchronization dominates, badly so on a busy machine); raise it for large n.")
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # ---- the command group -----------------------------------------------------------------
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -413,7 +401,7 @@ def fit(data: Path, target: str, task: str | None, kernel_name: str, depth: tupl
         if y.dtype.kind == "f" and np.all(y == np.round(y)):
             y = y.astype(np.int64)
 
-    with _torch_threads(threads):
+    with torch_threads(threads):
         _fit_and_report(X, y, task, kernel_name, depths, regs, activation.lower(), cv, seed,
                         out, n_features=len(features), data=data, target=target)
 
@@ -566,7 +554,7 @@ def kernel(input_path: Path, out: Path, kernel_name: str, depth: int, activation
     os.close(fd)
     try:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(n, n))
-        with _torch_threads(threads):
+        with torch_threads(threads):
             net.kernel(X, get=kernel_name, out=mm, progress=True, tile=tile)
         mm.flush()
         del mm

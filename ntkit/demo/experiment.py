@@ -35,7 +35,6 @@ the gaps, so that a gap at the floor is not mistaken for a width effect.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ntkit.engine.threads import torch_threads
 from ntkit.predict import gp_inference, gradient_descent_mse
 from ntkit.sklearn import make_network
 
@@ -283,19 +283,6 @@ def _discrete_linear(lam: np.ndarray, v: np.ndarray, k_td: np.ndarray, y: np.nda
     return f, ft
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run with ``n`` intra-op threads. One thread is faster here: the matrices are small
-    enough that thread synchronization dominates, and on a loaded 2-core machine a second
-    thread made training 2-70× slower (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_demo_experiment(config: DemoConfig | None = None, *,
                         progress: ProgressFactory | None = None,
                         log: Callable[[str], None] | None = None) -> DemoResult:
@@ -311,7 +298,7 @@ def run_demo_experiment(config: DemoConfig | None = None, *,
       `DemoResult` with every measured curve and summary.
     """
     cfg = config or DemoConfig()
-    with _torch_threads(cfg.threads):
+    with torch_threads(cfg.threads):
         return _run(cfg, progress, log or (lambda s: None))
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ntkit.engine.compiled import tile_function
 from ntkit.engine.inputs import as_pair, check_dtype, check_get
+from ntkit.engine.threads import torch_threads
 from ntkit.kernel import Kernel
 
 # Square tiles of this many rows keep a tile's few live (tile, tile) float64 arrays in
@@ -164,29 +165,25 @@ def _run_parallel(run_tile, pairs, workers: int, bar) -> None:
     thread need no barrier; torch releases the GIL inside each op. Tiles write disjoint
     blocks of the output, so no locking is needed.
     """
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ntkit-tile")
     try:
-        futures = [pool.submit(run_tile, p) for p in pairs]
-        if bar is None:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        else:
-            from concurrent.futures import as_completed
-
-            for f in as_completed(futures):
-                if f.exception() is not None:
-                    break
-                bar.update(1)
-        for f in futures:
-            if f.done() and f.exception() is not None:
-                raise f.exception()
+        with torch_threads(1):
+            futures = [pool.submit(run_tile, p) for p in pairs]
+            if bar is None:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            else:
+                for f in as_completed(futures):
+                    if f.exception() is not None:
+                        break
+                    bar.update(1)
+            for f in futures:
+                if f.done() and f.exception() is not None:
+                    raise f.exception()
     finally:
         # On error or Ctrl-C, drop queued tiles rather than finishing them.
         pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
 
 
 def _store(results, k: Kernel, r: slice, c: slice, i: int, j: int, sym: bool) -> None:

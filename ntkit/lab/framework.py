@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ntkit.engine.threads import torch_threads
+
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.html"
 SCHEMA_VERSION = 1
@@ -462,7 +464,6 @@ def _isolated_state(seed: int, threads: int | None = None) -> Iterator[None]:
     """Seed every global RNG, compute in float64, draw with Agg, optionally set torch's
     thread count; restore all afterwards."""
     np_state = np.random.get_state()
-    old_threads = torch.get_num_threads()
     py_state = random.getstate()
     old_dtype = torch.get_default_dtype()
     plt = sys.modules.get("matplotlib.pyplot")
@@ -483,13 +484,10 @@ def _isolated_state(seed: int, threads: int | None = None) -> Iterator[None]:
             np.random.seed(seed % (2**32))
             random.seed(seed)
             torch.set_default_dtype(torch.float64)
-            if threads is not None:
-                torch.set_num_threads(int(threads))
-            yield
+            with torch_threads(threads):
+                yield
     finally:
         torch.set_default_dtype(old_dtype)
-        if torch.get_num_threads() != old_threads:
-            torch.set_num_threads(old_threads)
         np.random.set_state(np_state)
         random.setstate(py_state)
         plt = sys.modules.get("matplotlib.pyplot")
