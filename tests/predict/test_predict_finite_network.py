@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, jacrev
 
+import ntkit
 import ntkit.predict as P
 
 WIDTH, N_TRAIN, N_TEST, D = 4096, 12, 4, 4
@@ -52,6 +53,12 @@ def test_trained_network_follows_closed_form():
     params = {k: v.detach().clone() for k, v in net.named_parameters()}
     k = _empirical_ntk(net, params, x, x)
     ktd = _empirical_ntk(net, params, xt, x)
+    # ntkit's own empirical NTK (issue 3) is the same kernel, to round-off.
+    for method in ("jacobian", "structured", "ntk_vp"):
+        torch.testing.assert_close(ntkit.empirical_ntk(net, x, method=method), k,
+                                   rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(ntkit.empirical_ntk(net, xt, x, method=method), ktd,
+                                   rtol=1e-12, atol=1e-14)
     with torch.no_grad():
         f0, ft0 = net(x), net(xt)
 
