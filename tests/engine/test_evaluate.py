@@ -141,3 +141,21 @@ def test_overflow_is_reported_not_returned():
     net = nl.serial(nl.Dense(8), nl.Exp(1.0, 1.0), nl.Dense(1))
     with pytest.raises(FloatingPointError, match="overflow"):
         net.kernel(torch.full((2, 3), 1e3, dtype=torch.float64), get="nngp")
+
+
+def test_errors_in_parallel_tiles_propagate():
+    # Several tiles run on worker threads; one overflowing tile must still raise.
+    x = torch.ones(6, 3, dtype=torch.float64)
+    x[4] = 1e3
+    net = nl.serial(nl.Dense(8), nl.Exp(1.0, 1.0), nl.Dense(1))
+    with pytest.raises(FloatingPointError, match="overflow"):
+        net.kernel(x, get="nngp", tile=2)
+    with pytest.raises(FloatingPointError, match="overflow"):
+        net.kernel(x, get="nngp", tile=2, progress=True)
+    assert torch.get_num_threads() >= 1
+
+
+def test_parallel_tiles_restore_thread_count(x):
+    before = torch.get_num_threads()
+    relu_net().kernel(x, get="ntk", tile=5)
+    assert torch.get_num_threads() == before
