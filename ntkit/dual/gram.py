@@ -19,8 +19,9 @@ def gram_det(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
     """max(var1·var2 − cov², 0) with broadcasting, as a fresh tensor.
 
     The caller owns the result and may modify it in place: duals run this on every
-    (tile, tile) block of every layer, so it is written as one allocation and in-place
-    passes. It is exactly 0 where var1 = var2 = cov bitwise (the same two rounded products).
+    (tile, tile) block of every layer, so it allocates only the two products and works in
+    place after that (out of place when autograd needs the graph). It is exactly 0 where
+    var1 = var2 = cov bitwise (the same two rounded products).
     """
     p = var1 * var2
     if not inplace_ok(var1, cov, var2):

@@ -69,14 +69,12 @@ def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tens
       (zero variance, see module docstring).
     """
     if torch.finfo(cov.dtype).max > 1e300:
-        # In-place chain: one (n1, n2) allocation for s, then atan2's output. This is
-        # the hot loop of every arc-cosine kernel, so passes over the tile matter.
+        # The hot loop of every arc-cosine kernel: gram_det works in place where it can.
         s = gram_det(var1, cov, var2).sqrt_()
     else:
         vmax = torch.maximum(var1.detach().abs().amax(), var2.detach().abs().amax())
         kappa = torch.ldexp(torch.ones_like(vmax), -torch.frexp(vmax).exponent)
-        c = cov * kappa
-        s = ((var1 * kappa) * (var2 * kappa) - c * c).clamp_min(0).sqrt() / kappa
+        s = gram_det(var1 * kappa, cov * kappa, var2 * kappa).sqrt() / kappa
     theta = torch.atan2(s, cov)
     if bool((var1 > 0).all()) and bool((var2 > 0).all()):
         # No zero variance (the usual case): skip the masking passes; the mask is all-True.
