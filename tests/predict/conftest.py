@@ -26,6 +26,7 @@ class ReluNetStub:
         self.calls: list[tuple[int, int | None, tuple[str, ...]]] = []
 
     def _maps(self, x1, x2):
+        x2_is_x1 = x2 is None
         x1 = torch.as_tensor(x1, dtype=torch.float64)
         x2 = x1 if x2 is None else torch.as_tensor(x2, dtype=torch.float64)
         d = x1.shape[1]
@@ -34,19 +35,24 @@ class ReluNetStub:
         v1 = (x1 * x1).sum(1) / d * w2 + b2
         v2 = (x2 * x2).sum(1) / d * w2 + b2
         k1 = w2 * k0 + b2  # first Dense: nngp = ntk
-        norm = torch.sqrt(v1[:, None] * v2[None, :])
+        if x2_is_x1:
+            # Exact diagonal, as ntkit's engine does: c = v bitwise, so v·v − c² = 0 and the
+            # angle is exactly 0 there (not ~1e-8 of amplified rounding).
+            k1.diagonal().copy_(v1)
+        prod = v1[:, None] * v2[None, :]
+        norm = torch.sqrt(prod)
         # Angle by atan2, as DESIGN.md asks (stable near correlation 1).
-        theta = torch.atan2(torch.sqrt(torch.clamp(norm ** 2 - k1 ** 2, min=0.0)), k1)
+        theta = torch.atan2(torch.sqrt(torch.clamp(prod - k1 ** 2, min=0.0)), k1)
         k2 = norm / (2 * math.pi) * (torch.sin(theta) + (math.pi - theta) * torch.cos(theta))
         dk2 = (math.pi - theta) / (2 * math.pi)
         nngp = w2 * k2 + b2
         ntk = nngp + w2 * k1 * dk2
-        return nngp, ntk
+        return nngp, ntk, k1
 
     def kernel(self, x1, x2=None, get=("nngp", "ntk")):
         names = (get,) if isinstance(get, str) else tuple(get)
         self.calls.append((len(x1), None if x2 is None else len(x2), names))
-        nngp, ntk = self._maps(x1, x2)
+        nngp, ntk, _ = self._maps(x1, x2)
         vals = {"nngp": nngp, "ntk": ntk}
         if isinstance(get, str):
             return vals[get]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 import torch
 from conftest import ReluNetStub, assert_close
@@ -10,12 +12,68 @@ import ntkit.predict as P
 
 
 def test_stub_kernel_matches_nt(nt):
+    """The stub's kernels against neural-tangents, with tolerances set by conditioning.
+
+    Off the diagonal (correlations ≤ 0.98 here) the arc-cosine map is well conditioned and
+    the two agree to round-off: 1e-13 relative. On the diagonal (correlation exactly 1) the
+    stub's angle is exactly 0, while NT computes arccos of a rounded ratio: a relative
+    rounding u of the ratio gives θ ≈ √(2u), ≤ √(8ε) ≈ 4.2e-8 for u ≤ 4ε. The NTK term
+    w²·k1·(π − θ)/(2π) then moves by w²·|k1|·θ/(2π), while the NNGP moves only by O(θ²).
+    That bound, not a platform's rounding, is the diagonal's tolerance.
+    """
     net = ReluNetStub(float(nt["w_std"]), float(nt["b_std"]))
     k = net.kernel(nt["x_train"], None)
     kt = net.kernel(nt["x_test"], nt["x_train"])
-    assert_close(k.nngp, nt["nngp_dd"], 1e-13, "nngp_dd")
-    assert_close(k.ntk, nt["ntk_dd"], 1e-13, "ntk_dd")
+    off = ~np.eye(len(nt["x_train"]), dtype=bool)
+    assert_close(k.nngp.numpy()[off], nt["nngp_dd"][off], 1e-13, "nngp_dd off-diagonal")
+    assert_close(k.ntk.numpy()[off], nt["ntk_dd"][off], 1e-13, "ntk_dd off-diagonal")
+    assert_close(kt.nngp, nt["nngp_td"], 1e-13, "nngp_td")
     assert_close(kt.ntk, nt["ntk_td"], 1e-13, "ntk_td")
+
+    # Diagonal: the stub equals the closed form at θ = 0 (an independent formula) ...
+    w2, b2 = float(nt["w_std"]) ** 2, float(nt["b_std"]) ** 2
+    x = torch.as_tensor(nt["x_train"])
+    v = (x * x).sum(1) / x.shape[1] * w2 + b2  # first layer's variance = k1 on the diagonal
+    nngp_exact = w2 * v / 2 + b2
+    ntk_exact = nngp_exact + w2 * v / 2
+    assert_close(k.nngp.diagonal(), nngp_exact, 1e-14, "nngp diagonal vs closed form")
+    assert_close(k.ntk.diagonal(), ntk_exact, 1e-14, "ntk diagonal vs closed form")
+    # ... and NT's diagonal is within its angle's conditioning of it.
+    eps = np.finfo(np.float64).eps
+    theta_max = np.sqrt(8 * eps)
+    ntk_tol = w2 * v.numpy() * theta_max / (2 * np.pi) + 1e-13 * ntk_exact.numpy()
+    ntk_err = np.abs(np.diag(nt["ntk_dd"]) - ntk_exact.numpy())
+    assert (ntk_err <= ntk_tol).all(), f"NT ntk diagonal off by {ntk_err} > {ntk_tol}"
+    nngp_tol = w2 * v.numpy() * theta_max**2 + 1e-13 * nngp_exact.numpy()
+    nngp_err = np.abs(np.diag(nt["nngp_dd"]) - nngp_exact.numpy())
+    assert (nngp_err <= nngp_tol).all(), f"NT nngp diagonal off by {nngp_err} > {nngp_tol}"
+
+
+class FixtureNet:
+    """A net whose ``kernel`` serves neural-tangents' own fixture kernels.
+
+    It lets the ensemble's net path (which kernels it asks for, with which inputs) be
+    compared with NT's predictions without depending on how either library rounds the
+    arc-cosine angle at correlation 1.
+    """
+
+    def __init__(self, nt):
+        self.nt = nt
+
+    def _block(self, x):
+        for tag, ref in (("d", "x_train"), ("t", "x_test")):
+            if x.shape == self.nt[ref].shape and np.array_equal(np.asarray(x), self.nt[ref]):
+                return tag
+        raise AssertionError("FixtureNet got inputs that are not the fixture's")
+
+    def kernel(self, x1, x2=None, get=("nngp", "ntk")):
+        a = self._block(x1)
+        b = a if x2 is None else self._block(x2)
+        names = (get,) if isinstance(get, str) else tuple(get)
+        vals = {g: torch.as_tensor(self.nt[f"{g}_{a}{b}"]) for g in names}
+        if isinstance(get, str):
+            return vals[get]
+        return namedtuple("Kernels", names)(*(vals[g] for g in names))
 
 
 def test_gradient_descent_mse_matches_nt(nt):
@@ -45,9 +103,8 @@ def test_gp_inference_matches_nt(nt):
 
 
 def test_ensemble_matches_nt(nt):
-    net = ReluNetStub(float(nt["w_std"]), float(nt["b_std"]))
-    ens = P.gradient_descent_mse_ensemble(net, nt["x_train"], nt["y_train"], float(nt["lr"]),
-                                          diag_reg=1e-3)
+    ens = P.gradient_descent_mse_ensemble(FixtureNet(nt), nt["x_train"], nt["y_train"],
+                                          float(nt["lr"]), diag_reg=1e-3)
     for tag, t in (("t", nt["ens_times"]), ("inf", None)):
         out = ens(t, nt["x_test"], ("nngp", "ntk"), compute_cov=True)
         for g in ("nngp", "ntk"):
@@ -59,6 +116,25 @@ def test_ensemble_matches_nt(nt):
         assert_close(getattr(out, g).mean, nt[f"ens_train_{g}_mean"], 1e-10, f"train {g}")
         assert_close(getattr(out, g).covariance, nt[f"ens_train_{g}_cov"], 1e-10,
                      f"train {g} cov")
+
+
+def test_ensemble_net_path_equals_precomputed_kernels(nt):
+    """Kernels from a net (here the analytic stub) give what the same kernels passed in do."""
+    net = ReluNetStub(float(nt["w_std"]), float(nt["b_std"]))
+    args = (nt["y_train"], float(nt["lr"]))
+    from_net = P.gradient_descent_mse_ensemble(net, nt["x_train"], *args, diag_reg=1e-3)
+    kdd = net.kernel(nt["x_train"], None)
+    ktd = net.kernel(nt["x_test"], nt["x_train"])
+    ktt = net.kernel(nt["x_test"], None)
+    given = P.gradient_descent_mse_ensemble(
+        None, None, *args, diag_reg=1e-3, k_train_train={"nngp": kdd.nngp, "ntk": kdd.ntk})
+    for t in (nt["ens_times"], None):
+        a = from_net(t, nt["x_test"], "ntk", compute_cov=True)
+        b = given(t, get="ntk", compute_cov=True,
+                  k_test_train={"nngp": ktd.nngp, "ntk": ktd.ntk},
+                  k_test_test={"nngp": ktt.nngp})
+        assert_close(a.mean, b.mean, 1e-12, "mean")
+        assert_close(a.covariance, b.covariance, 1e-12, "covariance")
 
 
 def test_ensemble_from_precomputed_kernels_matches_nt(nt):
