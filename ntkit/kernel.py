@@ -1,34 +1,49 @@
 """The `Kernel`: what flows through a network's kernel map.
 
 A `Kernel` holds the second moments of one layer's pre-activations (or activations)
-for a pair of input batches x1 (n1 rows) and x2 (n2 rows), in the infinite-width limit:
+for a pair of input batches x1 (n1 rows) and x2 (n2 rows), in the infinite-width limit.
+For fully-connected layers (``spatial == ()``):
 
 - ``nngp``: (n1, n2) covariance E[z(x1) z(x2)] of one output channel;
 - ``ntk``:  (n1, n2) neural tangent kernel, or None when it is not tracked;
 - ``cov1``: (n1,) variances E[z(x1)^2] (the diagonal of nngp(x1, x1));
 - ``cov2``: (n2,) variances of x2, or None when x2 is x1 (then cov2 is cov1).
 
-Axes after the batch axes are reserved for spatial dimensions (convolutions and
-pooling, later): code that pairs a per-example variance with ``nngp`` goes through
-:meth:`Kernel.var_pair`, so that adding spatial axes changes one place.
+Spatial layers (convolutions, pooling) add the positions S = ``spatial`` (e.g. (H, W)),
+stored in one of two ways (``full``):
+
+- diagonal (``full=False``): same position in both inputs. nngp/ntk: (n1, n2, *S);
+  cov1: (n1, *S), the per-position variances.
+- full (``full=True``): every pair of positions. nngp/ntk: (n1, n2, *S, *S), indexed
+  [i, j, p, p'] = E[z_p(x1_i) z_p'(x2_j)]; cov1: (n1, *S, *S), each example's own
+  position-position covariance (its position diagonal is the per-position variance).
+
+Which one a layer gets is planned from what comes after it (see
+`ntkit.layers.base.Layer.requires_full`): pooling needs full covariances, everything
+else keeps a diagonal a diagonal, so a network that only flattens never stores more.
+Code that pairs a per-example variance with ``nngp`` goes through :meth:`var_pair`.
 
 Flags:
 
 - ``channels``: the channel count of the layer that produced this kernel (the input
-  dimension d for the input kernel). Only the 'standard' parameterization and
-  ``FanInConcat`` depend on it; the infinite-width kernel is otherwise width-free.
-- ``source``: None, or the number of the Dense layer whose fresh zero-mean weights
-  produced this kernel. Two branches are uncorrelated when at least one of them is a
-  fresh Dense output and they don't share the same source; ``FanInSum`` needs that.
-- ``n_dense``: how many Dense maps were applied so far, counted along the network with
-  parallel branches threaded one after another, so every Dense position gets its own
+  dimension d, or the image channel count C, for the input kernel). Only the 'standard'
+  parameterization and ``FanInConcat`` depend on it; the kernel is otherwise width-free.
+- ``source``: None, or the number of the Dense/Conv layer whose fresh zero-mean weights
+  produced this kernel (linear maps after it, such as pooling, keep it). Two branches
+  are uncorrelated when at least one of them is a fresh Dense/Conv output and they don't
+  share the same source; ``FanInSum`` needs that.
+- ``n_dense``: how many Dense/Conv maps were applied so far, counted along the network
+  with parallel branches threaded one after another, so every such layer gets its own
   number. (Plain ints in the Kernel, not global state, so torch.compile sees constants.)
 - ``x1_is_x2``: x2 is the same batch as x1 (symmetric case).
+- ``gaussian``: the channels are zero-mean Gaussian processes (outputs of Dense/Conv and
+  linear maps of them), which `LayerNorm`'s limit needs (its channel mean then vanishes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +60,9 @@ class Kernel:
     source: int | None = None
     x1_is_x2: bool = False
     n_dense: int = 0
+    spatial: tuple[int, ...] = ()
+    full: bool = False
+    gaussian: bool = False
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
@@ -54,9 +72,37 @@ class Kernel:
         """Variances of the x2 batch (cov1 when x2 is x1)."""
         return self.cov1 if self.cov2 is None else self.cov2
 
+    @property
+    def is_spatial(self) -> bool:
+        return bool(self.spatial)
+
+    def variances(self, cov: Tensor) -> Tensor:
+        """Per-position variances of a cov field: (n,) or (n, *S), whatever the storage."""
+        if not self.full:
+            return cov
+        return position_diagonal(cov, len(self.spatial))
+
     def var_pair(self) -> tuple[Tensor, Tensor]:
-        """(var1, var2) shaped to broadcast against ``nngp``: (n1, 1) and (1, n2)."""
-        return self.cov1[:, None], self.var2[None, :]
+        """(var1, var2) shaped to broadcast against ``nngp``.
+
+        Fully connected: (n1, 1) and (1, n2). Diagonal spatial: (n1, 1, *S) and
+        (1, n2, *S). Full spatial: (n1, 1, *S, 1…) and (1, n2, 1…, *S).
+        """
+        v1, v2 = self.variances(self.cov1), self.variances(self.var2)
+        v1, v2 = v1.unsqueeze(1), v2.unsqueeze(0)
+        if self.full:
+            d = len(self.spatial)
+            v1 = v1.reshape(v1.shape + (1,) * d)
+            v2 = v2.reshape(v2.shape[:2] + (1,) * d + v2.shape[2:])
+        return v1, v2
+
+    def self_var_pair(self, cov: Tensor) -> tuple[Tensor, Tensor]:
+        """(var_p, var_p') broadcasting against a cov field (for maps of cov1/cov2)."""
+        if not self.full:
+            return cov, cov
+        d = len(self.spatial)
+        v = position_diagonal(cov, d)
+        return v.reshape(v.shape + (1,) * d), v.reshape(v.shape[:1] + (1,) * d + v.shape[1:])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -71,30 +117,101 @@ class Kernel:
             cov2=None if self.cov2 is None else fn(self.cov2),
         )
 
+    def map_fields(self, fn) -> Kernel:
+        """Apply ``fn(t, batch_ndim)`` to every field: 2 for nngp/ntk, 1 for cov1/cov2."""
+        return self.replace(
+            nngp=fn(self.nngp, 2),
+            ntk=None if self.ntk is None else fn(self.ntk, 2),
+            cov1=fn(self.cov1, 1),
+            cov2=None if self.cov2 is None else fn(self.cov2, 1),
+        )
+
+    def to_diagonal(self) -> Kernel:
+        """Full spatial storage -> diagonal (same positions only); no-op otherwise."""
+        if not self.full:
+            return self
+        d = len(self.spatial)
+        return self.map_fields(lambda t, b: position_diagonal(t, d)).replace(full=False)
+
+
+def position_diagonal(t: Tensor, d: int) -> Tensor:
+    """(*B, *S, *S) -> (*B, *S): the entries at equal positions p = p'."""
+    S = t.shape[t.ndim - d:]
+    B = t.shape[:t.ndim - 2 * d]
+    P = math.prod(S)
+    return t.reshape(*B, P, P).diagonal(0, -2, -1).reshape(*B, *S)
+
+
+def example_diagonal(t: Tensor) -> Tensor:
+    """(n, n, *rest) -> a view (*rest, n) of the entries with the same example twice."""
+    return t.diagonal(0, 0, 1)
+
+
+def swap_examples(t: Tensor, spatial_ndim: int, full: bool) -> Tensor:
+    """The kernel of (x2, x1) from that of (x1, x2): swap examples (and position pairs)."""
+    if not full or spatial_ndim == 0:
+        return t.transpose(0, 1)
+    d = spatial_ndim
+    perm = (1, 0, *range(2 + d, 2 + 2 * d), *range(2, 2 + d))
+    return t.permute(perm)
+
 
 def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bool = False,
-                 cov1: Tensor | None = None, cov2: Tensor | None = None) -> Kernel:
-    """The kernel of the raw inputs: nngp = x1 x2ᵀ / d, ntk = 0, cov = |x|² / d.
+                 cov1: Tensor | None = None, cov2: Tensor | None = None,
+                 full: bool = False) -> Kernel:
+    """The kernel of the raw inputs: nngp = x1·x2 / C, ntk = 0, cov = |x|² / C.
 
-    x1: (n1, d), x2: (n2, d) or None (meaning x1). Both already in the compute dtype.
-    ``cov1``/``cov2`` may be passed precomputed (the engine computes them once for a
-    whole batch rather than once per tile).
+    x1: (n1, d) or, channels first, (n1, C, *S); x2: the same per-example shape, or None
+    (meaning x1). Both already in the compute dtype. For spatial inputs the products are
+    over channels only, at the same position (``full=False``) or every pair of positions
+    (``full=True``), as described in the module docstring. ``cov1``/``cov2`` may be
+    passed precomputed (the engine computes them once for a whole batch rather than once
+    per tile).
     """
-    d = x1.shape[1]
     if x2 is None:
         x2 = x1
         x1_is_x2 = True
-    nngp = (x1 @ x2.T) / d
+    c = x1.shape[1]
+    spatial = tuple(x1.shape[2:])
+    if not spatial:
+        nngp = (x1 @ x2.T) / c
+        full = False
+    else:
+        a1 = x1.reshape(x1.shape[0], c, -1)
+        a2 = x2.reshape(x2.shape[0], c, -1)
+        if full:
+            # [i, j, p, q] = Σ_c x1[i, c, p] x2[j, c, q] / C: one matmul over channels.
+            nngp = torch.einsum("icp,jcq->ijpq", a1, a2).div_(c)
+            nngp = nngp.reshape(a1.shape[0], a2.shape[0], *spatial, *spatial)
+        else:
+            nngp = torch.einsum("icp,jcp->ijp", a1, a2).div_(c)
+            nngp = nngp.reshape(a1.shape[0], a2.shape[0], *spatial)
     if cov1 is None:
-        cov1 = (x1 * x1).sum(1) / d
+        cov1 = _self_cov(x1, full)
     if x1_is_x2:
-        # The diagonal of nngp(x, x) *is* the variance. Making it so bitwise keeps the
-        # arc-cosine angle exactly 0 there (v1·v2 − c² = 0), instead of ~1e-8 from
+        # The example diagonal of nngp(x, x) *is* the variance. Making it so bitwise keeps
+        # the arc-cosine angle exactly 0 there (v1·v2 − c² = 0), instead of ~1e-8 from
         # rounding amplified by the square root.
-        nngp.diagonal().copy_(cov1)
+        example_diagonal(nngp).copy_(cov1.movedim(0, -1))
         cov2 = None
     elif cov2 is None:
-        cov2 = (x2 * x2).sum(1) / d
+        cov2 = _self_cov(x2, full)
     ntk = torch.zeros_like(nngp) if track_ntk else None
-    return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=d,
-                  source=None, x1_is_x2=x1_is_x2)
+    return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=c,
+                  source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full)
+
+
+def _self_cov(x: Tensor, full: bool) -> Tensor:
+    """Each example's own covariance: (n,), (n, *S) or (n, *S, *S)."""
+    c = x.shape[1]
+    if x.ndim == 2:
+        return (x * x).sum(1) / c
+    spatial = tuple(x.shape[2:])
+    if not full:
+        return (x * x).sum(1) / c
+    a = x.reshape(x.shape[0], c, -1)
+    cov = torch.einsum("icp,icq->ipq", a, a).div_(c)
+    # Exactly symmetric, with the position diagonal equal to the diagonal-path variance.
+    cov = 0.5 * (cov + cov.transpose(1, 2))
+    cov.diagonal(0, 1, 2).copy_((a * a).sum(1) / c)
+    return cov.reshape(x.shape[0], *spatial, *spatial)

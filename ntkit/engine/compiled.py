@@ -13,43 +13,50 @@ import warnings
 import torch
 from torch import Tensor
 
-from ntkit.kernel import Kernel, input_kernel
+from ntkit.kernel import Kernel, input_kernel, swap_examples
 
 
-def _eager(layer, track_ntk: bool, sym_tile: bool):
+def _eager(layer, track_ntk: bool, sym_tile: bool, full: bool = False):
     def fn(x1: Tensor, x2: Tensor | None = None) -> Kernel:
-        k = layer.kernel_map(input_kernel(x1, x2, track_ntk=track_ntk))
+        k = layer.kernel_map(input_kernel(x1, x2, track_ntk=track_ntk, full=full))
         if sym_tile and isinstance(k, Kernel):
             # x x^T from BLAS is not bitwise symmetric; make diagonal tiles exactly so.
-            k = k.replace(nngp=0.5 * (k.nngp + k.nngp.T),
-                          ntk=None if k.ntk is None else 0.5 * (k.ntk + k.ntk.T))
+            d = len(k.spatial)
+
+            def sym(t):
+                return 0.5 * (t + swap_examples(t, d, k.full))
+
+            k = k.replace(nngp=sym(k.nngp), ntk=None if k.ntk is None else sym(k.ntk))
         return k
 
     return fn
 
 
-def _tensors(layer, track_ntk: bool, sym_tile: bool):
+def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool):
     # torch.compile traces tensors in, tensors out; the Kernel is rebuilt outside.
-    inner = _eager(layer, track_ntk, sym_tile)
+    inner = _eager(layer, track_ntk, sym_tile, full)
 
     def fn(x1: Tensor, x2: Tensor | None = None):
         k = inner(x1, x2)
         if isinstance(k, tuple):
             return k
-        return k.nngp, k.ntk, k.cov1, k.var2, k.channels
+        return k.nngp, k.ntk, k.cov1, k.var2, k.channels, k.spatial, k.full
 
     return fn
 
 
-def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool):
-    """fn(x1_tile, x2_tile=None) -> Kernel of the tile (x2_tile None: x2 is x1)."""
-    eager = _eager(layer, track_ntk, sym_tile)
+def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: bool = False):
+    """fn(x1_tile, x2_tile=None) -> Kernel of the tile (x2_tile None: x2 is x1).
+
+    ``full``: spatial inputs start with full position-position covariances.
+    """
+    eager = _eager(layer, track_ntk, sym_tile, full)
     if not compiled:
         return eager
     cache = layer.__dict__.setdefault("_ntkit_compiled", {})
-    key = (track_ntk, sym_tile)
+    key = (track_ntk, sym_tile, full)
     if key not in cache:
-        cache[key] = torch.compile(_tensors(layer, track_ntk, sym_tile), dynamic=False)
+        cache[key] = torch.compile(_tensors(layer, track_ntk, sym_tile, full), dynamic=False)
     cfn = cache[key]
     state = {"failed": False}
 
@@ -62,11 +69,11 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool):
                 warnings.warn(f"torch.compile failed for this kernel ({type(exc).__name__}: "
                               f"{exc}); using eager evaluation", RuntimeWarning)
             else:
-                if isinstance(res, tuple) and len(res) == 5 and not isinstance(res[0], Kernel):
-                    nngp, ntk, cov1, var2, channels = res
+                if isinstance(res, tuple) and len(res) == 7 and not isinstance(res[0], Kernel):
+                    nngp, ntk, cov1, var2, channels, spatial, full_out = res
                     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1,
                                   cov2=None if x2 is None else var2, channels=channels,
-                                  x1_is_x2=x2 is None)
+                                  x1_is_x2=x2 is None, spatial=spatial, full=full_out)
                 return res
         return eager(x1, x2)
 

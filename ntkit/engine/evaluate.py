@@ -1,9 +1,17 @@
 """Evaluate a layer spec's kernel map over (x1, x2) in tiles.
 
-Peak memory is the output plus O(tile² × layers): each tile runs the whole kernel map on
-a (tile, tile) block and is written straight into the output (a tensor, or any array such
-as an ``np.memmap``). With x2 = x1 only the tiles on and above the diagonal are computed
-and mirrored. Tiles of any size work: the last row/column of tiles is simply smaller.
+Each tile runs the whole kernel map on a block of example pairs and is written straight
+into the output (a tensor, or any array such as an ``np.memmap``). With x2 = x1 only the
+tiles on and above the diagonal are computed and mirrored. Tiles of any size work: the
+last row/column of tiles is simply smaller.
+
+Memory: a tile of t1 × t2 examples holds a few arrays of t1·t2·E entries, where E is
+what each example pair stores at the widest layer (1 for fully-connected nets, |S| for
+same-position spatial kernels, |S|² for full position-position ones, see
+`ntkit.kernel`), plus the per-example covariances (t1 + t2)·E. The default tile is the
+largest whose estimate stays under ``memory_budget`` (default: `ntkit.engine.memory`),
+split between the worker threads; on a CPU, fully-connected tiles are capped at
+`DEFAULT_TILE` rows, which keeps a tile's arrays in cache (larger ones are no faster).
 """
 
 from __future__ import annotations
@@ -18,12 +26,17 @@ from torch import Tensor
 
 from ntkit.engine.compiled import tile_function
 from ntkit.engine.inputs import as_pair, check_dtype, check_get
+from ntkit.engine.memory import check_memory_budget
 from ntkit.engine.threads import torch_threads
-from ntkit.kernel import Kernel
+from ntkit.kernel import Kernel, input_kernel, swap_examples
 
 # Square tiles of this many rows keep a tile's few live (tile, tile) float64 arrays in
 # L2 cache on common CPUs; measured in benchmarks/bench_kernel.py.
 DEFAULT_TILE = 256
+# Live arrays of a tile's size at the widest layer (nngp, ntk, the dual's temporaries,
+# a padded copy): the factor of the memory estimate. Measured peak/estimate ≤ 1 in
+# tests/engine/test_memory_budget.py.
+LIVE_ARRAYS = 8
 
 
 @cache
@@ -72,17 +85,16 @@ def _write(dst, rows: slice, cols: slice | None, value: Tensor) -> None:
 
 def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None,
              dtype: torch.dtype = torch.float64, progress: bool = False, out=None,
-             compile: bool = False):
+             compile: bool = False, memory_budget: int | None = None):
     """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
     dtype = check_dtype(dtype)
     get = check_get(get)
-    x1, x2 = as_pair(x1, x2, dtype)
-    if tile is None:
-        tile = DEFAULT_TILE
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+    x1, x2 = as_pair(x1, x2, dtype, spatial=True)
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False, got {compile!r}")
+    budget = check_memory_budget(memory_budget, x1.device)
 
     if x2 is not None and x2.shape == x1.shape and torch.equal(x1, x2):
         # Same batch passed twice: take the symmetric path (half the work, exact diagonal).
@@ -92,9 +104,21 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     n2 = n1 if sym else x2.shape[0]
     names = ("nngp", "ntk", "cov1", "cov2") if get is None else (
         (get,) if isinstance(get, str) else get)
-    shapes = {"nngp": (n1, n2), "ntk": (n1, n2), "cov1": (n1,), "cov2": (n2,)}
-    out = _check_out(out, names, shapes, dtype)
     track_ntk = "ntk" in names
+
+    # Plan the storage (see ntkit.kernel) and probe one pair: this validates the network
+    # against the inputs (rank, sizes) before any work, and gives the output's shape.
+    need = layer.requires_full(False)
+    full = x1.ndim > 2 and (any(need) if isinstance(need, tuple) else bool(need))
+    probe = layer.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full))
+    if isinstance(probe, tuple):
+        raise ValueError(f"the network ends in {len(probe)} parallel streams; merge them "
+                         "with FanInSum() or FanInConcat()")
+    pair_shape = tuple(probe.nngp.shape[2:])
+    cov_shape = tuple(probe.cov1.shape[1:])
+    shapes = {"nngp": (n1, n2, *pair_shape), "ntk": (n1, n2, *pair_shape),
+              "cov1": (n1, *cov_shape), "cov2": (n2, *cov_shape)}
+    out = _check_out(out, names, shapes, dtype)
 
     device = x1.device
     results = {}
@@ -104,8 +128,13 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         else:
             results[name] = torch.empty(shapes[name], dtype=dtype, device=device)
 
-    fn = tile_function(layer, track_ntk, sym_tile=False, compiled=compile)
-    fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=compile)
+    n_tiles_guess = max(1, (n1 // 256) * (n2 // 256))
+    workers_max = _workers(device, n_tiles_guess, compile)
+    if tile is None:
+        tile = auto_tile(x1, full, dtype, budget // workers_max, n1, n2)
+
+    fn = tile_function(layer, track_ntk, sym_tile=False, compiled=compile, full=full)
+    fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=compile, full=full)
 
     b1 = [slice(i, min(i + tile, n1)) for i in range(0, n1, tile)]
     b2 = b1 if sym else [slice(j, min(j + tile, n2)) for j in range(0, n2, tile)]
@@ -115,9 +144,6 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         i, j = pair
         r, c = b1[i], b2[j]
         k = fn_diag(x1[r]) if sym and i == j else fn(x1[r], (x1 if sym else x2)[c])
-        if isinstance(k, tuple):
-            raise ValueError(f"the network ends in {len(k)} parallel streams; merge them "
-                             "with FanInSum() or FanInConcat()")
         _store(results, k, r, c, i, j, sym)
 
     bar = None
@@ -143,11 +169,30 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
             arr.flush()
     if get is None:
         return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
-                      cov2=results["cov2"], channels=_out_channels(layer, x1.shape[1]),
-                      x1_is_x2=sym)
+                      cov2=results["cov2"], channels=probe.channels, x1_is_x2=sym,
+                      spatial=probe.spatial, full=probe.full)
     if isinstance(get, str):
         return results[get]
     return _result_type(names)(*(results[n] for n in names))
+
+
+def pair_entries(x: Tensor, full: bool) -> int:
+    """Entries one example pair stores at the input (the widest layer): 1, |S| or |S|²."""
+    positions = math.prod(x.shape[2:]) if x.ndim > 2 else 1
+    return positions**2 if full else positions
+
+
+def auto_tile(x: Tensor, full: bool, dtype: torch.dtype, budget: int, n1: int,
+              n2: int) -> int:
+    """Largest square tile whose working set fits ``budget`` bytes (see module docstring).
+
+    Working set ≈ LIVE_ARRAYS · itemsize · E · (t² + 2t) for E = `pair_entries`.
+    """
+    e = pair_entries(x, full) * torch.empty((), dtype=dtype).element_size() * LIVE_ARRAYS
+    t = max(1, int(math.isqrt(max(budget // e, 1) + 1) - 1))
+    if x.ndim == 2 and x.device.type == "cpu":
+        t = min(t, DEFAULT_TILE)
+    return max(1, min(t, max(n1, n2)))
 
 
 def _workers(device: torch.device, n_tiles: int, compiled: bool) -> int:
@@ -188,15 +233,13 @@ def _run_parallel(run_tile, pairs, workers: int, bar) -> None:
 
 def _store(results, k: Kernel, r: slice, c: slice, i: int, j: int, sym: bool) -> None:
     _check_finite(k)
+    d = len(k.spatial)
     for name, arr in results.items():
-        if name == "nngp":
-            _write(arr, r, c, k.nngp)
+        if name in ("nngp", "ntk"):
+            t = getattr(k, name)
+            _write(arr, r, c, t)
             if sym and i != j:
-                _write(arr, c, r, k.nngp.T)
-        elif name == "ntk":
-            _write(arr, r, c, k.ntk)
-            if sym and i != j:
-                _write(arr, c, r, k.ntk.T)
+                _write(arr, c, r, swap_examples(t, d, k.full))
         elif name == "cov1" and j == (i if sym else 0):
             _write(arr, r, None, k.cov1)
         elif name == "cov2" and i == 0:
@@ -211,12 +254,3 @@ def _check_finite(k: Kernel) -> None:
             raise FloatingPointError(
                 f"the {name} kernel overflowed or became NaN for some inputs (input norms too "
                 "large for this activation/depth in this dtype?); try float64 or rescale inputs")
-
-
-def _out_channels(layer, d: int) -> int:
-    # Channels only matter to later layers; recover them cheaply from a 1-row map.
-    from ntkit.kernel import input_kernel
-
-    x = torch.zeros(1, d, dtype=torch.float64)
-    k = layer.kernel_map(input_kernel(x, None, track_ntk=False))
-    return k.channels if isinstance(k, Kernel) else math.nan

@@ -32,11 +32,15 @@ from ntkit.layers.activations import (
 )
 from ntkit.layers.base import Activation, Layer
 from ntkit.layers.branching import FanInConcat, FanInSum, FanOut, parallel, serial
+from ntkit.layers.conv import Conv
 from ntkit.layers.dense import Dense
+from ntkit.layers.norm import LayerNorm
+from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool
 
 __all__ = [
-    "ABReLU", "GELU", "Abs", "Activation", "Cos", "Dense", "Elementwise", "Erf", "Exp",
-    "FanInConcat", "FanInSum", "FanOut", "Gaussian", "Hermite", "Identity", "Layer",
+    "ABReLU", "GELU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Elementwise",
+    "Erf", "Exp", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gaussian",
+    "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Sigmoid",
     "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
 ]

@@ -184,6 +184,8 @@ class RectifiedMonomial(Activation):
 class Identity(Activation):
     """φ(x) = x: T = cov, Tdot = 1 (the kernel passes through unchanged)."""
 
+    preserves_gaussian = True
+
     def fn(self, x: Tensor) -> Tensor:
         return x
 

@@ -16,9 +16,50 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ntkit.kernel import Kernel
+from ntkit.kernel import Kernel, example_diagonal, position_diagonal
 
-Width = int | tuple  # an int for one stream; a tuple of widths for parallel branches
+
+class ExampleShape(tuple):
+    """The per-example shape (C, *S) of a spatial stream, channels first.
+
+    A plain int is a fully-connected width; a plain tuple holds the widths (ints or
+    ExampleShapes) of parallel streams.
+    """
+
+    @property
+    def channels(self) -> int:
+        return self[0]
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return tuple(self[1:])
+
+
+Width = int | ExampleShape | tuple  # one stream (FC or spatial); a tuple: parallel streams
+Need = bool | tuple  # full covariances needed: one stream, or per parallel stream
+
+
+def is_streams(width) -> bool:
+    """Whether ``width`` describes parallel streams (a plain tuple), not one stream."""
+    return isinstance(width, tuple) and not isinstance(width, ExampleShape)
+
+
+def conform(k, need):
+    """Bring a kernel (or parallel kernels) to the storage a layer needs: a full spatial
+    kernel is reduced to its diagonal when nothing downstream needs the full one."""
+    if isinstance(k, tuple):
+        needs = need if isinstance(need, tuple) else (need,) * len(k)
+        if len(needs) != len(k):  # a stream-count mismatch: the layer itself reports it
+            return k
+        return tuple(conform(ki, ni) for ki, ni in zip(k, needs, strict=True))
+    if isinstance(need, tuple):
+        need = any(need)
+    if k.full and not need:
+        return k.to_diagonal()
+    if need and k.is_spatial and not k.full:
+        raise RuntimeError("internal planning error: a layer needs full spatial covariances "
+                           "but got only their diagonal")
+    return k
 
 
 class Layer:
@@ -30,6 +71,18 @@ class Layer:
     def make_module(self, in_features: Width, generator: torch.Generator,
                     dtype: torch.dtype) -> tuple[nn.Module, Width]:
         raise NotImplementedError
+
+    def requires_full(self, full_after: Need) -> Need:
+        """Whether this layer's input must carry full position-position covariances,
+        given whether its output must (what comes after it decides). Layers that keep a
+        diagonal a diagonal (elementwise, convolutions, normalization) pass it through;
+        pooling returns True; Flatten and Dense return False."""
+        return full_after
+
+    def map_planned(self, k, full_after: Need):
+        """``kernel_map`` with the storage need of the output known (combinators use it
+        to plan their inner layers)."""
+        return self.kernel_map(k)
 
     # ---- user-facing wrappers -------------------------------------------------------
     def kernel(self, x1, x2=None, get: str | Sequence[str] | None = ("nngp", "ntk"), *,
@@ -62,17 +115,18 @@ class Layer:
         return evaluate(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
                         out=out, compile=compile)
 
-    def build(self, in_features: int, seed: int | None = 0,
+    def build(self, in_features: int | Sequence[int], seed: int | None = 0,
               dtype: torch.dtype = torch.float64) -> nn.Module:
         """A finite network with this spec's widths and parameterization.
 
         Args:
-          in_features: input dimension d; the module maps (n, d) -> (n, out_features).
+          in_features: input dimension d (the module maps (n, d) -> (n, out)), or the
+            per-example input shape as a tuple, channels first: (C, L) for sequences,
+            (C, H, W) for images (the module maps (n, C, H, W) -> (n, ...)).
           seed: seed of the parameters' initialization (None: torch's global RNG).
           dtype: parameter dtype (float64 by default).
         """
-        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
-            raise ValueError(f"in_features must be a positive int, got {in_features!r}")
+        width = _check_in_features(in_features)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         gen = torch.Generator()
@@ -80,12 +134,27 @@ class Layer:
             gen.seed()
         else:
             gen.manual_seed(int(seed))
-        module, _ = self.make_module(in_features, gen, dtype)
+        module, _ = self.make_module(width, gen, dtype)
         return module
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+def _check_in_features(in_features) -> int | ExampleShape:
+    def positive_int(v) -> bool:
+        return not isinstance(v, bool) and isinstance(v, int) and v >= 1
+
+    if positive_int(in_features):
+        return in_features
+    if isinstance(in_features, (tuple, list)) and len(in_features) >= 1 and all(
+            positive_int(v) for v in in_features):
+        if len(in_features) == 1:
+            return in_features[0]
+        return ExampleShape(in_features)
+    raise ValueError(f"in_features must be a positive int or a tuple of positive ints "
+                     f"(C, L) / (C, H, W), got {in_features!r}")
 
 
 def check_std(name: str, value, *, allow_none: bool = False) -> float | None:
@@ -127,6 +196,9 @@ class Activation(Layer):
     T(var, var, var).
     """
 
+    #: Whether φ(z) is again a zero-mean Gaussian process (only the identity).
+    preserves_gaussian = False
+
     def fn(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -139,20 +211,40 @@ class Activation(Layer):
             raise ValueError(f"{type(self).__name__} got {len(k)} parallel branches; "
                              "combine them first with FanInSum() or FanInConcat(), "
                              "or apply it per branch with parallel(...)")
+        if k.x1_is_x2 and k.is_spatial:
+            # Linear spatial maps (pooling, convolutions) may round the example diagonal of
+            # nngp and the variances differently by an ulp; the arc-cosine would turn that
+            # into a ~1e-8 angle. Make them equal again (in place: it is their true value).
+            example_diagonal(k.nngp).copy_(k.cov1.movedim(0, -1))
         v1, v2 = k.var_pair()
         nngp, dot = self.dual(v1, k.nngp, v2, need_dot=k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
-        cov1 = self.dual(k.cov1, k.cov1, k.cov1, need_dot=False)[0]
-        cov2 = None if k.cov2 is None else self.dual(k.cov2, k.cov2, k.cov2, need_dot=False)[0]
+        cov1 = self._self_map(k, k.cov1)
+        cov2 = None if k.cov2 is None else self._self_map(k, k.cov2)
         if k.x1_is_x2:
-            # Keep diag(nngp) == cov bitwise (see kernel.input_kernel): vectorized and
-            # scalar transcendental kernels may round differently by an ulp.
+            # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
+            # vectorized and scalar transcendental kernels may round differently by an ulp.
             nngp = nngp.clone() if nngp is k.nngp else nngp
-            nngp.diagonal().copy_(cov1)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None)
+            example_diagonal(nngp).copy_(cov1.movedim(0, -1))
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
+                         gaussian=k.gaussian and self.preserves_gaussian)
+
+    def _self_map(self, k: Kernel, cov: Tensor) -> Tensor:
+        """Map an example's own covariance (cov1/cov2) through the activation."""
+        if not k.full:
+            return self.dual(cov, cov, cov, need_dot=False)[0]
+        va, vb = k.self_var_pair(cov)
+        out = self.dual(va, cov, vb, need_dot=False)[0]
+        out = out.clone() if out is cov else out.contiguous()
+        # Equal positions: the exact variance map, as on the diagonal path.
+        v = position_diagonal(cov, len(k.spatial))
+        P = v[0].numel()
+        out.reshape(out.shape[0], P, P).diagonal(0, 1, 2).copy_(
+            self.dual(v, v, v, need_dot=False)[0].reshape(out.shape[0], P))
+        return out
 
     def make_module(self, in_features, generator, dtype):
-        if isinstance(in_features, tuple):
+        if is_streams(in_features):
             raise ValueError(f"{type(self).__name__} got parallel branches; use parallel(...) "
                              "or a FanIn layer first")
         return ActivationModule(self), in_features

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
-from ntkit.layers.base import Layer
+from ntkit.layers.base import ExampleShape, Layer, conform, is_streams
 
 
 def _check_layers(name: str, layers) -> tuple[Layer, ...]:
@@ -54,8 +54,22 @@ class Serial(Layer):
         self.layers = _check_layers("serial", layers)
 
     def kernel_map(self, k):
-        for layer in self.layers:
-            k = layer.kernel_map(k)
+        return self.map_planned(k, False)
+
+    def _needs(self, full_after):
+        """needs[i]: whether layer i's input must be full (needs[-1]: the output's)."""
+        needs = [full_after]
+        for layer in reversed(self.layers):
+            needs.append(layer.requires_full(needs[-1]))
+        return needs[::-1]
+
+    def requires_full(self, full_after):
+        return self._needs(full_after)[0]
+
+    def map_planned(self, k, full_after):
+        needs = self._needs(full_after)
+        for i, layer in enumerate(self.layers):
+            k = layer.map_planned(conform(k, needs[i]), needs[i + 1])
         return k
 
     def make_module(self, in_features, generator, dtype):
@@ -76,17 +90,28 @@ class Parallel(Layer):
         self.layers = _check_layers("parallel", layers)
 
     def _check_streams(self, streams) -> None:
-        if not isinstance(streams, tuple) or len(streams) != len(self.layers):
-            got = len(streams) if isinstance(streams, tuple) else 1
+        if not is_streams(streams) or len(streams) != len(self.layers):
+            got = len(streams) if is_streams(streams) else 1
             raise ValueError(f"parallel of {len(self.layers)} layers got {got} stream(s); "
                              f"put FanOut({len(self.layers)}) before it")
 
     def kernel_map(self, ks):
+        return self.map_planned(ks, False)
+
+    def _per_branch(self, full_after):
+        return full_after if isinstance(full_after, tuple) else (full_after,) * len(self.layers)
+
+    def requires_full(self, full_after):
+        return tuple(layer.requires_full(f) for layer, f in
+                     zip(self.layers, self._per_branch(full_after), strict=True))
+
+    def map_planned(self, ks, full_after):
         self._check_streams(ks)
         outs, n_dense = [], max(k.n_dense for k in ks)
-        for layer, k in zip(self.layers, ks, strict=True):
+        for layer, k, f in zip(self.layers, ks, self._per_branch(full_after), strict=True):
             # Thread the Dense count through the branches so each Dense gets its own number.
-            k = layer.kernel_map(k.replace(n_dense=n_dense))
+            k = layer.map_planned(conform(k.replace(n_dense=n_dense), layer.requires_full(f)),
+                                  f)
             n_dense = max(x.n_dense for x in k) if isinstance(k, tuple) else k.n_dense
             outs.append(k)
         return tuple(outs)
@@ -133,8 +158,11 @@ class FanOut(Layer):
             raise ValueError("FanOut got parallel streams already; merge them first")
         return (k,) * self.n
 
+    def requires_full(self, full_after):
+        return any(full_after) if isinstance(full_after, tuple) else full_after
+
     def make_module(self, in_features, generator, dtype):
-        if isinstance(in_features, tuple):
+        if is_streams(in_features):
             raise ValueError("FanOut got parallel streams already; merge them first")
         return _FanOutModule(self.n), (in_features,) * self.n
 
@@ -142,6 +170,10 @@ class FanOut(Layer):
 def _check_fan_in(name: str, ks) -> tuple[Kernel, ...]:
     if not isinstance(ks, tuple):
         raise ValueError(f"{name} needs parallel streams (FanOut, parallel) before it")
+    shapes = {(k.spatial, k.full) for k in ks}
+    if len(shapes) > 1:
+        raise ValueError(f"{name} needs streams of the same spatial shape, got "
+                         f"{sorted(s for s, _ in shapes)}")
     return ks
 
 
@@ -154,8 +186,12 @@ class _SumModule(nn.Module):
 
 
 class _ConcatModule(nn.Module):
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
     def forward(self, xs):
-        return torch.cat(xs, dim=-1)
+        return torch.cat(xs, dim=self.dim)
 
 
 class FanInSum(Layer):
@@ -186,10 +222,11 @@ class FanInSum(Layer):
                 ntk=None if out.ntk is None else out.ntk + k.ntk,
                 cov1=out.cov1 + k.cov1,
                 cov2=None if out.cov2 is None else out.cov2 + k.cov2)
-        return out.replace(source=None, n_dense=max(k.n_dense for k in ks))
+        return out.replace(source=None, n_dense=max(k.n_dense for k in ks),
+                           gaussian=all(k.gaussian for k in ks))
 
     def make_module(self, in_features, generator, dtype):
-        if not isinstance(in_features, tuple):
+        if not is_streams(in_features):
             raise ValueError("FanInSum needs parallel streams (FanOut, parallel) before it")
         if len(set(in_features)) > 1:
             raise ValueError(f"FanInSum needs streams of equal width, got {in_features}")
@@ -197,7 +234,7 @@ class FanInSum(Layer):
 
 
 class FanInConcat(Layer):
-    """Concatenates parallel streams along channels.
+    """Concatenates parallel streams along channels (axis 1 for spatial streams).
 
     Per-channel kernels average, weighted by each stream's width
     (the next Dense layer sees the concatenated channels).
@@ -218,9 +255,20 @@ class FanInConcat(Layer):
 
         return ks[0].replace(nngp=mix("nngp"), ntk=mix("ntk"), cov1=mix("cov1"),
                              cov2=mix("cov2"), channels=total, source=None,
-                             n_dense=max(k.n_dense for k in ks))
+                             n_dense=max(k.n_dense for k in ks),
+                             gaussian=all(k.gaussian for k in ks))
 
     def make_module(self, in_features, generator, dtype):
-        if not isinstance(in_features, tuple):
+        if not is_streams(in_features):
             raise ValueError("FanInConcat needs parallel streams (FanOut, parallel) before it")
+        if all(isinstance(w, ExampleShape) for w in in_features):
+            spatial = {w.spatial for w in in_features}
+            if len(spatial) > 1:
+                raise ValueError(f"FanInConcat needs streams of the same spatial shape, got "
+                                 f"{sorted(spatial)}")
+            channels = sum(w.channels for w in in_features)
+            return _ConcatModule(dim=1), ExampleShape((channels, *in_features[0].spatial))
+        if any(isinstance(w, ExampleShape) for w in in_features):
+            raise ValueError(f"FanInConcat got spatial and fully-connected streams: "
+                             f"{in_features}")
         return _ConcatModule(), sum(in_features)

@@ -8,9 +8,11 @@ import torch
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
-from ntkit.layers.base import Layer, check_std
+from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams
 
 PARAMETERIZATIONS = ("ntk", "standard")
+_SPATIAL_ERROR = ("Dense got a spatial input (positions {shape}); reduce the positions first "
+                  "with Flatten() or GlobalAvgPool(), or use a 1×1 Conv to act per position")
 
 class DenseModule(nn.Module):
     """Finite dense layer: ``y = w_scale · x Wᵀ + b_scale · b``.
@@ -83,6 +85,8 @@ class Dense(Layer):
         if isinstance(k, tuple):
             raise ValueError(f"Dense got {len(k)} parallel branches; combine them first with "
                              "FanInSum() or FanInConcat()")
+        if k.is_spatial:
+            raise ValueError(_SPATIAL_ERROR.format(shape=k.spatial))
         w2 = self.w_std**2
         b2 = 0.0 if self.b_std is None else self.b_std**2
 
@@ -101,10 +105,12 @@ class Dense(Layer):
         return k.replace(nngp=nngp, ntk=ntk, cov1=affine(k.cov1),
                          cov2=None if k.cov2 is None else affine(k.cov2),
                          channels=self.out_features, source=k.n_dense + 1,
-                         n_dense=k.n_dense + 1)
+                         n_dense=k.n_dense + 1, gaussian=True)
 
     def make_module(self, in_features, generator, dtype):
-        if isinstance(in_features, tuple):
+        if isinstance(in_features, ExampleShape):
+            raise ValueError(_SPATIAL_ERROR.format(shape=in_features.spatial))
+        if is_streams(in_features):
             raise ValueError("Dense got parallel branches; combine them first with "
                              "FanInSum() or FanInConcat()")
         module = DenseModule(in_features, self.out_features, self.w_std, self.b_std,

@@ -1,0 +1,198 @@
+"""Convolution: `Conv`, 1-D or 2-D, in neural-tangents' two parameterizations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ntkit.kernel import Kernel
+from ntkit.layers import windows as W
+from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams
+from ntkit.layers.dense import PARAMETERIZATIONS
+
+
+def check_window(name: str, what: str, value, ndim: int | None = None) -> tuple[int, ...]:
+    """A tuple of positive ints (1 or 2 of them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,) * (ndim or 1)
+    if not isinstance(value, (tuple, list)) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        raise ValueError(f"{name} {what} must be a tuple of positive ints, got {value!r}")
+    value = tuple(value)
+    if ndim is None and len(value) not in (1, 2):
+        raise ValueError(f"{name} supports 1-D and 2-D windows, got {what}={value}")
+    if ndim is not None and len(value) != ndim:
+        raise ValueError(f"{name} {what}={value} must have {ndim} entries, one per spatial "
+                         "dimension of the window")
+    return value
+
+
+def check_padding(name: str, padding) -> str:
+    if not isinstance(padding, str) or padding.upper() not in W.PADDINGS:
+        raise ValueError(f"{name}: unknown padding {padding!r}; expected one of {W.PADDINGS}")
+    return padding.upper()
+
+
+def pad_input(x: Tensor, window: Sequence[int], strides: Sequence[int], padding: str) -> Tensor:
+    """Pad a (n, C, *S) batch as the kernel maps do (zeros, or wrapping for CIRCULAR)."""
+    if padding == "VALID":
+        return x
+    d = len(window)
+    amounts = []
+    for i in reversed(range(d)):  # F.pad takes the last axis first
+        amounts += list(W.pads(x.shape[2 + i], window[i], strides[i], padding))
+    if not any(amounts):
+        return x
+    if padding == "CIRCULAR":
+        for i in range(d):  # wrap axis by axis: also correct when padding exceeds the size
+            before, after = W.pads(x.shape[2 + i], window[i], strides[i], padding)
+            n = x.shape[2 + i]
+            idx = torch.arange(-before, n + after, device=x.device) % n
+            x = x.index_select(2 + i, idx)
+        return x
+    return F.pad(x, amounts)
+
+
+class ConvModule(nn.Module):
+    """Finite convolution: ``y = w_scale · conv(x, W) + b_scale · b``, channels first.
+
+    'ntk': W, b ~ N(0, 1), w_scale = w_std/√(C·q) with q the filter size, b_scale = b_std.
+    'standard': W ~ N(0, w_std²/(C·q)), b ~ N(0, b_std²), scales 1.
+    Padding is applied to the input first (asymmetric for "SAME" with even filters,
+    wrapping for "CIRCULAR"), then a "VALID" ``F.conv1d``/``F.conv2d``.
+    """
+
+    def __init__(self, in_shape: ExampleShape, out_channels: int, filter_shape, strides,
+                 padding: str, w_std: float, b_std: float | None, parameterization: str,
+                 generator: torch.Generator, dtype: torch.dtype):
+        super().__init__()
+        c = in_shape.channels
+        self.filter_shape, self.strides, self.padding = filter_shape, strides, padding
+        fan_in = c * math.prod(filter_shape)
+        w = torch.randn(out_channels, c, *filter_shape, generator=generator, dtype=dtype)
+        b = None if b_std is None else torch.randn(out_channels, generator=generator,
+                                                   dtype=dtype)
+        if parameterization == "ntk":
+            self.w_scale, self.b_scale = w_std / math.sqrt(fan_in), (b_std or 0.0)
+        else:
+            w = w * (w_std / math.sqrt(fan_in))
+            b = None if b is None else b * b_std
+            self.w_scale, self.b_scale = 1.0, 1.0
+        self.weight = nn.Parameter(w)
+        self.bias = None if b is None else nn.Parameter(b)
+        self._conv = F.conv1d if len(filter_shape) == 1 else F.conv2d
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = pad_input(x, self.filter_shape, self.strides, self.padding)
+        w = self.weight * self.w_scale if self.w_scale != 1.0 else self.weight
+        b = None
+        if self.bias is not None:
+            b = self.bias * self.b_scale if self.b_scale != 1.0 else self.bias
+        return self._conv(x, w, b, stride=self.strides)
+
+    def extra_repr(self) -> str:
+        return (f"out_channels={self.weight.shape[0]}, filter_shape={self.filter_shape}, "
+                f"strides={self.strides}, padding={self.padding!r}, "
+                f"bias={self.bias is not None}")
+
+
+class Conv(Layer):
+    """Convolution with ``out_channels`` channels over 1-D (n, C, L) or 2-D (n, C, H, W)
+    inputs, by ``len(filter_shape)``; weights shared across positions.
+
+    Kernel map (per pair of positions; q = filter size, C = input channels):
+
+    - 'ntk': ``nngp' = w_std²·mean_k nngp[p+k, p'+k] + b_std²`` and
+      ``ntk' = nngp' + w_std²·mean_k ntk[p+k, p'+k]``;
+    - 'standard': same nngp'; ``ntk' = C·q·mean_k nngp[..] + w_std²·mean_k ntk[..]
+      (+ 1 with a bias)``, as in neural-tangents.
+
+    Args:
+      out_channels: output channels (the kernel is their infinite limit).
+      filter_shape: (q,) or (qh, qw).
+      strides: same length as filter_shape; default 1.
+      padding: "VALID", "SAME" (total padding split with the extra one after, as in
+        neural-tangents/lax) or "CIRCULAR" (same amounts, wrapping around).
+      w_std, b_std: weight and bias standard deviations (b_std=None: no bias).
+      parameterization: "ntk" or "standard".
+    """
+
+    def __init__(self, out_channels: int, filter_shape: Sequence[int],
+                 strides: Sequence[int] | None = None, padding: str = "VALID",
+                 w_std: float = 1.0, b_std: float | None = 0.0,
+                 parameterization: str = "ntk"):
+        if isinstance(out_channels, bool) or not isinstance(out_channels, int):
+            raise TypeError(f"Conv out_channels must be an int, got {out_channels!r}")
+        if out_channels < 1:
+            raise ValueError(f"Conv out_channels must be >= 1, got {out_channels}")
+        self.out_channels = out_channels
+        self.filter_shape = check_window("Conv", "filter_shape", filter_shape)
+        d = len(self.filter_shape)
+        self.strides = (1,) * d if strides is None else check_window("Conv", "strides",
+                                                                     strides, d)
+        self.padding = check_padding("Conv", padding)
+        self.w_std = check_std("w_std", w_std)
+        self.b_std = check_std("b_std", b_std, allow_none=True)
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r}; "
+                             f"expected one of {PARAMETERIZATIONS}")
+        self.parameterization = parameterization
+
+    def _check(self, spatial) -> None:
+        if not spatial:
+            raise ValueError("Conv needs spatial inputs: (n, C, L) for 1-D or (n, C, H, W) "
+                             "for 2-D filters, channels first; got fully-connected (n, d) "
+                             "features")
+        W.check_fits(spatial, self.filter_shape, self.padding, "Conv")
+
+    def kernel_map(self, k: Kernel) -> Kernel:
+        if isinstance(k, tuple):
+            raise ValueError(f"Conv got {len(k)} parallel branches; combine them first with "
+                             "FanInSum() or FanInConcat()")
+        self._check(k.spatial)
+        q = W.window_size(self.filter_shape)
+        w2 = self.w_std**2
+        b2 = 0.0 if self.b_std is None else self.b_std**2
+
+        def box(t: Tensor, b: int) -> Tensor:
+            return W.conv_sum(t, b, k.full, self.filter_shape, self.strides, self.padding)
+
+        def affine(t: Tensor, b: int) -> Tensor:
+            t = box(t, b).mul_(w2 / q)
+            return t.add_(b2) if b2 else t
+
+        nngp_sum = box(k.nngp, 2)
+        nngp = nngp_sum * (w2 / q)
+        if b2:
+            nngp = nngp.add_(b2)
+        ntk = k.ntk
+        if ntk is not None:
+            if self.parameterization == "ntk":
+                ntk = box(ntk, 2).mul_(w2 / q).add_(nngp)
+            else:
+                ntk = nngp_sum.mul_(k.channels).add_(box(ntk, 2), alpha=w2 / q)
+                if self.b_std is not None:
+                    ntk = ntk.add_(1.0)
+        spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=affine(k.cov1, 1),
+                         cov2=None if k.cov2 is None else affine(k.cov2, 1),
+                         channels=self.out_channels, source=k.n_dense + 1,
+                         n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
+
+    def make_module(self, in_features, generator, dtype):
+        if is_streams(in_features):
+            raise ValueError("Conv got parallel branches; combine them first with "
+                             "FanInSum() or FanInConcat()")
+        if not isinstance(in_features, ExampleShape):
+            self._check(())
+        self._check(in_features.spatial)
+        module = ConvModule(in_features, self.out_channels, self.filter_shape, self.strides,
+                            self.padding, self.w_std, self.b_std, self.parameterization,
+                            generator, dtype)
+        spatial = W.output_spatial(in_features.spatial, self.filter_shape, self.strides,
+                                   self.padding)
+        return module, ExampleShape((self.out_channels, *spatial))
