@@ -79,8 +79,9 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
     Args:
       net: a layer spec (e.g. ``serial(Dense(512), ReLU(), Dense(1))``): anything with
         ``build(in_features, seed) -> nn.Module``.
-      x1: (n1, d) inputs (d = ``x1.shape[1]`` is passed to ``build``).
-      x2: (n2, d) inputs or None (x2 = x1).
+      x1: (n1, d) inputs (d = ``x1.shape[1]`` is passed to ``build``), or channels-first
+        (n1, C, *S) inputs for convolutional specs (``build`` gets (C, *S)).
+      x2: inputs of the same per-example shape, or None (x2 = x1).
       n_samples: number of networks, or an increasing list of checkpoints such as
         ``[8, 64, 512]``; the networks are shared, so the estimate at 64 is the average
         of the first 64 networks (convergence plots cost max(n_samples) networks).
@@ -100,7 +101,8 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
     x1 = torch.as_tensor(x1)
     if x1.ndim < 2:
         raise ValueError(f"x1 must be (n, d) inputs, got shape {tuple(x1.shape)}")
-    d = int(x1.shape[1])
+    # The per-example shape: an int for (n, d) rows, (C, *S) for images and sequences.
+    d = int(x1.shape[1]) if x1.ndim == 2 else tuple(int(s) for s in x1.shape[1:])
     seeds = sample_seeds(seed, counts[-1])
 
     sums: dict[str, Tensor | None] = dict.fromkeys(names)

@@ -165,13 +165,15 @@ class Conv(Layer):
             t = box(t, b).mul_(w2 / q)
             return t.add_(b2) if b2 else t
 
+        standard = self.parameterization == "standard" and k.ntk is not None
         nngp_sum = box(k.nngp, 2)
-        nngp = nngp_sum * (w2 / q)
+        # 'standard' needs the unscaled sum again for the NTK; 'ntk' scales in place.
+        nngp = nngp_sum * (w2 / q) if standard else nngp_sum.mul_(w2 / q)
         if b2:
             nngp = nngp.add_(b2)
         ntk = k.ntk
         if ntk is not None:
-            if self.parameterization == "ntk":
+            if not standard:
                 ntk = box(ntk, 2).mul_(w2 / q).add_(nngp)
             else:
                 ntk = nngp_sum.mul_(k.channels).add_(box(ntk, 2), alpha=w2 / q)

@@ -68,14 +68,14 @@ class LayerNorm(Layer):
         if isinstance(k, tuple):
             raise ValueError(f"LayerNorm got {len(k)} parallel branches; combine them first "
                              "with FanInSum() or FanInConcat()")
+        d = len(k.spatial)
+        pos = [a - 2 for a in self._axes(2 + d) if a >= 2]   # normalized spatial axes
         if not k.gaussian:
             raise ValueError(
                 "LayerNorm's infinite-width limit needs zero-mean Gaussian inputs (the output of "
                 "a Dense or Conv layer, possibly pooled): after an activation, or on raw "
                 "inputs, the channel mean does not vanish; put LayerNorm right after a "
                 "Dense/Conv layer (as neural-tangents requires too)")
-        d = len(k.spatial)
-        pos = [a - 2 for a in self._axes(2 + d) if a >= 2]   # normalized spatial axes
 
         def means(cov: Tensor) -> Tensor:
             m = k.variances(cov) + self.eps                   # (n, *S)
