@@ -7,7 +7,7 @@
     ntkit.empirical_ntk(model, x1, x2)                  # its empirical NTK
     ntkit.predict.gradient_descent_mse(k_train_train, y_train)   # closed-form training
 
-Subpackages: layers, predict, solvers, empirical, features, theory, lab, sklearn.
+Subpackages: layers, models, predict, solvers, empirical, features, theory, lab, sklearn.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ntkit.monte_carlo import monte_carlo_kernel
 __version__ = "0.1.0"
 
 # Heavier subpackages (matplotlib, scikit-learn) load on first use: `ntkit.lab`, ...
-_LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo")
+_LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo", "models")
 
 
 def __getattr__(name: str):
