@@ -128,9 +128,9 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         else:
             results[name] = torch.empty(shapes[name], dtype=dtype, device=device)
 
-    n_tiles_guess = max(1, (n1 // 256) * (n2 // 256))
-    workers_max = _workers(device, n_tiles_guess, compile)
     if tile is None:
+        # Worker threads hold a tile each: split the budget between as many as may run.
+        workers_max = _workers(device, 2**31, compile)
         tile = auto_tile(x1, full, dtype, budget // workers_max, n1, n2)
 
     fn = tile_function(layer, track_ntk, sym_tile=False, compiled=compile, full=full)

@@ -87,33 +87,42 @@ class Layer:
     # ---- user-facing wrappers -------------------------------------------------------
     def kernel(self, x1, x2=None, get: str | Sequence[str] | None = ("nngp", "ntk"), *,
                tile: int | None = None, dtype: torch.dtype = torch.float64,
-               progress: bool = False, out=None, compile: bool = False):
+               progress: bool = False, out=None, compile: bool = False,
+               memory_budget: int | None = None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
 
         Args:
-          x1: (n1, d) inputs (tensor or array of any float dtype).
-          x2: (n2, d) inputs, or None for x2 = x1 (each pair is then computed once).
+          x1: (n1, d) inputs, or channels first (n1, C, L) / (n1, C, H, W) for
+            convolutional networks (tensor or array of any float dtype).
+          x2: inputs of the same per-example shape, or None for x2 = x1 (each pair is
+            then computed once).
           get: "nngp", "ntk", "cov1", "cov2", a tuple of those (returns a namedtuple
             with those fields), or None (returns the whole `Kernel`, with full
             nngp/ntk matrices and the per-example variances cov1/cov2).
-          tile: tile size in rows (any positive int; default picks one that stays in cache).
-            Peak memory is the output plus O(tile² × layers).
+          tile: tile size in examples (any positive int). Default: the largest that fits
+            ``memory_budget`` (capped at 256 rows for fully-connected nets on a CPU, where
+            larger tiles fall out of cache and are no faster).
           dtype: compute and result dtype; float64 by default, float32 on request.
           progress: show a progress bar over tiles.
-          out: where to write the (n1, n2) results instead of allocating them: for one
-            name, a tensor or numpy array (a ``np.memmap`` keeps a kernel larger than
-            RAM on disk); for several names, a dict name -> array. Returned as given.
+          out: where to write the results instead of allocating them: for one name, a
+            tensor or numpy array (a ``np.memmap`` keeps a kernel larger than RAM on
+            disk); for several names, a dict name -> array. Returned as given.
           compile: fuse the per-tile map with ``torch.compile`` (falls back to eager if
             compilation fails). Off by default: compiling takes from tens of seconds to
             minutes on a small CPU, more than the eager engine needs for n ≈ 10⁴.
+          memory_budget: bytes the tiles may hold at once (the output comes on top).
+            Default: a quarter of the free device memory on CUDA, of the available RAM
+            (at most 8 GiB) on a CPU; see `ntkit.engine.memory`.
 
         Returns:
-          A tensor (n1, n2) for a single name, a namedtuple for several, or a `Kernel`.
+          A tensor (n1, n2) for a single name (with the positions appended, (n1, n2, *S)
+          or (n1, n2, *S, *S), when the network ends in a spatial layer), a namedtuple
+          for several, or a `Kernel`.
         """
         from ntkit.engine.evaluate import evaluate
 
         return evaluate(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
-                        out=out, compile=compile)
+                        out=out, compile=compile, memory_budget=memory_budget)
 
     def build(self, in_features: int | Sequence[int], seed: int | None = 0,
               dtype: torch.dtype = torch.float64) -> nn.Module:

@@ -1,0 +1,91 @@
+"""Memory budgets: the tile rule, and peak memory measured in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ntkit import layers as nl
+from ntkit.engine.evaluate import DEFAULT_TILE, LIVE_ARRAYS, auto_tile, pair_entries
+from ntkit.engine.memory import check_memory_budget, default_memory_budget
+
+MiB = 2**20
+
+
+def test_tile_rule():
+    x_fc = torch.zeros(10_000, 64, dtype=torch.float64)
+    # CPU, fully connected: capped where larger tiles stop helping (cache).
+    assert auto_tile(x_fc, False, torch.float64, 2**34, 10_000, 10_000) == DEFAULT_TILE
+    # A small budget shrinks it: t² entries × 8 bytes × LIVE_ARRAYS ≤ budget.
+    t = auto_tile(x_fc, False, torch.float64, MiB, 10_000, 10_000)
+    assert t < DEFAULT_TILE
+    assert (t + 2) * t * 8 * LIVE_ARRAYS <= MiB < (t + 3) * (t + 1) * 8 * LIVE_ARRAYS
+    # Full spatial storage: E = |S|² entries per pair.
+    x_img = torch.zeros(100, 3, 16, 16, dtype=torch.float64)
+    assert pair_entries(x_img, True) == 256**2 and pair_entries(x_img, False) == 256
+    t = auto_tile(x_img, True, torch.float64, 512 * MiB, 100, 100)
+    per_pair = 256**2 * 8 * LIVE_ARRAYS
+    assert (t * t + 2 * t) * per_pair <= 512 * MiB
+    assert auto_tile(x_img, True, torch.float64, 1, 100, 100) == 1   # never below one pair
+    assert auto_tile(x_img, True, torch.float32, 512 * MiB, 100, 100) > t  # half the bytes
+
+
+def test_budget_validation_and_defaults():
+    assert default_memory_budget("cpu") >= 16 * MiB
+    assert check_memory_budget(None) == default_memory_budget("cpu")
+    assert check_memory_budget(123456) == 123456
+    for bad in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="memory_budget"):
+            check_memory_budget(bad)
+    with pytest.raises(TypeError, match="memory_budget"):
+        check_memory_budget("1GB")
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="memory_budget"):
+        nl.serial(nl.Conv(3, (3, 3)), nl.GlobalAvgPool()).kernel(x, memory_budget=-1)
+
+
+def test_results_do_not_depend_on_the_budget():
+    x = torch.randn(9, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    net = nl.serial(nl.Conv(4, (3, 3), padding="SAME"), nl.ReLU(), nl.AvgPool((2, 2)),
+                    nl.GlobalAvgPool(), nl.Dense(1))
+    ref = net.kernel(x, get="ntk", memory_budget=2**30)
+    small = net.kernel(x, get="ntk", memory_budget=1)   # one example pair per tile
+    torch.testing.assert_close(small, ref, rtol=1e-13, atol=0)
+
+
+_PEAK = textwrap.dedent("""
+    import json, resource, sys, torch
+    from ntkit import layers as nl
+    torch.manual_seed(0)
+    budget = int(sys.argv[1])
+    x = torch.randn(16, 3, 10, 10, dtype=torch.float64)
+    net = nl.serial(nl.Conv(8, (3, 3), padding="SAME"), nl.ReLU(), nl.AvgPool((2, 2)),
+                    nl.Conv(8, (3, 3)), nl.ReLU(), nl.GlobalAvgPool(), nl.Dense(1))
+    net.kernel(x[:2], get="ntk")                      # warm up allocator and libraries
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    net.kernel(x, get=("nngp", "ntk"), memory_budget=budget)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"growth": after - before}))
+""")
+
+
+def _peak_growth(budget: int) -> int:
+    res = subprocess.run([sys.executable, "-c", _PEAK, str(budget)], capture_output=True,
+                         text=True, timeout=300, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["growth"]
+
+
+def test_peak_memory_stays_under_the_budget():
+    # 16 images of 10×10: one pair's full covariance is 100² float64 = 80 kB, so a single
+    # 16×16 tile holds ~160 MB of such arrays. With a 24 MiB budget the tiles shrink and
+    # the peak (measured as max RSS growth of a fresh process) stays under the budget.
+    budget = 24 * MiB
+    small = _peak_growth(budget)
+    assert small <= budget, f"peak grew by {small / MiB:.1f} MiB > budget {budget / MiB} MiB"
+    big = _peak_growth(2**34)
+    assert big > 4 * small, (big / MiB, small / MiB)   # the budget is what kept it small
