@@ -140,23 +140,57 @@ def _offset_sum_unpadded(t: Tensor, axes: tuple[int, int], q: int, before: int,
             idx[ax] = slice(lo + shift, hi + shift)
         return x[tuple(idx)]
 
-    # Start from taps that cover the whole output (one fused add for two of them), so
-    # that no pass is spent on zeros or a plain copy.
-    whole = [tap for tap in taps if tap[1] == 0 and tap[2] == n_out]
-    if len(whole) >= 2:
-        out = torch.add(block(t, 0, n_out, whole[0][0]), block(t, 0, n_out, whole[1][0]))
-        done = whole[:2]
-    elif whole:
-        out = block(t, 0, n_out, whole[0][0]).clone(memory_format=torch.contiguous_format)
-        done = whole[:1]
+    # The first output pass adds two taps into fresh memory: where both cover the output
+    # block [lo, hi) (both indices), torch.add writes it; the thin borders outside it
+    # (rows/columns covered by one tap only) are filled separately. No pass is spent on
+    # zeros or a plain copy; the remaining taps are added in place.
+    out = t.new_empty(shape)
+    rest = taps
+    if len(taps) >= 2:
+        (d0, lo0, hi0), (d1, lo1, hi1) = taps[0], taps[1]
+        lo, hi = max(lo0, lo1), min(hi0, hi1)
+        torch.add(block(t, lo, hi, d0), block(t, lo, hi, d1), out=block(out, lo, hi, 0))
+        _fill_border(out, t, axes, n_out, lo, hi, [(d0, lo0, hi0), (d1, lo1, hi1)])
+        rest = taps[2:]
+    elif taps:
+        out.zero_()
+        rest = taps
     else:
-        out, done = t.new_zeros(shape), []
-    for tap in taps:
-        if any(tap is d for d in done):
-            continue
-        delta, lo, hi = tap
+        out.zero_()
+    for delta, lo, hi in rest:
         block(out, lo, hi, 0).add_(block(t, lo, hi, delta))
     return out
+
+
+def _fill_border(out: Tensor, t: Tensor, axes: tuple[int, int], n_out: int, lo: int, hi: int,
+                 taps) -> None:
+    """Fill out[o, o'] outside the square [lo, hi)² with the sum of the given taps there.
+
+    Entries need o = o' ranges only along the pair's diagonal structure: a tap covers
+    (o, o') when both lie in its [lo_k, hi_k). Outside [lo, hi)² that is a thin frame,
+    written block by block (rows o ∉ [lo, hi) for all o', then columns o' ∉ [lo, hi)).
+    """
+    a, b = axes
+
+    def sl(x: Tensor, ra: tuple[int, int], rb: tuple[int, int], shift: int = 0) -> Tensor:
+        idx = [slice(None)] * x.ndim
+        idx[a] = slice(ra[0] + shift, ra[1] + shift)
+        idx[b] = slice(rb[0] + shift, rb[1] + shift)
+        return x[tuple(idx)]
+
+    frame = []
+    for r in ((0, lo), (hi, n_out)):
+        if r[1] > r[0]:
+            frame.append((r, (0, n_out)))            # whole rows outside [lo, hi)
+            frame.append(((lo, hi), r))             # columns outside, rows inside
+    for ra, rb in frame:
+        dst = sl(out, ra, rb)
+        dst.zero_()
+        for delta, lk, hk in taps:
+            ia = (max(ra[0], lk), min(ra[1], hk))
+            ib = (max(rb[0], lk), min(rb[1], hk))
+            if ia[1] > ia[0] and ib[1] > ib[0]:
+                sl(out, ia, ib).add_(sl(t, ia, ib, delta))
 
 
 def pool_sum(t: Tensor, b: int, full: bool, window: Sequence[int], strides: Sequence[int],
