@@ -22,7 +22,7 @@ neural-tangents runs in a subprocess of its venv, one at a time, with its addres
 capped at --nt-mem-gb (RLIMIT_AS) so that running out of memory is reported as "OOM"
 rather than taking down the machine. Its kernel_fn is jitted; the first call (compile +
 run) is reported separately and the best of --repeat further calls is the NT time.
-ntkit runs in process: one warm-up, best of --repeat. "rel diff" is the largest
+ntkit runs in process (eager, nothing to compile): best of --repeat calls. "rel diff" is the largest
 |ntkit − NT| over max|NT|; until ntkit has conv layers its columns print "n/a".
 """
 
@@ -80,15 +80,18 @@ t = time.perf_counter()
 k = kf(x, None, get=("nngp", "ntk"))
 k.ntk.block_until_ready()
 first = time.perf_counter() - t
-times = []
+times, cpu = [], []
 for _ in range(cfg["repeat"]):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     k = kf(x, None, get=("nngp", "ntk"))
     k.ntk.block_until_ready()
     times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
 np.save(cfg["out_nngp"], np.asarray(k.nngp))
 np.save(cfg["out_ntk"], np.asarray(k.ntk))
-print(json.dumps({"first": first, "time": min(times)}))
+import resource
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+print(json.dumps({"first": first, "time": min(times), "cpu": min(cpu), "rss_gb": rss}))
 """
 
 OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "MemoryError",
@@ -111,17 +114,20 @@ def run_nt(nt_python: Path, layers, x: np.ndarray, dtype: str, repeat: int,
         np.save(paths["x"], x)
         cfg = dict(paths, layers=layers, dtype=dtype, repeat=repeat,
                    make_nt=str(ROOT / "tests" / "fixtures" / "make_nt_conv_kernels.py"))
+        start = time.perf_counter()
         try:
             r = subprocess.run([str(nt_python), "-c", NT_SCRIPT, json.dumps(cfg)],
                                capture_output=True, text=True, preexec_fn=cap, timeout=timeout)
         except subprocess.TimeoutExpired:
             return dict(status="timeout", detail=f"> {timeout:.0f} s")
         if r.returncode != 0:
-            text = r.stderr + r.stdout
-            oom = any(m in text for m in OOM_MARKERS) or r.returncode in (-9, -6)
-            last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or [""]
+            lines = [ln.strip() for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
+            hits = [ln for ln in lines if any(m in ln for m in OOM_MARKERS)]
+            oom = bool(hits) or r.returncode in (-9, -6)  # SIGKILL / SIGABRT (bad_alloc)
+            line = (hits or lines or [""])[-1]
             return dict(status="OOM" if oom else "error",
-                        detail=f"rc {r.returncode}: {last[0][:160]}")
+                        detail=f"after {time.perf_counter() - start:.0f} s, rc {r.returncode}: "
+                               f"{line[:200]}")
         res = json.loads(r.stdout.strip().splitlines()[-1])
         res.update(status="ok", nngp=np.load(paths["out_nngp"]), ntk=np.load(paths["out_ntk"]))
         return res
@@ -138,7 +144,8 @@ def run_ntkit(layers, x: np.ndarray, dtype: torch.dtype, repeat: int) -> dict:
     def call():
         return net.kernel(xt, get=("nngp", "ntk"), dtype=dtype)
 
-    call()  # warm-up
+    # No warm-up call: ntkit runs eagerly (nothing to compile), and a heavy case would
+    # double the benchmark's time.
     best, k = float("inf"), None
     for _ in range(repeat):
         t = time.perf_counter()
@@ -167,6 +174,7 @@ def main() -> None:
                    help="address-space cap for the neural-tangents subprocess")
     p.add_argument("--nt-timeout", type=float, default=900.0)
     p.add_argument("--no-nt", action="store_true", help="time ntkit only")
+    p.add_argument("--no-ntkit", action="store_true", help="time neural-tangents only")
     p.add_argument("--venv", default=str(ROOT / ".venv-nt"))
     args = p.parse_args()
     nt_python = Path(args.venv) / "bin" / "python"
@@ -189,7 +197,8 @@ def main() -> None:
         x = rng.standard_normal((n, *INPUT))
         for dtype in args.dtype:
             notes = []
-            ours = run_ntkit(case["layers"], x, getattr(torch, dtype), args.repeat)
+            ours = (dict(status="skip") if args.no_ntkit
+                    else run_ntkit(case["layers"], x, getattr(torch, dtype), args.repeat))
             nt = (run_nt(nt_python, case["layers"], x, dtype, args.repeat, args.nt_mem_gb,
                          args.nt_timeout) if have_nt else dict(status="n/a", detail="no NT"))
             t_ours = ours["time"] / n**2 if ours["status"] == "ok" else None
@@ -203,8 +212,12 @@ def main() -> None:
                         for f in ("nngp", "ntk"))
                 diff = f"{d:8.1e}"
             first = fmt_time(nt["first"]) if nt["status"] == "ok" else ""
+            if nt["status"] == "ok":
+                # CPU seconds (all threads) per entry: less sensitive to a shared machine.
+                notes.append(f"NT cpu/entry {fmt_time(nt['cpu'] / n**2)}, "
+                             f"peak RSS {nt['rss_gb']:.2f} GiB")
             for side, res in (("ntkit", ours), ("NT", nt)):
-                if res["status"] != "ok" and "detail" in res:
+                if res["status"] not in ("ok", "skip") and "detail" in res:
                     notes.append(f"{side}: {res['detail']}")
             print(f"{name:14} {dtype:7} {n:>4} | {col_ours:>11} {col_nt:>11} {ratio} | "
                   f"{diff} | {first:>11}  {'; '.join(notes)}", flush=True)
