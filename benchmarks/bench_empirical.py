@@ -4,6 +4,15 @@ Prints a table of time and peak memory per implementation and workload, and each
 result's relative error against a common reference. Not a test.
 
     python benchmarks/bench_empirical.py [--workloads mlp cnn] [--dtype float64] [--reps 5]
+        [--device cpu|cuda] [--n 16] [--memory-budget-gb G]
+
+``--device cuda`` runs the torch entries (ntkit and the PyTorch tutorial, the GPU
+reference) on the GPU and reports peak GPU memory from ``torch.cuda.max_memory_allocated``
+(beyond what was allocated before the timed calls); the neural-tangents entries stay
+CPU-only (the reference venv has CPU JAX) and are skipped there. No address-space limit
+is set on CUDA (the driver reserves huge virtual ranges); ``--n`` sets the number of
+inputs (the issue's GPU table used 64 for the MLP); ``--memory-budget-gb`` passes
+``memory_budget`` to ntkit (default: the device's, see ``ntkit.engine.memory``).
 
 Entries (each runs in a fresh subprocess, so memory is measured per entry):
 
@@ -72,8 +81,8 @@ ENTRIES = ["ntkit:jacobian", "ntkit:ntk_vp", "ntkit:structured", "nt:1", "nt:2",
 
 # ---- workloads: parameters and inputs as numpy, torch layout --------------------------
 
-def make_workload(name: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """Parameters (torch layout: weights (out, in, ...)) and inputs x (16, ...)."""
+def make_workload(name: str, seed: int = 0, n: int = 16) -> dict[str, np.ndarray]:
+    """Parameters (torch layout: weights (out, in, ...)) and inputs x (n, ...)."""
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     if name == "mlp":
@@ -81,7 +90,7 @@ def make_workload(name: str, seed: int = 0) -> dict[str, np.ndarray]:
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             arrays[f"w{i}"] = rng.standard_normal((b, a)) / np.sqrt(a)
             arrays[f"b{i}"] = 0.1 * rng.standard_normal(b)
-        arrays["x"] = rng.standard_normal((16, 3072))
+        arrays["x"] = rng.standard_normal((n, 3072))
     elif name == "cnn":
         chans = [3, 32, 32, 32]
         for i in range(3):
@@ -90,7 +99,7 @@ def make_workload(name: str, seed: int = 0) -> dict[str, np.ndarray]:
             arrays[f"b{i}"] = 0.1 * rng.standard_normal(chans[i + 1])
         arrays["w3"] = rng.standard_normal((10, 32 * 26 * 26)) / np.sqrt(32 * 26 * 26)
         arrays["b3"] = 0.1 * rng.standard_normal(10)
-        arrays["x"] = rng.standard_normal((16, 3, 32, 32))
+        arrays["x"] = rng.standard_normal((n, 3, 32, 32))
     else:
         raise ValueError(f"unknown workload {name!r}")
     return arrays
@@ -138,12 +147,22 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure(fn, reps: int, budget_s: float = 60.0) -> dict:
+def measure(fn, reps: int, budget_s: float = 60.0, cuda: bool = False) -> dict:
+    """Time ``fn`` (which must return host data, so each call ends synchronized) and its
+    peak memory: resident set on the CPU, allocated GPU memory with ``cuda``."""
     t0 = time.perf_counter()
     out = fn()
     first = time.perf_counter() - t0
-    base = _status("VmRSS")
-    exact_peak = _reset_peak()
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        exact_peak = True
+    else:
+        base = _status("VmRSS")
+        exact_peak = _reset_peak()
     times = []
     start = time.perf_counter()
     for _ in range(reps):
@@ -152,20 +171,25 @@ def measure(fn, reps: int, budget_s: float = 60.0) -> dict:
         times.append(time.perf_counter() - t0)
         if time.perf_counter() - start > budget_s:
             break
-    peak = _status("VmHWM") - base if exact_peak else -1
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _status("VmHWM") - base if exact_peak else -1
     return {"first_s": first, "time_s": min(times), "reps": len(times),
             "peak_mb": peak / 2**20, "out": out}
 
 
 # ---- entries ------------------------------------------------------------------------------
 
-def run_torch_entry(entry: str, workload: str, arrays, dtype_name: str, reps: int) -> dict:
+def run_torch_entry(entry: str, workload: str, arrays, dtype_name: str, reps: int,
+                    device: str = "cpu", memory_budget: int | None = None) -> dict:
     import torch
     from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
     dtype = getattr(torch, dtype_name)
-    model = torch_model(workload, arrays, dtype).eval()
-    x = torch.as_tensor(arrays["x"]).to(dtype)
+    dev = torch.device(device)
+    model = torch_model(workload, arrays, dtype).eval().to(dev)
+    x = torch.as_tensor(arrays["x"]).to(dtype).to(dev)
 
     if entry.startswith("ntkit:"):
         from ntkit.empirical import empirical_ntk
@@ -173,7 +197,8 @@ def run_torch_entry(entry: str, workload: str, arrays, dtype_name: str, reps: in
         method = entry.split(":")[1]
 
         def fn():
-            return empirical_ntk(model, x, method=method).numpy()
+            return empirical_ntk(model, x, method=method,
+                                 memory_budget=memory_budget).cpu().numpy()
     else:
         # Verbatim in substance from the PyTorch "Neural Tangent Kernels" tutorial.
         params = {k: v.detach() for k, v in model.named_parameters()}
@@ -219,9 +244,9 @@ def run_torch_entry(entry: str, workload: str, arrays, dtype_name: str, reps: in
                 r = empirical_ntk_jacobian_contraction(fnet_single, params, x, x)
             else:
                 r = empirical_ntk_ntk_vps(fnet_single, params, x, x)
-            return (r / k_out).numpy()
+            return (r / k_out).cpu().numpy()
 
-    return measure(fn, reps)
+    return measure(fn, reps, cuda=dev.type == "cuda")
 
 
 def run_nt_entry(entry: str, workload: str, arrays, dtype_name: str, reps: int) -> dict:
@@ -279,14 +304,17 @@ def run_nt_entry(entry: str, workload: str, arrays, dtype_name: str, reps: int) 
 
 def worker(args) -> None:
     """Subprocess side: run one entry, save its kernel, print a JSON line."""
-    soft = int(args.mem_limit_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
+    if args.device == "cpu":  # CUDA reserves far more address space than it uses
+        soft = int(args.mem_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
     arrays = dict(np.load(args.npz))
+    budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
     try:
         if args.entry.startswith("nt:"):
             res = run_nt_entry(args.entry, args.workload, arrays, args.dtype, args.reps)
         else:
-            res = run_torch_entry(args.entry, args.workload, arrays, args.dtype, args.reps)
+            res = run_torch_entry(args.entry, args.workload, arrays, args.dtype, args.reps,
+                                  args.device, budget)
     except (MemoryError, RuntimeError) as e:   # allocation failures under the limit
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         oom = isinstance(e, MemoryError) or "alloc" in msg.lower() or "memory" in msg.lower()
@@ -300,11 +328,15 @@ def worker(args) -> None:
 
 def run_entry(entry: str, workload: str, npz: str, out: str, args) -> dict:
     py = str(NT_PYTHON) if entry.startswith("nt:") else sys.executable
+    if entry.startswith("nt:") and args.device != "cpu":
+        return {"error": "skipped: the neural-tangents reference runs on the CPU only"}
     if entry.startswith("nt:") and not NT_PYTHON.exists():
         return {"error": f"no {NT_PYTHON} (run benchmarks/setup_reference.sh)"}
     cmd = [py, str(Path(__file__).resolve()), "--worker", "--entry", entry, "--workload",
            workload, "--npz", npz, "--out", out, "--dtype", args.dtype, "--reps",
-           str(args.reps), "--mem-limit-gb", str(args.mem_limit_gb)]
+           str(args.reps), "--mem-limit-gb", str(args.mem_limit_gb), "--device", args.device]
+    if args.memory_budget_gb is not None:
+        cmd += ["--memory-budget-gb", str(args.memory_budget_gb)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -333,6 +365,10 @@ def main() -> None:
     p.add_argument("--mem-limit-gb", type=float, default=8.0)
     p.add_argument("--threads", type=int, default=0,
                    help="threads per entry (torch and XLA); 0: library defaults")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (torch entries)")
+    p.add_argument("--n", type=int, default=16, help="number of inputs")
+    p.add_argument("--memory-budget-gb", type=float, default=None,
+                   help="ntkit's memory_budget in GiB (default: the device's)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--entry", help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
@@ -343,14 +379,21 @@ def main() -> None:
         worker(args)
         return
 
-    print(f"dtype {args.dtype}, {os.cpu_count()} CPU cores, threads {args.threads or 'default'}, "
-          f"best of {args.reps}; memory limit {args.mem_limit_gb} GB per entry")
+    if args.device == "cpu":
+        where = (f"{os.cpu_count()} CPU cores, threads {args.threads or 'default'}; "
+                 f"memory limit {args.mem_limit_gb} GB per entry; peak = resident set")
+    else:
+        import torch
+
+        where = (f"{torch.cuda.get_device_name(args.device)}; peak = "
+                 "torch.cuda.max_memory_allocated beyond the inputs and parameters")
+    print(f"dtype {args.dtype}, {args.n} inputs, best of {args.reps}, {where}")
     header = (f"{'workload':8s} {'entry':18s} {'time [s]':>10s} {'first [s]':>10s} "
               f"{'peak [MB]':>10s} {'rel err':>9s}  note")
     with tempfile.TemporaryDirectory() as tmp:
         for workload in args.workloads:
             npz = os.path.join(tmp, f"{workload}.npz")
-            np.savez(npz, **make_workload(workload))
+            np.savez(npz, **make_workload(workload, n=args.n))
             results = {}
             for entry in args.entries:
                 out = os.path.join(tmp, f"{workload}-{entry.replace(':', '_')}.npy")

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ntkit.empirical import empirical_nngp, empirical_ntk
+from ntkit.engine.memory import check_memory_budget
 
 GETS = ("nngp", "ntk")
 
@@ -73,7 +74,7 @@ def sample_seeds(seed: int, n: int) -> list[int]:
 
 def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
                        get: str | Sequence[str] = ("nngp", "ntk"), seed: int = 0,
-                       progress: bool = False):
+                       progress: bool = False, memory_budget: int | None = None):
     """Kernels of ``net`` averaged over ``n_samples`` random finite networks.
 
     Args:
@@ -88,6 +89,9 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
       get: "nngp", "ntk", or a tuple of them.
       seed: base seed; sample s uses the s-th seed of `sample_seeds` (seed, ...).
       progress: tqdm progress bar over networks.
+      memory_budget: bytes each network's empirical kernels may use for their tiles
+        (None: `ntkit.engine.memory.default_memory_budget` of the inputs' device); see
+        `ntkit.empirical.empirical_ntk`. The estimate does not depend on it.
 
     Returns:
       For one ``get`` name a (n1, n2) tensor, else a namedtuple with those fields; for a
@@ -103,6 +107,7 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
         raise ValueError(f"x1 must be (n, d) inputs, got shape {tuple(x1.shape)}")
     # The per-example shape: an int for (n, d) rows, (C, *S) for images and sequences.
     d = int(x1.shape[1]) if x1.ndim == 2 else tuple(int(s) for s in x1.shape[1:])
+    budget = check_memory_budget(memory_budget, x1.device)
     seeds = sample_seeds(seed, counts[-1])
 
     sums: dict[str, Tensor | None] = dict.fromkeys(names)
@@ -119,9 +124,9 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
         model = net.build(in_features=d, seed=seeds[s])
         for g in names:
             if g == "nngp":
-                k = empirical_nngp(model, x1, x2)
+                k = empirical_nngp(model, x1, x2, memory_budget=budget)
             else:
-                k = empirical_ntk(model, x1, x2)
+                k = empirical_ntk(model, x1, x2, memory_budget=budget)
             sums[g] = k if sums[g] is None else sums[g] + k
         if bar is not None:
             bar.update(1)

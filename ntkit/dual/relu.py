@@ -76,12 +76,27 @@ def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tens
         kappa = torch.ldexp(torch.ones_like(vmax), -torch.frexp(vmax).exponent)
         s = gram_det(var1 * kappa, cov * kappa, var2 * kappa).sqrt() / kappa
     theta = torch.atan2(s, cov)
-    if bool((var1 > 0).all()) and bool((var2 > 0).all()):
-        # No zero variance (the usual case): skip the masking passes; the mask is all-True.
-        return theta, s, torch.ones((), dtype=torch.bool, device=cov.device)
-    pos = var1 * var2 > 0
+    if cov.device.type == "cpu" and not _is_compiling():
+        if bool((var1 > 0).all()) and bool((var2 > 0).all()):
+            # No zero variance (the usual case): skip the masking passes; the mask is
+            # all-True.
+            return theta, s, torch.ones((), dtype=torch.bool, device=cov.device)
+        pos = var1 * var2 > 0
+    else:
+        # Branch-free, with the same values as the branch above: under torch.compile a
+        # data-dependent ``if`` is a graph break (and every Dense layer's Kernel would
+        # then guard a resumed frame: recompiles), and on a GPU ``bool(...)`` is a host
+        # sync per layer and tile. The fused where costs less than either.
+        all_pos = (var1 > 0).all() & (var2 > 0).all()
+        pos = all_pos | (var1 * var2 > 0)
     theta = torch.where(pos, theta, torch.full_like(s, math.pi))
     return theta, s, pos
+
+
+def _is_compiling() -> bool:
+    """True while torch.compile (dynamo) traces the caller."""
+    fn = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(fn()) if fn is not None else False
 
 
 def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,

@@ -6,11 +6,10 @@ convolution layers), chosen with ``method=`` or automatically by a cost model.
 """
 
 from ntkit.empirical.api import (
-    MEMORY_BUDGET,
     METHODS,
     empirical_nngp,
     empirical_ntk,
     estimate_costs,
 )
 
-__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS", "MEMORY_BUDGET"]
+__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS"]

@@ -6,6 +6,14 @@ computed once and contracted with those of every x2 tile, which are recomputed p
 tile, so peak memory is that of two tiles' features plus one output block, whatever
 n1 and n2. With ``x2=None`` only tile pairs on and above the diagonal are computed and
 mirrored.
+
+Memory budget: ``memory_budget=None`` (bytes) defaults to
+`ntkit.engine.memory.default_memory_budget` of the parameters' device (a quarter of the
+free GPU memory, or of the available RAM capped at 8 GiB). The automatic tile is the
+largest whose estimated peak (the cost model of `estimate_costs`: two tiles' features,
+the method's internals and one output block) stays under it; the method internals
+(Jacobian parameter groups, NTK-vector-product chunks, structured routes) are sized
+from the same budget. The (n1, n2) result is allocated in addition.
 """
 
 from __future__ import annotations
@@ -33,11 +41,9 @@ from ntkit.empirical.structured import (
     route_cost,
     route_mem,
 )
+from ntkit.engine.memory import check_memory_budget
 
 METHODS = ("auto", "jacobian", "ntk_vp", "structured")
-
-#: Memory the automatic tile size and the method internals aim to stay under (bytes).
-MEMORY_BUDGET = 2**30
 
 
 def _inputs(fm: FunctionalModel, x1, x2) -> tuple[Tensor, Tensor | None]:
@@ -61,7 +67,7 @@ def _check_batch_size(batch_size) -> None:
 
 
 def _costs(fm: FunctionalModel, plan: StructuredPlan | None, n1: int, n2: int,
-           traced: bool) -> dict[str, tuple[float, float]]:
+           traced: bool, budget: int) -> dict[str, tuple[float, float]]:
     """Rough (FLOPs, peak bytes) of each method for one n1 × n2 block (see `estimate_costs`)."""
     k, P = fm.k, fm.n_params
     item = fm.sel[fm.names[0]].element_size()
@@ -79,7 +85,7 @@ def _costs(fm: FunctionalModel, plan: StructuredPlan | None, n1: int, n2: int,
                    (min(n1, 8) * k * (P + n2 * A) + out) * item),
     }
     if plan is not None:
-        choose_routes(plan, n1, n2, k, traced, MEMORY_BUDGET // item)
+        choose_routes(plan, n1, n2, k, traced, budget // item)
         n_bias = sum(fm.sel[b].numel() for b in plan.biases)
         # The cotangent pass skips the structured weights' gradients: ~2F per unit.
         costs["structured"] = (
@@ -91,19 +97,22 @@ def _costs(fm: FunctionalModel, plan: StructuredPlan | None, n1: int, n2: int,
 
 
 def estimate_costs(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
-                   params: ParamSelection = None) -> dict[str, tuple[float, float]]:
+                   params: ParamSelection = None, memory_budget: int | None = None
+                   ) -> dict[str, tuple[float, float]]:
     """The cost model behind ``method="auto"``: {method: (FLOPs, peak bytes)}, untiled.
 
     F (forward FLOPs per example) is taken as the FLOPs of the linear/conv calls plus 2
     per other parameter entry; activations as those calls' inputs and outputs. Good
-    enough to rank the methods, not to predict times.
+    enough to rank the methods, not to predict times. ``memory_budget`` (bytes; None:
+    the device default) sets the structured method's routes.
     """
     fm = FunctionalModel(model, params)
+    budget = check_memory_budget(memory_budget, fm.device)
     x1, x2 = _inputs(fm, x1, x2)
     with eval_mode(model):
         plan = _discover(fm, x1)
     n2 = x1.shape[0] if x2 is None else x2.shape[0]
-    return _costs(fm, plan, x1.shape[0], n2, bool(trace_outputs))
+    return _costs(fm, plan, x1.shape[0], n2, bool(trace_outputs), budget)
 
 
 def _discover(fm: FunctionalModel, x: Tensor) -> StructuredPlan | None:
@@ -120,27 +129,28 @@ def _discover(fm: FunctionalModel, x: Tensor) -> StructuredPlan | None:
     return None
 
 
-def _auto_tile(fm: FunctionalModel, plan, method: str, n1: int, n2: int, traced: bool) -> int:
-    """Largest tile whose estimated peak memory stays under MEMORY_BUDGET (at least 1)."""
+def _auto_tile(fm: FunctionalModel, plan, method: str, n1: int, n2: int, traced: bool,
+               budget: int) -> int:
+    """Largest tile whose estimated peak memory stays under ``budget`` (at least 1)."""
     lo, hi = 1, max(n1, n2)
-    if _costs(fm, plan, min(hi, n1), min(hi, n2), traced)[method][1] <= MEMORY_BUDGET:
+    if _costs(fm, plan, min(hi, n1), min(hi, n2), traced, budget)[method][1] <= budget:
         return hi
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _costs(fm, plan, min(mid, n1), min(mid, n2), traced)[method][1] <= MEMORY_BUDGET:
+        if _costs(fm, plan, min(mid, n1), min(mid, n2), traced, budget)[method][1] <= budget:
             lo = mid
         else:
             hi = mid - 1
     return lo
 
 
-def _make_method(name: str, fm: FunctionalModel, traced: bool, tile: int, plan):
+def _make_method(name: str, fm: FunctionalModel, traced: bool, tile: int, plan, budget: int):
     if name == "jacobian":
-        return JacobianMethod(fm, traced, tile, MEMORY_BUDGET)
+        return JacobianMethod(fm, traced, tile, budget)
     if name == "ntk_vp":
         act = plan.act_entries if plan is not None and plan.act_entries else None
-        return NtkVpMethod(fm, traced, tile, MEMORY_BUDGET, act_entries=act)
-    choose_routes(plan, tile, tile, fm.k, traced, MEMORY_BUDGET // fm.sel[fm.names[0]]
+        return NtkVpMethod(fm, traced, tile, budget, act_entries=act)
+    choose_routes(plan, tile, tile, fm.k, traced, budget // fm.sel[fm.names[0]]
                   .element_size())
     return StructuredMethod(fm, traced, plan)
 
@@ -163,7 +173,8 @@ def _tiles(n: int, tile: int) -> list[slice]:
 
 def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
                   trace_outputs: bool = True, params: ParamSelection = None,
-                  batch_size: int | None = None, progress: bool = False) -> Tensor:
+                  batch_size: int | None = None, progress: bool = False,
+                  memory_budget: int | None = None) -> Tensor:
     """Empirical neural tangent kernel Θ(x1, x2) = J(x1) J(x2)ᵀ of a finite network.
 
     J(x) is the per-example Jacobian of the model's outputs (flattened and, for tuple/dict
@@ -202,8 +213,11 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
       params: which parameters count: None (all with ``requires_grad``), names, the
         parameter tensors themselves, or a predicate ``(name, param) -> bool``.
       batch_size: rows per tile of x1 and x2 (any positive int; no divisibility needed).
-        None picks the largest tile whose estimated memory is under `MEMORY_BUDGET`.
+        None picks the largest tile whose estimated memory is under ``memory_budget``.
       progress: show a tqdm progress bar over tile pairs.
+      memory_budget: bytes the tiles and the method internals aim to stay under; None:
+        `ntkit.engine.memory.default_memory_budget` of the parameters' device. The result
+        does not depend on it (up to rounding of differently blocked products).
 
     Returns:
       (n1, n2) or (n1, n2, k, k) tensor in the parameters' dtype.
@@ -217,13 +231,14 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     _check_batch_size(batch_size)
     fm = FunctionalModel(model, params)
+    budget = check_memory_budget(memory_budget, fm.device)
     x1, x2 = _inputs(fm, x1, x2)
     with eval_mode(model):
-        return _ntk(fm, x1, x2, method, bool(trace_outputs), batch_size, progress)
+        return _ntk(fm, x1, x2, method, bool(trace_outputs), batch_size, progress, budget)
 
 
 def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str, traced: bool,
-         batch_size: int | None, progress: bool) -> Tensor:
+         batch_size: int | None, progress: bool, budget: int) -> Tensor:
     sym = x2 is None
     n1 = x1.shape[0]
     n2 = n1 if sym else x2.shape[0]
@@ -231,11 +246,11 @@ def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str, traced
     if method == "structured" and plan is None:
         discover(fm, x1)   # raises the discovery error
     if method == "auto":
-        costs = _costs(fm, plan, n1, n2, traced)
-        method = min(costs, key=lambda m: _score(costs[m]))
+        costs = _costs(fm, plan, n1, n2, traced, budget)
+        method = min(costs, key=lambda m: _score(costs[m], budget))
     tile = batch_size if batch_size is not None else _auto_tile(fm, plan, method, n1, n2,
-                                                                  traced)
-    impl = _make_method(method, fm, traced, min(tile, max(n1, n2)), plan)
+                                                                  traced, budget)
+    impl = _make_method(method, fm, traced, min(tile, max(n1, n2)), plan, budget)
 
     k = fm.k
     shape = (n1, n2) if traced else (n1, n2, k, k)
@@ -261,10 +276,10 @@ def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str, traced
     return result
 
 
-def _score(cost: tuple[float, float]) -> float:
+def _score(cost: tuple[float, float], budget: int) -> float:
     flops, mem = cost
     # Memory beyond the budget means tiling and recomputation: penalize proportionally.
-    return flops * max(1.0, mem / MEMORY_BUDGET)
+    return flops * max(1.0, mem / budget)
 
 
 class _NoBar:
@@ -284,27 +299,32 @@ def _progress(total: int, on: bool, desc: str):
 
 
 def empirical_nngp(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
-                   batch_size: int | None = None) -> Tensor:
+                   batch_size: int | None = None, memory_budget: int | None = None
+                   ) -> Tensor:
     """Empirical NNGP kernel: the covariance of the model's outputs between x1 and x2.
 
     traced: (n1, n2) = f(x1)·f(x2) / k (mean over the k output units, as
     neural-tangents' ``trace_axes=(-1,)``); untraced: (n1, n2, k, k) outer products
     f_a(x1) f_b(x2). Eval mode, output flattening and the batch-mixing check are as in
     `empirical_ntk`. Cost: one forward per example (two with the check) and
-    O(n1·n2·k) (k² untraced); memory O(tile·k) + the output.
+    O(n1·n2·k) (k² untraced); memory O(tile·activations) + the output.
+
+    ``batch_size=None`` picks the rows per forward from ``memory_budget`` (bytes; None:
+    the device default): `nngp_tile` rows, the activations of one example measured by
+    tracing one forward.
     """
     _check_batch_size(batch_size)
     fm = FunctionalModel(model, _all_params(model))
+    budget = check_memory_budget(memory_budget, fm.device)
     x1, x2 = _inputs(fm, x1, x2)
     with eval_mode(model):
-        try:
-            fm.probe(x1)
-        except (RuntimeError, ValueError) as e:
-            raise_if_mixing(fm, x1, e)
-            raise
+        plan = _discover(fm, x1)   # runs fm.probe (errors surface there), measures activations
         sym = x2 is None
         xs2 = x1 if sym else x2
-        tile = batch_size or 256   # per-example forwards; the outputs are kept whole
+        n = max(x1.shape[0], xs2.shape[0])
+        act = plan.act_entries if plan is not None and plan.act_entries else fm.n_params
+        item = fm.sel[fm.names[0]].element_size()
+        tile = batch_size or nngp_tile(n, act, fm.k, item, budget)
 
         def outputs(x: Tensor) -> Tensor:
             chunks = []
@@ -327,6 +347,14 @@ def empirical_nngp(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
         return f1[:, None, :, None] * f2[None, :, None, :]
 
 
+def nngp_tile(n: int, act_entries: int, k: int, item: int, budget: int) -> int:
+    """Rows per forward of `empirical_nngp`: the most (≤ n, ≥ 1) whose activations and
+    outputs, counted twice (the per-example forward and the batch-mixing check), fit
+    ``budget`` bytes."""
+    per_row = 2 * (act_entries + k) * item
+    return int(max(1, min(n, budget // max(per_row, 1))))
+
+
 def _all_params(model: nn.Module) -> Callable[[str, Tensor], bool] | None:
     # The NNGP needs no derivatives; any floating parameter (or none) will do to define
     # the dtype. A parameterless model still needs a dtype: handled by the fallback below.
@@ -336,4 +364,4 @@ def _all_params(model: nn.Module) -> Callable[[str, Tensor], bool] | None:
                      "(its dtype sets the compute dtype)")
 
 
-__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS", "MEMORY_BUDGET"]
+__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS"]

@@ -4,10 +4,19 @@ The floor of an analytic kernel is the elementwise (mostly transcendental) math 
 per layer. Eagerly, every elementwise op of every layer makes a pass over a (tile, tile)
 array; ``torch.compile`` fuses each layer's ops into one loop. Compilation costs seconds,
 so the engine uses it only for large kernels, and falls back to eager if it fails.
+
+Every closed-form activation traces as one graph (``fullgraph=True`` works): the duals
+have no data-dependent Python branches under tracing (see ``ntkit.dual.relu.angle``),
+and the Kernel's Python ints (``n_dense``, ``source``, ``channels``) are constants of the
+one trace of the whole network. Each (network, ntk?, diagonal tile?) gets its own copy
+of the traced function's code object, because dynamo keeps its cache and its recompile
+limit per code object: shared, a few networks times the 2–4 tile shapes of one kernel
+would exhaust the limit (8) and silently fall back to eager.
 """
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import torch
@@ -45,18 +54,29 @@ def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool):
     return fn
 
 
-def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: bool = False):
+def _own_code(fn):
+    """A copy of ``fn`` with a code object of its own (its own dynamo cache)."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+
+
+def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: bool = False,
+                  *, backend="inductor", fullgraph: bool = False):
     """fn(x1_tile, x2_tile=None) -> Kernel of the tile (x2_tile None: x2 is x1).
 
     ``full``: spatial inputs start with full position-position covariances.
+    ``backend`` and ``fullgraph`` are passed to ``torch.compile`` when ``compiled``
+    (tests trace with a cheap backend and ``fullgraph=True`` to prove there is no graph
+    break).
     """
     eager = _eager(layer, track_ntk, sym_tile, full)
     if not compiled:
         return eager
     cache = layer.__dict__.setdefault("_ntkit_compiled", {})
-    key = (track_ntk, sym_tile, full)
+    key = (track_ntk, sym_tile, full, backend, fullgraph)
     if key not in cache:
-        cache[key] = torch.compile(_tensors(layer, track_ntk, sym_tile, full), dynamic=False)
+        cache[key] = torch.compile(_own_code(_tensors(layer, track_ntk, sym_tile, full)),
+                                   dynamic=False, backend=backend, fullgraph=fullgraph)
     cfn = cache[key]
     state = {"failed": False}
 
@@ -65,6 +85,8 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
             try:
                 res = cfn(x1, x2)
             except Exception as exc:  # compilation is an optimization, never a requirement
+                if fullgraph:
+                    raise  # asked for a proof of one graph: a break is an error
                 state["failed"] = True
                 warnings.warn(f"torch.compile failed for this kernel ({type(exc).__name__}: "
                               f"{exc}); using eager evaluation", RuntimeWarning)

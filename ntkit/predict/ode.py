@@ -102,7 +102,7 @@ class ODEPredictor:
                 raise ValueError(f"momentum must be in [0, 1) or None, got {momentum}")
         self.momentum = momentum
         self.rtol, self.atol, self.method = float(rtol), float(atol), method
-        self._k = k.cpu().numpy()
+        # K stays on its device; only the (n, k) state crosses to the host ODE solver.
         self._y = self.y_train.cpu()
         self._y_np = self._y.numpy()
 
@@ -155,8 +155,7 @@ class ODEPredictor:
         n_out = y[0].numel()
         k_td = None
         if k_test_train is not None:
-            k_td_t = check_test_train(k_test_train, y.shape[0], "k_test_train", dt, "cpu")
-            k_td = k_td_t.numpy()
+            k_td = check_test_train(k_test_train, y.shape[0], "k_test_train", dt, self.device)
             ft0 = broadcast_init(0.0 if fx_test_0 is None else fx_test_0,
                                  (k_td.shape[0],) + tuple(y.shape[1:]), "fx_test_0", dt, "cpu")
         n_tr = y.numel()
@@ -166,7 +165,8 @@ class ODEPredictor:
             z0.append(ft0.reshape(-1).numpy())
         z0 = np.concatenate(z0)
 
-        K = self._k
+        K = self.k_train_train
+        dev = self.device
         if self.momentum is None:
             scale = self.learning_rate
             damping = 0.0
@@ -177,11 +177,11 @@ class ODEPredictor:
         n_f = n_tr + n_te
 
         def rhs(_s: float, z: np.ndarray) -> np.ndarray:
-            g = self._grad_loss(z[:n_tr])  # (n, k)
-            parts = [-(K @ g).reshape(-1)]
+            g = torch.from_numpy(self._grad_loss(z[:n_tr])).to(dev)  # (n, k)
+            parts = [K @ g]
             if k_td is not None:
-                parts.append(-(k_td @ g).reshape(-1))
-            force = np.concatenate(parts)
+                parts.append(k_td @ g)
+            force = -torch.cat(parts).reshape(-1).cpu().numpy()
             if self.momentum is None:
                 return force
             q = z[n_f:]

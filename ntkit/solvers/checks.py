@@ -7,6 +7,7 @@ problem, instead of surfacing later as a NaN or a LAPACK error code.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -48,12 +49,67 @@ def as_tensor(x: Any, name: str, dtype: torch.dtype = torch.float64,
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:
-    """Raise ValueError if ``x`` holds NaN or ±inf."""
-    if not bool(torch.isfinite(x).all()):
+    """Raise ValueError if ``x`` holds NaN or ±inf.
+
+    One reduction without temporaries: NaN propagates through ``aminmax`` and ±inf shows
+    in an extreme, so both extremes are finite iff every entry is. The entries are
+    counted only on the error path.
+    """
+    if x.numel() and not _extremes_finite(x):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf)")
     return x
+
+
+def _extremes(x: Tensor) -> tuple[float, float]:
+    lo, hi = torch.aminmax(x)
+    # One host sync for both numbers.
+    lo, hi = torch.stack((lo, hi)).tolist()
+    return lo, hi
+
+
+def _extremes_finite(x: Tensor) -> bool:
+    lo, hi = _extremes(x)
+    return math.isfinite(lo) and math.isfinite(hi)
+
+
+# Square tiles compared with their mirror on the CPU: a tile and its transpose both fit
+# in L2, so the strided read of the mirror stays cheap (a whole-matrix ``K - Kᵀ`` reads
+# one operand column-wise out of cache and allocates n² temporaries).
+_CPU_TILE = 128
+
+
+def max_asymmetry(k: Tensor, memory_budget: int | None = None) -> float:
+    """max |K - Kᵀ| of a square matrix, reading each off-diagonal pair once.
+
+    On the CPU, 128×128 tiles of the lower triangle are compared with their mirrors; on
+    other devices, row panels as tall as ``memory_budget`` allows (one panel temporary),
+    since there a few large kernels beat many small ones. NaN propagates (the result is
+    NaN when an off-diagonal entry is NaN).
+    """
+    n = k.shape[0]
+    if n <= 1:
+        return 0.0
+    parts = []
+    if k.device.type == "cpu":
+        b = _CPU_TILE
+        buf = torch.empty(b * b, dtype=k.dtype)
+        for i in range(0, n, b):
+            for j in range(0, i + 1, b):
+                a = k[i:i + b, j:j + b]
+                o = buf[:a.numel()].view(a.shape)
+                torch.sub(a, k[j:j + b, i:i + b].T, out=o)
+                parts.append(torch.linalg.vector_norm(o, float("inf")))
+    else:
+        from ntkit.engine.memory import check_memory_budget
+
+        budget = check_memory_budget(memory_budget, k.device)
+        b = max(1, min(n, budget // max(1, 2 * n * k.element_size())))
+        for i in range(0, n, b):
+            j = min(i + b, n)
+            parts.append(torch.linalg.vector_norm(k[i:j, :j] - k[:j, i:j].T, float("inf")))
+    return float(torch.stack(parts).amax())
 
 
 def check_kernel(k: Any, name: str, *, symmetric: bool = True,
@@ -67,7 +123,9 @@ def check_kernel(k: Any, name: str, *, symmetric: bool = True,
       name: argument name, used in error messages.
       symmetric: require a square matrix, symmetric up to ``rtol`` times its largest
         absolute entry; it is then returned exactly symmetrized, (K + Kᵀ)/2, so that
-        round-off asymmetry cannot leak into eigenvectors or factorizations.
+        round-off asymmetry cannot leak into eigenvectors or factorizations. An exactly
+        symmetric K is returned as is (no copy, and on its own device): callers keep a
+        reference to it, so don't modify it in place afterwards.
       rtol: asymmetry tolerance; default 1e-8 (float64) or 1e-4 (float32).
 
     Raises:
@@ -78,20 +136,29 @@ def check_kernel(k: Any, name: str, *, symmetric: bool = True,
     if k.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (n1, n2) kernel matrix, got shape "
                          f"{tuple(k.shape)}")
-    check_finite(k, name)
+    if symmetric:
+        if k.shape[0] != k.shape[1]:
+            raise ValueError(f"{name} must be square, got shape {tuple(k.shape)}")
+        if k.shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(k.shape)})")
+    if k.numel() == 0:
+        return k
+    # Two passes over K in all: its extremes (finiteness and scale at once), then its
+    # asymmetry. A copy is made only when K is not exactly symmetric already.
+    lo, hi = _extremes(k)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(k, name)  # raises, with counts
     if not symmetric:
         return k
-    if k.shape[0] != k.shape[1]:
-        raise ValueError(f"{name} must be square, got shape {tuple(k.shape)}")
-    if k.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(k.shape)})")
     if rtol is None:
         rtol = SYMMETRY_RTOL_FLOAT32 if dtype == torch.float32 else SYMMETRY_RTOL_FLOAT64
-    scale = float(k.abs().max())
-    asym = float((k - k.T).abs().max())
+    scale = max(abs(lo), abs(hi))
+    asym = max_asymmetry(k)
     if asym > rtol * scale:
         raise ValueError(f"{name} is not symmetric: max |K - Kᵀ| = {asym:.3g} exceeds "
                          f"{rtol:.1g} × max |K| = {rtol * scale:.3g}")
+    if asym == 0.0:
+        return k
     return 0.5 * (k + k.T)
 
 
@@ -107,4 +174,7 @@ def add_diagonal_regularizer(k: Tensor, diag_reg: float, absolute_scale: bool = 
     if diag_reg == 0.0:
         return k
     delta = diag_reg if absolute_scale else diag_reg * float(torch.diagonal(k).mean())
-    return k + delta * torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
+    # A copy with the diagonal shifted in place: no n×n identity, one pass.
+    out = k.clone()
+    out.diagonal().add_(delta)
+    return out
