@@ -36,8 +36,11 @@ Flags:
   with parallel branches threaded one after another, so every such layer gets its own
   number. (Plain ints in the Kernel, not global state, so torch.compile sees constants.)
 - ``x1_is_x2``: x2 is the same batch as x1 (symmetric case).
-- ``gaussian``: the channels are zero-mean Gaussian processes (outputs of Dense/Conv and
-  linear maps of them), which `LayerNorm`'s limit needs (its channel mean then vanishes).
+- ``gaussian``: True when the channels are zero-mean Gaussian processes (outputs of
+  Dense/Conv and linear maps of them), False when they are known not to be (after an
+  activation, or a sum including such a stream), None when unknown (raw inputs). The
+  dual-activation formulas need jointly Gaussian pre-activations, so an activation
+  refuses a False input (as neural-tangents does); `LayerNorm` needs True.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class Kernel:
     n_dense: int = 0
     spatial: tuple[int, ...] = ()
     full: bool = False
-    gaussian: bool = False
+    gaussian: bool | None = None
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)

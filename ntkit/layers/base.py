@@ -220,6 +220,12 @@ class Activation(Layer):
             raise ValueError(f"{type(self).__name__} got {len(k)} parallel branches; "
                              "combine them first with FanInSum() or FanInConcat(), "
                              "or apply it per branch with parallel(...)")
+        if k.gaussian is False and not self.preserves_gaussian:
+            raise ValueError(
+                f"{type(self).__name__} needs Gaussian pre-activations, but its input is the "
+                "output of another activation (or a sum including one), whose channels are not "
+                "Gaussian: put a Dense or Conv layer before it (neural-tangents refuses this "
+                "too)")
         if k.x1_is_x2 and k.is_spatial:
             # Linear spatial maps (pooling, convolutions) may round the example diagonal of
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
@@ -236,7 +242,7 @@ class Activation(Layer):
             nngp = nngp.clone() if nngp is k.nngp else nngp
             example_diagonal(nngp).copy_(cov1.movedim(0, -1))
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
-                         gaussian=k.gaussian and self.preserves_gaussian)
+                         gaussian=k.gaussian if self.preserves_gaussian else False)
 
     def _self_map(self, k: Kernel, cov: Tensor) -> Tensor:
         """Map an example's own covariance (cov1/cov2) through the activation."""

@@ -167,6 +167,14 @@ class FanOut(Layer):
         return _FanOutModule(self.n), (in_features,) * self.n
 
 
+def _all_gaussian(ks) -> bool | None:
+    """True if every stream is Gaussian, False if any is known not to be, else None."""
+    flags = [k.gaussian for k in ks]
+    if any(f is False for f in flags):
+        return False
+    return True if all(flags) else None
+
+
 def _check_fan_in(name: str, ks) -> tuple[Kernel, ...]:
     if not isinstance(ks, tuple):
         raise ValueError(f"{name} needs parallel streams (FanOut, parallel) before it")
@@ -223,7 +231,7 @@ class FanInSum(Layer):
                 cov1=out.cov1 + k.cov1,
                 cov2=None if out.cov2 is None else out.cov2 + k.cov2)
         return out.replace(source=None, n_dense=max(k.n_dense for k in ks),
-                           gaussian=all(k.gaussian for k in ks))
+                           gaussian=_all_gaussian(ks))
 
     def make_module(self, in_features, generator, dtype):
         if not is_streams(in_features):
@@ -256,7 +264,7 @@ class FanInConcat(Layer):
         return ks[0].replace(nngp=mix("nngp"), ntk=mix("ntk"), cov1=mix("cov1"),
                              cov2=mix("cov2"), channels=total, source=None,
                              n_dense=max(k.n_dense for k in ks),
-                             gaussian=all(k.gaussian for k in ks))
+                             gaussian=_all_gaussian(ks))
 
     def make_module(self, in_features, generator, dtype):
         if not is_streams(in_features):

@@ -364,3 +364,18 @@ def test_errors_name_the_problem():
         nl.Conv(4, (3, 3)).build((3, 0, 6))
     with pytest.raises(ValueError, match="needs spatial"):
         nl.GlobalAvgPool().kernel(torch.randn(3, 5, dtype=F64))
+
+
+def test_activations_need_gaussian_inputs():
+    # φ(ψ(z)) is not the dual of φ applied to ψ's kernel: ψ(z) is not Gaussian. A residual
+    # sum whose skip stream comes after an activation is not Gaussian either.
+    x = _imgs(2, 2, 5, 5)
+    with pytest.raises(ValueError, match="Gaussian pre-activations"):
+        nl.serial(nl.Conv(3, (3, 3)), nl.ReLU(), nl.Erf()).kernel(x)
+    with pytest.raises(ValueError, match="Gaussian pre-activations"):
+        nl.serial(nl.Conv(3, (3, 3)), nl.ReLU(), nl.FanOut(2),
+                  nl.parallel(nl.Identity(), nl.Conv(3, (1, 1))), nl.FanInSum(),
+                  nl.ReLU()).kernel(x)
+    # Identity keeps whatever it gets; raw inputs may go straight into an activation.
+    nl.serial(nl.Conv(3, (3, 3)), nl.ReLU(), nl.Identity(), nl.Flatten()).kernel(x)
+    nl.serial(nl.ReLU(), nl.Flatten(), nl.Dense(1)).kernel(x)
