@@ -19,3 +19,11 @@ def test_readme_commands_match_ci():
     assert 'pip install -c constraints.txt -e ".[dev]"' in text
     assert '-c constraints.txt -e ".[dev]"' in ci
     assert "python -m pytest" in text and "pytest" in ci
+
+
+def test_every_readme_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    for i, block in enumerate(blocks[1:], start=1):
+        exec(compile(block, f"README.md block {i}", "exec"), {})
+    out = capsys.readouterr().out
+    assert "torch.Size([20, 20]) torch.Size([20, 10]) torch.Size([4, 4])" in out
