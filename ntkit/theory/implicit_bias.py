@@ -91,7 +91,8 @@ def diagonal_net_limit(X, y, alpha: float, *, tol: float = 1e-12,
     Solved through the dual. Stationarity gives ∇Q_α(β) = arcsinh(β/(2α²)) = Xᵀν, so
     β(ν) = 2α² sinh(Xᵀν), and ν minimizes the smooth convex D(ν) = 2α² Σ cosh(Xᵀν) − yᵀν,
     whose gradient X β(ν) − y is the constraint violation. Damped Newton on D converges
-    quadratically (with steps capped while far from the solution); we iterate until ‖Xβ − y‖ ≤ tol·max(‖y‖, 1) (so ≤ 1e-8 easily).
+    quadratically (steps capped while far from the solution); we iterate until
+    ‖Xβ − y‖ ≤ tol·max(‖y‖, 1) (so ≤ 1e-8 easily).
 
     Args:
       X: (n, d) with full row rank (n ≤ d, interpolation possible). y: (n,). alpha > 0.
