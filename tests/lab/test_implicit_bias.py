@@ -32,5 +32,6 @@ def test_diagonal_net_and_logistic(result):
     assert dn["rel_dist_l2"][-1] < dn["rel_dist_l2"][0]     # larger α: closer to min-ℓ2
     lg = result.tables["logistic"]
     ang = np.asarray(lg["angle"])
-    assert ang[-1] < 0.5 * ang[len(ang) // 2]              # the direction keeps turning
+    assert np.all(np.diff(ang[len(ang) // 2:]) < 0)        # the direction keeps turning ...
+    assert ang[-1] < 0.8 * ang[len(ang) // 2]              # ... slowly (O(1/log t))
     assert np.all(np.diff(lg["norm"]) > 0)                  # ‖w‖ grows without bound
