@@ -154,6 +154,8 @@ def test_bad_inputs(problem):
         cv.hvp(loss_fn, {"w": torch.tensor([float("nan")])}, torch.zeros(1))
     with pytest.raises(TypeError, match="callable"):
         cv.hvp(3, params, torch.zeros(p))
+    with pytest.raises(ValueError, match="scalar"):
+        cv.hvp(lambda q: 2 * q["w"], {"w": torch.ones(3, dtype=torch.float64)}, torch.zeros(3))
     with pytest.raises(ValueError, match="k must be"):
         cv.hessian_top_eigenvalues(loss_fn, params, k=0)
     with pytest.raises(ValueError, match="n_steps"):

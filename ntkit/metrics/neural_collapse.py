@@ -93,6 +93,7 @@ def neural_collapse(features, labels, classifier=None) -> dict[str, float]:
     if c < 2:
         raise ValueError(f"need at least 2 classes, got {c}")
     n, p = h.shape
+    clf = None if classifier is None else _classifier(classifier, p, c)
     mu_g = h.mean(0)
     mu = np.stack([h[idx == k].mean(0) for k in range(c)])
     m = mu - mu_g
@@ -102,6 +103,9 @@ def neural_collapse(features, labels, classifier=None) -> dict[str, float]:
     # pseudo-inverse of the rank ≤ C−1 between-class covariance, cut at its own scale
     nc1 = float(np.trace(sigma_w @ np.linalg.pinv(sigma_b, rcond=1e-10, hermitian=True))) / c
     norms = np.linalg.norm(m, axis=1)
+    if not np.all(norms > 0):
+        raise ValueError("some class means coincide with the global mean (no between-class "
+                         "spread): NC2/NC3 are undefined")
     cos = _cosines(m)
     out = {
         "nc1": nc1,
@@ -111,8 +115,8 @@ def neural_collapse(features, labels, classifier=None) -> dict[str, float]:
         "nc2_equinorm_w": math.nan, "nc2_equiangular_w": math.nan,
         "nc2_maxangle_w": math.nan, "nc3": math.nan, "nc4": math.nan,
     }
-    if classifier is not None:
-        w, b = _classifier(classifier, p, c)
+    if clf is not None:
+        w, b = clf
         wn = np.linalg.norm(w, axis=1)
         wcos = _cosines(w)
         out["nc2_equinorm_w"] = float(wn.std() / wn.mean())

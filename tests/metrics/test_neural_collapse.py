@@ -66,7 +66,7 @@ def test_matches_brute_force_on_random_features():
 
 
 def test_errors():
-    h, y = np.zeros((4, 2)), np.array([0, 0, 1, 1])
+    h, y = np.array([[1.0, 0], [1, 0], [-1, 0], [-1, 0]]), np.array([0, 0, 1, 1])
     with pytest.raises(ValueError, match="rows"):
         neural_collapse(h, y[:3])
     with pytest.raises(ValueError, match="2 classes"):
@@ -79,3 +79,5 @@ def test_errors():
         neural_collapse(h, np.array([0.5, 0, 1, 1]))
     with pytest.raises(ValueError, match="classifier"):
         neural_collapse(h, y, classifier=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="spread"):
+        neural_collapse(np.zeros((4, 2)), y)
