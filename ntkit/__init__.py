@@ -23,7 +23,7 @@ from ntkit.monte_carlo import monte_carlo_kernel
 __version__ = "0.1.0"
 
 # Heavier subpackages (matplotlib, scikit-learn) load on first use: `ntkit.lab`, ...
-_LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo")
+_LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo", "geometry")
 
 
 def __getattr__(name: str):
