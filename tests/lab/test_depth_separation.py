@@ -39,5 +39,5 @@ def test_constructions(k):
     m = 2 ** (k - 1)
     net = shallow_truncated(k, m)
     r = count_linear_regions(net, torch.zeros(1), torch.ones(1))
-    assert r.count == m + 1
+    assert r.count == m          # m kinks, the first at x = 0 (the segment start)
     assert l1_bound(k, m) == 0 and l1_bound(k, 1) > 0
