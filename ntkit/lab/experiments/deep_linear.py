@@ -182,6 +182,6 @@ def run(ctx: Context) -> str:
     return ("ln‖Pu‖²: " + ", ".join(f"(n={r['n']},L={r['L']}) mean {r['mc_mean']:.3f}/"
                                     f"{r['exact_mean']:.3f} var {r['mc_var']:.3f}/"
                                     f"{r['exact_var']:.3f}" for r in rows)
-            + f"; KS to N(0,1) at L/n = 1/2: "
+            + "; KS to N(0,1) at L/n = 1/2: "
             + ", ".join(f"{r['ks_standardized_vs_gaussian']:.3f}" for r in lim_rows)
             + f"; MP KS (L = 1) {ks_mp:.4f}")

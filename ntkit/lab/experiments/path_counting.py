@@ -89,7 +89,7 @@ def run(ctx: Context) -> str:
     rows, out = [], {}
     for name, widths in ctx.progress(PROFILES.items(), "profiles"):
         gen = ctx.rng(f"pc-{name}")
-        g2, th, xn = [], [], []
+        g2, th = [], []
         for s in range(0, n_nets, chunk):
             m = min(chunk, n_nets - s)
             ws = he_weights(widths, m, gen)
