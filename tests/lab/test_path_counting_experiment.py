@@ -54,7 +54,7 @@ def test_batched_nets_match_autograd_on_built_module():
         xi = x[i:i + 1].clone().requires_grad_(True)
         out = model(xi).sum()
         grads = torch.autograd.grad(out, [xi, *model.parameters()])
-        assert float(out) == pytest.approx(float(r["out"][i]), rel=1e-12)
+        assert out.item() == pytest.approx(float(r["out"][i]), rel=1e-12)
         assert torch.allclose(grads[0][0], r["grad_x"][i], rtol=1e-12, atol=1e-14)
         ntk = sum(float(g.pow(2).sum()) for g in grads[1:])
         assert ntk == pytest.approx(float(r["ntk"][i]), rel=1e-12)

@@ -71,7 +71,7 @@ def _fit_slope(x: np.ndarray, y: np.ndarray, se: np.ndarray) -> tuple[float, flo
             "Hanin–Nica: ln‖Ju‖² ≈ N(−β/2, β), β = 5Σ1/n_l, in He ReLU nets; exact moments, "
             "reference values, variance slope 5, fourth moment Π(1+5/n_l)")
 def run(ctx: Context) -> str:
-    n_mc = 1000 if ctx.quick else 40000
+    n_mc = 1000 if ctx.quick else 20000
     configs = [(50, 10), (40, 20), (30, 30)]
     ctx.config.update(n0=N0, n_mc=n_mc, configs=configs)
     rows, samples = [], {}

@@ -83,7 +83,7 @@ def _ci(v: np.ndarray) -> tuple[float, float]:
             "path counting in He ReLU nets: E[(∂z/∂x)²] = 2/n0 for any widths (Monte Carlo "
             "with CI, uneven profiles) and E[Θ(x,x)] = 2L‖x‖²/n0")
 def run(ctx: Context) -> str:
-    n_nets = 8000 if ctx.quick else 200000
+    n_nets = 8000 if ctx.quick else 100000
     chunk = 10000
     ctx.config.update(n_nets=n_nets, profiles=PROFILES, confidence=0.99)
     rows, out = [], {}
