@@ -126,7 +126,7 @@ def run(ctx: Context) -> str:
     # (random-number generation dominates the cost: quick mode uses width 60, full 100)
     wide = 60 if ctx.quick else 100
     fam = {25: [4, 8, 16], wide: [wide // 10, wide // 5, 2 * wide // 5]}
-    n_fit = {25: 1000, wide: 400} if ctx.quick else {25: 20000, wide: 10000}
+    n_fit = {25: 1000, wide: 400} if ctx.quick else {25: 10000, wide: 2000}
     fit_rows, slopes = [], {}
     for n, depths in fam.items():
         xs, vs, ses, ex = [], [], [], []
@@ -158,7 +158,7 @@ def run(ctx: Context) -> str:
     # 3. Fourth moment.
     fourth = []
     for n, depth in ([(50, 5)] if ctx.quick else [(100, 5), (50, 10)]):
-        y = sample_log_y(n, depth, 2500 if ctx.quick else 80000, ctx.rng(f"m4-{n}-{depth}"))
+        y = sample_log_y(n, depth, 2500 if ctx.quick else 20000, ctx.rng(f"m4-{n}-{depth}"))
         pred = relu_gradient_moments([N0] + [n] * depth + [1])["fourth_moment"]
         y2 = y**2
         half = Z99 * y2.std(ddof=1) / math.sqrt(y2.size)
