@@ -27,9 +27,8 @@ i.i.d. uniform points.
 activations (ReLU, step) give κ a √(1 − t) or (1 − t)^{3/2} singularity at t = ±1, where
 Gauss–Jacobi in t converges only algebraically. In the angle θ = arccos t the same kernels
 are analytic on [0, π] (e.g. the arc-cosine kernels are polynomials in θ, sin θ, cos θ), so
-we integrate μ_k = c_d ∫_0^π κ(cos θ) P_k(cos θ) sin^{d−2}θ dθ with Gauss–Legendre nodes in
-θ (Gauss–Jacobi with α = β = 0 in θ), doubling the node count until two rules agree to
-round-off. P_k is evaluated by its three-term recurrence (stable on [−1, 1]).
+we integrate μ_k = c_d ∫_0^π κ(cos θ) P_k(cos θ) sin^{d−2}θ dθ with composite Gauss–Legendre
+nodes in θ (24 per panel), doubling the panels until two rules agree to round-off. P_k is evaluated by its three-term recurrence (stable on [−1, 1]).
 
 **Accuracy.** The kernel values are float64, so each μ_k carries an absolute error of a few
 ε·max|κ| (ε = 2.2e-16): relative accuracy 1e-10 holds while μ_k ≳ 1e-5·μ_max. That covers
@@ -58,8 +57,9 @@ from ntkit.layers.dense import Dense
 
 F64 = torch.float64
 KINDS = ("ntk", "nngp")
-_MIN_NODES = 128
-_MAX_NODES = 16384
+_Q = 24            # nodes per panel
+_MIN_PANELS = 4
+_MAX_NODES = 6144
 
 
 class SphereSpectrum(NamedTuple):
@@ -69,7 +69,7 @@ class SphereSpectrum(NamedTuple):
       eigenvalues: (k_max + 1,) float64, μ_k for degrees k = 0 … k_max.
       multiplicities: (k_max + 1,) int64, N(d, k) (how often μ_k repeats).
       d: the sphere's ambient dimension.
-      nodes: Gauss–Legendre nodes (in θ) of the rule that converged.
+      nodes: number of (composite Gauss–Legendre, in θ) nodes of the rule that converged.
     """
 
     eigenvalues: Tensor
@@ -194,10 +194,23 @@ def _kappa_theta(net: Layer, d: int, theta: Tensor, kind: str,
     return net.kernel(x1, x2, get=kind)[0]
 
 
-def _funk_hecke(net: Layer, d: int, k_max: int, kind: str, n: int) -> Tensor:
-    nodes, weights = np.polynomial.legendre.leggauss(n)
-    theta = torch.tensor((nodes + 1.0) * (math.pi / 2), dtype=F64)
-    w = torch.tensor(weights * (math.pi / 2), dtype=F64)
+def _panel_rule(panels: int) -> tuple[Tensor, Tensor]:
+    """Composite Gauss–Legendre rule on [0, π]: ``panels`` equal panels of _Q nodes each.
+
+    Composite rather than one high-order rule: numpy's n-point nodes and weights lose
+    accuracy as n grows (≈1e-14 relative error in ∫ sin³ at n = 512–1024), while a 24-point
+    rule is accurate to round-off and panels add resolution for P_k's oscillations.
+    """
+    x, w = np.polynomial.legendre.leggauss(_Q)
+    h = math.pi / panels
+    left = np.arange(panels)[:, None] * h
+    theta = (left + (x[None, :] + 1.0) * (h / 2)).ravel()
+    weights = np.broadcast_to(w * (h / 2), (panels, _Q)).ravel()
+    return torch.tensor(theta, dtype=F64), torch.tensor(weights, dtype=F64)
+
+
+def _funk_hecke(net: Layer, d: int, k_max: int, kind: str, panels: int) -> Tensor:
+    theta, w = _panel_rule(panels)
     kappa = _kappa_theta(net, d, theta, kind)
     if not bool(torch.isfinite(kappa).all()):
         raise ValueError(f"the spec's {kind} kernel is not finite on the sphere")
@@ -206,7 +219,7 @@ def _funk_hecke(net: Layer, d: int, k_max: int, kind: str, n: int) -> Tensor:
     p = gegenbauer_normalized(d, k_max, torch.cos(theta))
     terms = (p * (w * kappa * torch.sin(theta) ** (d - 2))).numpy()
     # Exactly rounded sums (math.fsum): μ_k ≪ the terms for large k, so plain summation's
-    # round-off would dominate the error.
+    # round-off would add to the error.
     return torch.tensor([c_d * math.fsum(row) for row in terms], dtype=F64)
 
 
@@ -233,7 +246,7 @@ def dot_product_eigenvalues(net: Layer, d: int, k_max: int, kind: str = "ntk") -
 
     Raises:
       ValueError: unknown kind, non-FC spec, d < 2, k_max < 0, non-finite kernel, or no
-        convergence by 16384 nodes. TypeError: non-int d/k_max, or net not a spec.
+        convergence by 6144 nodes. TypeError: non-int d/k_max, or net not a spec.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -242,21 +255,20 @@ def dot_product_eigenvalues(net: Layer, d: int, k_max: int, kind: str = "ntk") -
     k_max = _check_int("k_max", k_max, 0)
     # Enough nodes to resolve P_{k_max}·sin^{d−2} (degree k_max + d in θ) exactly, then
     # double until two rules agree to round-off.
-    n = max(_MIN_NODES, 2 * (k_max + d))
-    mu = _funk_hecke(net, d, k_max, kind, n)
+    panels = max(_MIN_PANELS, -(-(k_max + d) // 6))
+    mu = _funk_hecke(net, d, k_max, kind, panels)
     while True:
-        n2 = 2 * n
-        mu2 = _funk_hecke(net, d, k_max, kind, n2)
+        mu2 = _funk_hecke(net, d, k_max, kind, 2 * panels)
         scale = float(mu2.abs().max())
-        if float((mu2 - mu).abs().max()) <= 64 * torch.finfo(F64).eps * max(scale, 1e-300):
+        change = float((mu2 - mu).abs().max())
+        if change <= 16 * torch.finfo(F64).eps * max(scale, 1e-300):
             break
-        if n2 >= _MAX_NODES:
-            raise ValueError(f"Funk–Hecke quadrature did not converge with {n2} nodes "
-                             f"(change {float((mu2 - mu).abs().max()):.3e}); is κ smooth "
-                             "in the angle?")
-        n, mu = n2, mu2
+        if 2 * panels * _Q >= _MAX_NODES:
+            raise ValueError(f"Funk–Hecke quadrature did not converge with {2 * panels * _Q} "
+                             f"nodes (change {change:.3e}); is κ smooth in the angle?")
+        panels, mu = 2 * panels, mu2
     mult = torch.tensor([multiplicity(d, k) for k in range(k_max + 1)], dtype=torch.int64)
-    return SphereSpectrum(mu2, mult, d, n2)
+    return SphereSpectrum(mu2, mult, d, 2 * panels * _Q)
 
 
 def sorted_axes(eigenvalues, multiplicities) -> np.ndarray:
