@@ -30,10 +30,9 @@ def test_outputs(result):
 def test_measurements(result):
     by = {c.name: c for c in result.claims}
     # d = 3 exponents are deep in the asymptotic regime: robustly within 0.1.
-    assert abs(by["ntk d = 3: decay exponent of μ_k (worst over depths 1–4, parities)"]
-               .measured + 3) < 0.1
-    assert abs(by["nngp d = 3: decay exponent of μ_k (worst over depths 1–4, parities)"]
-               .measured + 5) < 0.1
+    name = "{} d = 3: decay exponent of μ_k (k→∞ extrapolation, worst over depths 1–4, parities)"
+    assert abs(by[name.format("ntk")].measured + 3) < 0.1
+    assert abs(by[name.format("nngp")].measured + 5) < 0.1
     # the NNGP decays faster than the NTK in every dimension and depth
     t = result.tables["decay_slopes"]
     sl = {(d, k, L, p): s for d, k, L, p, s in zip(t["d"], t["kind"], t["depth"], t["parity"],
