@@ -350,12 +350,14 @@ def _entropy_upper(sigma: np.ndarray, n: int) -> float:
                                      np.round(np.geomspace(1, kmax, 96)).astype(int)]))
     for k in grid:
         k = int(k)
-        s = sigma[:k]
-        lo, hi = math.log(1e-300), math.log(4 * s[0] / (2.0 ** (n / k) - 2.0) * 1.0000001)
-        # bits(ε) = Σ log2(4σ_i/ε + 2) decreases in ε; at hi every factor ≤ 2^{n/k}.
+        log4s = np.log(4 * sigma[:k])
+        # hi: every factor ≤ 2^{n/k} there (so bits ≤ n); in logs to avoid overflow.
+        hi = float(log4s[0]) - (n / k) * math.log(2.0) - math.log1p(-2.0 ** (1.0 - n / k))
+        lo = hi - 800.0
         for _ in range(100):
             mid = 0.5 * (lo + hi)
-            bits = float(np.log2(4 * s / math.exp(mid) + 2).sum())
+            # Σ log2(4σ_i/ε + 2), as logaddexp to stay finite for tiny ε
+            bits = float(np.logaddexp(log4s - mid, math.log(2.0)).sum()) / math.log(2.0)
             if bits > n:
                 lo = mid
             else:
