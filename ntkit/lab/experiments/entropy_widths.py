@@ -21,8 +21,6 @@ Claims, on finite truncations (all degrees k ≤ k_max) of the depth-2 ReLU NTK 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 

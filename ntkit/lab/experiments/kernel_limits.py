@@ -215,7 +215,8 @@ def _single_neuron(ctx: Context) -> str:
     ctx.claim(f"gap at the largest n = {last['n']}: NTK error / trained-net error", "> 3", gap,
               "> 3", holds=gap > 3,
               note="the separation between kernels and networks (notes 004 §6); at n ≤ d²/2 "
-                   f"the measured ratio is {mid['ntk_rel_test_error'] / mid['nn_rel_test_error']:.2f}"
+                   "the measured ratio is "
+                   f"{mid['ntk_rel_test_error'] / mid['nn_rel_test_error']:.2f}"
                    " (the net has found w* but its 64-unit fit of the link still overfits)")
     fig, ax = ctx.new_figure(1, 1, (5.6, 4.0))
     nn_ = [r["n"] for r in rows]

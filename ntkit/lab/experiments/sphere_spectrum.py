@@ -113,7 +113,8 @@ def run(ctx: Context) -> str:
                                        "k_last": kk[-1]})
             worst = max(meas, key=lambda v: abs(v - pred))
             kmax_fit = max(r["k_last"] for r in slopes if r["d"] == d and r["kind"] == kind)
-            ctx.claim(f"{kind} d = {d}: decay exponent of μ_k (k→∞ extrapolation, worst over depths 1–4, parities)",
+            ctx.claim(f"{kind} d = {d}: decay exponent of μ_k (k→∞ extrapolation, worst over "
+                      "depths 1–4, parities)",
                       pred, worst, 0.25,
                       note=f"Bietti & Mairal 2019: NTK μ_k ≍ k^-d; NNGP (degree-1 arc-cosine) "
                            f"k^-(d+2). Local log-slopes of the last 8 same-parity pairs with "
