@@ -15,7 +15,10 @@ columns alike:
   the whole t = ∞ prediction, against bare + ``K_td @ x``;
 
 and prints the times and their ratios to bare (the goal: ≤ 1.3 for n ≥ 5000). A round-off
-asymmetric K would cost one more pass (the symmetrizing copy).
+asymmetric K would cost one more pass (the symmetrizing copy). ``--breakdown`` also
+times each of ntkit's steps on its own (best of --repeat): on a loaded machine the
+Cholesky time itself varies 2×, which swamps whole-call ratios, while the steps'
+costs relative to an adjacent Cholesky are stable.
 """
 
 from __future__ import annotations
@@ -77,6 +80,32 @@ def bench(n: int, m: int, device: torch.device, dtype: torch.dtype, repeat: int)
     return {**best, "rel_diff": err}
 
 
+def breakdown(n: int, device: torch.device, dtype: torch.dtype, repeat: int) -> dict:
+    """Best-of-``repeat`` seconds of each step of ``cholesky_jitter(K).solve(y)``."""
+    from ntkit.solvers.checks import _extremes, max_asymmetry
+    from ntkit.solvers.cholesky import _chol_solve, estimate_condition
+
+    k, _, y = make_problem(n, 1, device, dtype)
+    L = torch.linalg.cholesky(k)
+    steps = {
+        "extremes (finite+scale)": lambda: _extremes(k),
+        "asymmetry": lambda: max_asymmetry(k),
+        "cholesky": lambda: torch.linalg.cholesky_ex(k),
+        "condition estimate": lambda: estimate_condition(k, L),
+        "solve (2 triangular)": lambda: _chol_solve(L, y),
+        "torch.cholesky_solve": lambda: torch.cholesky_solve(y, L),
+    }
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(repeat):
+        for name, fn in steps.items():
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[2000, 5000])
@@ -85,6 +114,7 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--breakdown", action="store_true", help="time each step too")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -101,6 +131,17 @@ def main(argv=None) -> None:
               f"{r['cholesky_jitter'] / r['bare']:>6.2f} | {r['bare_pred']:>10.3f}s | "
               f"{r['gd_mse']:>11.3f}s {r['gd_mse'] / r['bare_pred']:>6.2f} | "
               f"{r['rel_diff']:>8.1e}", flush=True)
+    if args.breakdown:
+        for n in args.n:
+            b = breakdown(n, device, dtype, args.repeat)
+            chol = b["cholesky"]
+            print(f"\nsteps at n={n} (fraction of the Cholesky time):")
+            for name, t in b.items():
+                print(f"  {name:>24}: {t:8.4f}s  {t / chol:6.3f}")
+            ours = chol + sum(b[s] for s in ("extremes (finite+scale)", "asymmetry",
+                                             "condition estimate", "solve (2 triangular)"))
+            bare = chol + b["torch.cholesky_solve"]
+            print(f"  sum of steps: ntkit / bare = {ours / bare:.2f}")
 
 
 if __name__ == "__main__":
