@@ -2,6 +2,8 @@
 
     bash benchmarks/setup_reference.sh            # once: neural-tangents in .venv-nt
     python benchmarks/bench_kernel.py [--n 1000 3000 5000] [--depth 5 20] [--repeat 3]
+    python benchmarks/bench_kernel.py --device cuda --n 20000 --depth 5 --act relu \
+        --dtype float64 float32 [--tile 256 8192] [--compile]
 
 For each (activation, depth, n) it times the float64 NTK of x (n × 64) with itself in
 both libraries on the same inputs (best of --repeat after one warm-up, which includes
@@ -11,6 +13,12 @@ diagonal, correlation 1, neural-tangents' arc-cosine angle carries a ~sqrt(eps) 
 error; ntkit's diagonal is exact, see tests/layers/test_edge_cases.py). It also times
 the "floor": the transcendental math alone (atan2+sqrt for ReLU, asin+sqrt for Erf) over
 the same n(n+1)/2 × depth entries.
+
+With ``--device cuda`` the inputs live on the GPU (neural-tangents, CPU-only here, is
+skipped): each time is synchronized, the floor is the same transcendental math as one
+(n, n) pass per layer on the device, and the peak memory above the inputs comes from
+``torch.cuda.max_memory_allocated``. ``--tile`` times given tile sizes next to the
+default (the engine's budget rule), ``--compile`` adds ``compile=True``.
 """
 
 from __future__ import annotations
@@ -105,6 +113,32 @@ def floor_time(act: str, n: int, depth: int, tile: int, repeat: int) -> float:
     return time_best(run, repeat)[0]
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_floor(act: str, n: int, depth: int, dtype: torch.dtype, device: torch.device,
+                 repeat: int) -> float:
+    """The floor on an accelerator: atan2+sqrt (or asin+sqrt) over n(n+1)/2 entries per
+    layer, as full (n, n) passes (what a fused kernel has to do at least)."""
+    a = torch.rand(n, n, dtype=dtype, device=device) + 0.5
+    c = torch.rand(n, n, dtype=dtype, device=device) * 0.5
+    out = torch.empty_like(a)
+    frac = (n + 1) / (2 * n)   # only the upper triangle is needed
+
+    def run():
+        for _ in range(depth):
+            torch.sqrt(a, out=out)
+            if act == "relu":
+                torch.atan2(out, c, out=out)
+            else:
+                torch.asin(c, out=out)
+        _sync(device)
+
+    return time_best(run, repeat)[0] * frac
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[1000, 3000, 5000])
@@ -112,7 +146,15 @@ def main() -> None:
     p.add_argument("--act", nargs="+", default=["relu", "erf"])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--venv", default=str(ROOT / ".venv-nt"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", nargs="+", default=["float64"], choices=["float64", "float32"])
+    p.add_argument("--tile", type=int, nargs="*", default=[],
+                   help="also time these tile sizes (default tile always timed)")
+    p.add_argument("--compile", action="store_true", help="also time compile=True")
     args = p.parse_args()
+    device = torch.device(args.device)
+    if device.type != "cpu":
+        return main_device(args, device)
     nt_python = Path(args.venv) / "bin" / "python"
     have_nt = nt_python.exists()
     if not have_nt:
@@ -154,6 +196,45 @@ def main() -> None:
                 print(f"{act:5} {depth:>5} {n:>6} | {t_ours:8.3f} {t_nt:8.3f} "
                       f"{t_nt / t_ours:8.2f} | {diff:8.1e} {off:8.1e} | {t_floor:8.3f} "
                       f"{t_ours / t_floor:11.2f}", flush=True)
+
+
+def main_device(args, device: torch.device) -> None:
+    """The GPU table: default tile (budget rule) vs given tiles, compiled, and the floor."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    print(f"torch {torch.__version__}, {name}, d = 64")
+    header = (f"{'act':5} {'depth':>5} {'n':>6} {'dtype':>8} {'setting':>14} | {'s':>8} "
+              f"{'peak GiB':>8} | {'floor s':>8} {'x floor':>8}")
+    print(header)
+    print("-" * len(header))
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for act in args.act:
+        w, b = (2.0**0.5, 0.05) if act == "relu" else (1.3, 0.05)
+        for depth in args.depth:
+            net = ntkit_net(act, depth, w, b)
+            for n in args.n:
+                for dname in args.dtype:
+                    dtype = getattr(torch, dname)
+                    x = torch.randn(n, 64, generator=gen, dtype=dtype).to(device)
+                    floor = device_floor(act, n, depth, dtype, device, args.repeat)
+                    settings = [("default", {})] + [(f"tile {t}", {"tile": t})
+                                                    for t in args.tile]
+                    if args.compile:
+                        settings.append(("compile", {"compile": True}))
+                    for label, kw in settings:
+                        if device.type == "cuda":
+                            torch.cuda.reset_peak_memory_stats(device)
+                        base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+                        def run(kw=kw, x=x, dtype=dtype, net=net):
+                            k = net.kernel(x, get="ntk", dtype=dtype, **kw)
+                            _sync(device)
+                            return k
+
+                        t, _ = time_best(run, args.repeat)
+                        peak = ((torch.cuda.max_memory_allocated(device) - base) / 2**30
+                                if device.type == "cuda" else float("nan"))
+                        print(f"{act:5} {depth:>5} {n:>6} {dname:>8} {label:>14} | {t:8.4f} "
+                              f"{peak:8.2f} | {floor:8.4f} {t / floor:8.2f}", flush=True)
 
 
 if __name__ == "__main__":
