@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from ntkit import layers as nl
-from ntkit.engine.evaluate import DEFAULT_TILE, LIVE_ARRAYS, auto_tile, pair_entries
+from ntkit.engine.evaluate import (
+    CPU_TILE_BYTES,
+    DEFAULT_TILE,
+    LIVE_ARRAYS,
+    auto_tile,
+    pair_entries,
+)
 from ntkit.engine.memory import check_memory_budget, default_memory_budget
 
 MiB = 2**20
@@ -25,14 +31,22 @@ def test_tile_rule():
     t = auto_tile(x_fc, False, torch.float64, MiB, 10_000, 10_000)
     assert t < DEFAULT_TILE
     assert (t + 2) * t * 8 * LIVE_ARRAYS <= MiB < (t + 3) * (t + 1) * 8 * LIVE_ARRAYS
-    # Full spatial storage: E = |S|² entries per pair.
-    x_img = torch.zeros(100, 3, 16, 16, dtype=torch.float64)
+    # Full spatial storage: E = |S|² entries per pair. (On the meta device: the budget
+    # rule alone, as on a GPU; a CPU also caps the tile near its caches, below.)
+    x_img = torch.zeros(100, 3, 16, 16, dtype=torch.float64, device="meta")
     assert pair_entries(x_img, True) == 256**2 and pair_entries(x_img, False) == 256
     t = auto_tile(x_img, True, torch.float64, 512 * MiB, 100, 100)
     per_pair = 256**2 * 8 * LIVE_ARRAYS
     assert (t * t + 2 * t) * per_pair <= 512 * MiB
     assert auto_tile(x_img, True, torch.float64, 1, 100, 100) == 1   # never below one pair
     assert auto_tile(x_img, True, torch.float32, 512 * MiB, 100, 100) > t  # half the bytes
+    # CPU: cache-sized spatial tiles, never below 2 examples a side (the budget permitting).
+    x_cpu = torch.zeros(100, 3, 16, 16, dtype=torch.float64)
+    t_cpu = auto_tile(x_cpu, False, torch.float64, 2**34, 100, 100)
+    assert t_cpu * t_cpu * 256 * 8 * LIVE_ARRAYS <= CPU_TILE_BYTES
+    assert (t_cpu + 1) ** 2 * 256 * 8 * LIVE_ARRAYS > CPU_TILE_BYTES
+    assert auto_tile(x_cpu, True, torch.float64, 2**34, 100, 100) == 2
+    assert auto_tile(x_cpu, True, torch.float64, 1, 100, 100) == 1
 
 
 def test_budget_validation_and_defaults():
@@ -69,20 +83,21 @@ _PEAK = textwrap.dedent("""
             return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
 
     torch.manual_seed(0)
-    budget = int(sys.argv[1])
+    budget, tile = int(sys.argv[1]), int(sys.argv[2]) or None
     x = torch.randn(16, 3, 10, 10, dtype=torch.float64)
     net = nl.serial(nl.Conv(8, (3, 3), padding="SAME"), nl.ReLU(), nl.AvgPool((2, 2)),
                     nl.Conv(8, (3, 3)), nl.ReLU(), nl.GlobalAvgPool(), nl.Dense(1))
     net.kernel(x[:2], get="ntk")                      # warm up allocator and libraries
     before = hwm()
-    net.kernel(x, get=("nngp", "ntk"), memory_budget=budget)
+    net.kernel(x, get=("nngp", "ntk"), memory_budget=budget, tile=tile)
     after = hwm()
     print(json.dumps({"growth": after - before}))
 """)
 
 
-def _peak_growth(budget: int) -> int:
-    res = subprocess.run([sys.executable, "-c", _PEAK, str(budget)], capture_output=True,
+def _peak_growth(budget: int, tile: int = 0) -> int:
+    res = subprocess.run([sys.executable, "-c", _PEAK, str(budget), str(tile)],
+                         capture_output=True,
                          text=True, timeout=300, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])["growth"]
 
@@ -95,5 +110,5 @@ def test_peak_memory_stays_under_the_budget():
     budget = 24 * MiB
     small = _peak_growth(budget)
     assert small <= budget, f"peak grew by {small / MiB:.1f} MiB > budget {budget / MiB} MiB"
-    big = _peak_growth(2**34)
-    assert big > 4 * small, (big / MiB, small / MiB)   # the budget is what kept it small
+    big = _peak_growth(2**34, tile=16)                  # the whole batch as one tile
+    assert big > 4 * small, (big / MiB, small / MiB)   # the tiling is what kept it small
