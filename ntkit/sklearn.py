@@ -9,6 +9,12 @@
   1/C; Arora et al. 2020, "Harnessing the power of infinitely wide deep nets on
   small-data tasks"); the predicted class is the argmax of the C outputs.
 
+Convolutional nets take flat rows too: ``input_shape`` (a per-example shape, channels
+first, e.g. ``(1, 8, 8)`` or ``(1, 40)``) reshapes each row of X (n, prod(input_shape))
+to (n, *input_shape) before the kernel is computed::
+
+    NTKClassifier(net=models.myrtle(5), input_shape=(1, 8, 8)).fit(X, y)   # X: (n, 64)
+
 They follow scikit-learn's conventions (``fit``/``predict``/``score``, ``get_params``,
 ``clone``, pipelines, ``GridSearchCV``) and pass ``check_estimator``. Inputs are numpy
 arrays; everything is computed in float64.
@@ -125,7 +131,8 @@ class _KernelEstimator(BaseEstimator):
 
     def __init__(self, depth: int = 1, activation: str = "relu", w_std: float = 1.5,
                  b_std: float = 0.05, t: float | None = None, diag_reg: float = 1e-4,
-                 learning_rate: float = 1.0, net: Layer | None = None):
+                 learning_rate: float = 1.0, net: Layer | None = None,
+                 input_shape: tuple[int, ...] | None = None):
         self.depth = depth
         self.activation = activation
         self.w_std = w_std
@@ -134,6 +141,7 @@ class _KernelEstimator(BaseEstimator):
         self.diag_reg = diag_reg
         self.learning_rate = learning_rate
         self.net = net
+        self.input_shape = input_shape
 
     # ---- pieces ----------------------------------------------------------------------
     def _spec(self) -> Layer:
@@ -146,15 +154,38 @@ class _KernelEstimator(BaseEstimator):
         b = _check_real("b_std", self.b_std, low=0.0)
         return make_network(self.depth, self.activation, w, b)
 
+    def _input_shape(self, n_features: int) -> tuple[int, ...] | None:
+        """The validated ``input_shape`` (None: rows are used as they are)."""
+        shape = self.input_shape
+        if shape is None:
+            return None
+        if self.net is None:
+            raise ValueError("input_shape reshapes rows for a convolutional `net`; the "
+                             "default fully-connected network takes flat rows (set net=...)")
+        if (not isinstance(shape, (tuple, list)) or not shape
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                           and v >= 1 for v in shape)):
+            raise ValueError(f"input_shape must be a tuple of positive ints such as "
+                             f"(1, 8, 8) (channels first), got {shape!r}")
+        shape = tuple(int(v) for v in shape)
+        if math.prod(shape) != n_features:
+            raise ValueError(f"input_shape {shape} has {math.prod(shape)} entries but X has "
+                             f"{n_features} features per row")
+        return shape
+
     def _kernel(self, x1: np.ndarray, x2: np.ndarray | None = None) -> torch.Tensor:
         # Copies: torch cannot wrap read-only arrays (sklearn's memmap checks) without warning.
         t1 = torch.tensor(x1, dtype=torch.float64)
         t2 = None if x2 is None else torch.tensor(x2, dtype=torch.float64)
+        if self.input_shape_ is not None:
+            t1 = t1.reshape(-1, *self.input_shape_)
+            t2 = None if t2 is None else t2.reshape(-1, *self.input_shape_)
         return self.spec_.kernel(t1, t2, get=self._kernel_name)
 
     def _fit_targets(self, X: np.ndarray, Y: np.ndarray) -> None:
         """Compute the train kernel and the predictor for float64 targets Y ((n,) or (n, k))."""
         self.spec_ = self._spec()
+        self.input_shape_ = self._input_shape(X.shape[1])
         t = _check_real("t", self.t, low=0.0, allow_none=True)
         lr = _check_real("learning_rate", self.learning_rate, low=0.0, strict=True)
         reg = _check_real("diag_reg", self.diag_reg, low=0.0)
@@ -280,11 +311,15 @@ _PARAMS_DOC = """
       diag_reg: ridge δ, relative to the mean diagonal of the train kernel.
       learning_rate: step size η; only η·t matters.
       net: an ntkit layer spec used instead of depth/activation/w_std/b_std.
+      input_shape: per-example shape (channels first) that each flat row of X is
+        reshaped to before the kernel, e.g. (1, 8, 8) for 8×8 images or (1, 40) for
+        sequences, for a convolutional ``net``; its product must equal n_features
+        (ValueError at fit otherwise). None (default): rows are used as they are.
 
     Attributes (after fit):
       X_train_: (n, d) training inputs; kernel_train_: (n, n) train kernel;
       predictor_: the `ntkit.predict` ensemble predictor; spec_: the layer spec;
-      n_features_in_.
+      input_shape_: the validated input_shape (a tuple) or None; n_features_in_.
 """
 
 

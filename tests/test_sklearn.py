@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import GridSearchCV, train_test_split
@@ -14,6 +15,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from ntkit import models
+from ntkit.layers import Conv, Flatten, GlobalAvgPool
 from ntkit.layers.activations import Erf, ReLU
 from ntkit.layers.branching import serial
 from ntkit.layers.dense import Dense
@@ -178,3 +181,92 @@ def test_float32_and_int_inputs_give_float64():
     assert est.kernel_train_.dtype == torch.float64
     with pytest.raises(ValueError):
         est.predict(np.full((2, x.shape[1]), np.nan))
+
+
+# ---- convolutional nets on flat rows: input_shape ----------------------------------------
+def _small_cnn():
+    """A 2-D CNN that only flattens (diagonal kernels only: cheap on 8×8 images)."""
+    return serial(Conv(16, (3, 3), padding="SAME", w_std=2**0.5), ReLU(),
+                  Conv(16, (3, 3), padding="SAME", w_std=2**0.5), ReLU(), Flatten(),
+                  Dense(10, w_std=1.0))
+
+
+def test_cnn_classifier_on_flat_digits_is_kernel_regression(digits):
+    x_tr, x_te, y_tr, y_te = digits
+    x_tr, y_tr, x_te, y_te = x_tr[:200], y_tr[:200], x_te[:200], y_te[:200]
+    net = _small_cnn()
+    model = make_pipeline(StandardScaler(), NTKClassifier(net=net, input_shape=(1, 8, 8),
+                                                          diag_reg=1e-3)).fit(x_tr, y_tr)
+    acc = model.score(x_te, y_te)
+    chance = DummyClassifier().fit(x_tr, y_tr).score(x_te, y_te)
+    assert acc > 0.85 > chance + 0.5, (acc, chance)
+    # Independent route: reshape by hand, compute the kernels, solve in numpy.
+    sc = model[0]
+    a = sc.transform(x_tr).reshape(-1, 1, 8, 8)
+    b = sc.transform(x_te).reshape(-1, 1, 8, 8)
+    k_dd, k_td = net.kernel(a, get="ntk").numpy(), net.kernel(b, a, get="ntk").numpy()
+    targets = np.eye(10)[y_tr] - 0.1
+    f = k_td @ _solve(k_dd, targets, 1e-3)
+    np.testing.assert_array_equal(model.predict(x_te), np.argmax(f, axis=1))
+    np.testing.assert_allclose(model[1].decision_function(sc.transform(x_te)), f, rtol=1e-8,
+                               atol=1e-10)
+
+
+def test_myrtle_in_pipeline_and_grid_search(digits):
+    x_tr, x_te, y_tr, y_te = digits
+    # Myrtle-5 needs full position covariances (2-3 ms per kernel entry here): tiny subset.
+    clf = NTKClassifier(net=models.myrtle(5), input_shape=(1, 8, 8))
+    model = make_pipeline(StandardScaler(), clf).fit(x_tr[:40], y_tr[:40])
+    acc = model.score(x_te[:30], y_te[:30])
+    assert acc > 0.5, acc   # chance is 0.1; 40 examples, 4 per class
+    grid = GridSearchCV(make_pipeline(StandardScaler(),
+                                      NTKClassifier(net=_small_cnn(), input_shape=(1, 8, 8))),
+                        {"ntkclassifier__diag_reg": [1e-4, 1e-1]}, cv=2)
+    grid.fit(x_tr[:100], y_tr[:100])
+    assert grid.best_score_ > 0.7
+    assert grid.best_estimator_[1].input_shape == (1, 8, 8)
+    restored = pickle.loads(pickle.dumps(grid.best_estimator_))
+    np.testing.assert_array_equal(restored.predict(x_te[:20]), grid.predict(x_te[:20]))
+
+
+def test_input_shape_on_sequences_matches_shaped_kernel():
+    rng = np.random.default_rng(1)
+    x, xt, y = rng.standard_normal((30, 12)), rng.standard_normal((7, 12)), rng.standard_normal(30)
+    net = serial(Conv(8, (3,), padding="CIRCULAR"), ReLU(), GlobalAvgPool(), Dense(1))
+    est = NNGPRegressor(net=net, input_shape=(2, 6), diag_reg=1e-3).fit(x, y)
+    a, b = x.reshape(30, 2, 6), xt.reshape(7, 2, 6)
+    k_dd, k_td = net.kernel(a, get="nngp").numpy(), net.kernel(b, a, get="nngp").numpy()
+    np.testing.assert_allclose(est.predict(xt), k_td @ _solve(k_dd, y, 1e-3), rtol=1e-9,
+                               atol=1e-11)
+    assert est.input_shape_ == (2, 6)
+
+
+def test_input_shape_errors():
+    x, y, _ = _data(d=12)
+    net = serial(Conv(4, (3,)), ReLU(), Flatten(), Dense(1))
+    with pytest.raises(ValueError, match=r"input_shape \(1, 8\) has 8 entries .* 12 features"):
+        NTKRegressor(net=net, input_shape=(1, 8)).fit(x, y)
+    for bad in ((1, 0, 12), (1, -12), (1.0, 12), "1,12", (), (True, 12)):
+        with pytest.raises(ValueError, match="input_shape"):
+            NTKRegressor(net=net, input_shape=bad).fit(x, y)
+    with pytest.raises(ValueError, match="input_shape"):
+        NTKRegressor(input_shape=(1, 12)).fit(x, y)   # the default FC net takes flat rows
+    # A shape of the right size but the wrong rank for the net: the kernel's own error.
+    with pytest.raises(ValueError):
+        NTKRegressor(net=net, input_shape=(1, 3, 4)).fit(x, y)
+    est = NTKRegressor(net=net, input_shape=(2, 6)).fit(x, y)
+    with pytest.raises(ValueError):
+        est.predict(np.zeros((3, 10)))   # wrong number of features at predict
+
+
+def test_input_shape_get_set_params_round_trip():
+    net = models.myrtle(5)
+    est = NTKClassifier(net=net, input_shape=(1, 8, 8), diag_reg=1e-3)
+    params = est.get_params()
+    assert params["input_shape"] == (1, 8, 8) and params["net"] is net
+    twin = clone(est)
+    assert twin.get_params()["input_shape"] == (1, 8, 8)
+    assert twin.get_params()["diag_reg"] == 1e-3
+    est.set_params(input_shape=(1, 64))
+    assert est.input_shape == (1, 64) and est.get_params()["input_shape"] == (1, 64)
+    assert NTKRegressor().get_params()["input_shape"] is None
