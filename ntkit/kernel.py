@@ -91,21 +91,25 @@ class Kernel:
         Fully connected: (n1, 1) and (1, n2). Diagonal spatial: (n1, 1, *S) and
         (1, n2, *S). Full spatial: (n1, 1, *S, 1…) and (1, n2, 1…, *S).
         """
-        v1, v2 = self.variances(self.cov1), self.variances(self.var2)
-        v1, v2 = v1.unsqueeze(1), v2.unsqueeze(0)
-        if self.full:
-            d = len(self.spatial)
-            v1 = v1.reshape(v1.shape + (1,) * d)
-            v2 = v2.reshape(v2.shape[:2] + (1,) * d + v2.shape[2:])
-        return v1, v2
+        return self.broadcast_pair(self.variances(self.cov1), self.variances(self.var2), 2)
 
     def self_var_pair(self, cov: Tensor) -> tuple[Tensor, Tensor]:
         """(var_p, var_p') broadcasting against a cov field (for maps of cov1/cov2)."""
-        if not self.full:
-            return cov, cov
-        d = len(self.spatial)
-        v = position_diagonal(cov, d)
-        return v.reshape(v.shape + (1,) * d), v.reshape(v.shape[:1] + (1,) * d + v.shape[1:])
+        v = self.variances(cov)
+        return self.broadcast_pair(v, v, 1)
+
+    def broadcast_pair(self, a: Tensor, b: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """Per-example, per-position tensors a (first input) and b (second input), (n, *S)
+        or (n,), shaped to broadcast against a field with ``batch`` leading axes: 2 for
+        nngp/ntk (a: (n1, 1, *S[, 1…]), b: (1, n2, [1…,] *S)), 1 for cov1/cov2 (a indexes
+        the first position of each pair, b the second)."""
+        if batch == 2:
+            a, b = a.unsqueeze(1), b.unsqueeze(0)
+        if self.full:
+            d = len(self.spatial)
+            a = a.reshape(a.shape + (1,) * d)
+            b = b.reshape(b.shape[:batch] + (1,) * d + b.shape[batch:])
+        return a, b
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -30,6 +30,7 @@ from ntkit.engine.inputs import as_pair, check_dtype, check_get
 from ntkit.engine.memory import check_memory_budget
 from ntkit.engine.threads import torch_threads
 from ntkit.kernel import Kernel, input_kernel, swap_examples
+from ntkit.layers.base import any_full
 
 # Square tiles of this many rows keep a tile's few live (tile, tile) float64 arrays in
 # L2 cache on common CPUs; measured in benchmarks/bench_kernel.py.
@@ -37,8 +38,8 @@ DEFAULT_TILE = 256
 # On a CPU, tiles whose working set exceeds the caches run memory-bound, and one big tile
 # uses threads inside each op (fork/join barriers) instead of whole tiles per thread:
 # measured on 2 cores, float32, 200 images 3×32×32, 8 conv layers + Flatten, 0.10 ms per
-# entry with 16-image tiles against 0.40 ms with one 200-image tile; Myrtle-5, 8 images:
-# 42 ms per entry with 2-image tiles against 100 ms with one 8-image tile.
+# entry with 16-image tiles against 0.40 ms with one 200-image tile; Myrtle-5, float64,
+# 12 images, idle machine: 97 / 110 / 139 ms per entry with tiles of 2 / 4 / 6 images.
 CPU_TILE_BYTES = 16 * 2**20
 # Live arrays of a tile's size at the widest layer (nngp, ntk, the dual's temporaries,
 # a padded copy): the factor of the memory estimate. Measured peak/estimate ≤ 1 in
@@ -115,8 +116,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
 
     # Plan the storage (see ntkit.kernel) and probe one pair: this validates the network
     # against the inputs (rank, sizes) before any work, and gives the output's shape.
-    need = layer.requires_full(False)
-    full = x1.ndim > 2 and (any(need) if isinstance(need, tuple) else bool(need))
+    full = x1.ndim > 2 and any_full(layer.requires_full(False))
     probe = layer.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full))
     if isinstance(probe, tuple):
         raise ValueError(f"the network ends in {len(probe)} parallel streams; merge them "

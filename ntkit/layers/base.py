@@ -44,6 +44,12 @@ def is_streams(width) -> bool:
     return isinstance(width, tuple) and not isinstance(width, ExampleShape)
 
 
+def any_full(need: Need) -> bool:
+    """Whether a need (one stream's bool, or a tuple per parallel stream) asks for full
+    storage anywhere: a single stream feeding all of them must then be full."""
+    return any(need) if isinstance(need, tuple) else bool(need)
+
+
 def conform(k, need):
     """Bring a kernel (or parallel kernels) to the storage a layer needs: a full spatial
     kernel is reduced to its diagonal when nothing downstream needs the full one."""
@@ -52,8 +58,7 @@ def conform(k, need):
         if len(needs) != len(k):  # a stream-count mismatch: the layer itself reports it
             return k
         return tuple(conform(ki, ni) for ki, ni in zip(k, needs, strict=True))
-    if isinstance(need, tuple):
-        need = any(need)
+    need = any_full(need)
     if k.full and not need:
         return k.to_diagonal()
     if need and k.is_spatial and not k.full:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
-from ntkit.layers.base import ExampleShape, Layer, conform, is_streams
+from ntkit.layers.base import ExampleShape, Layer, any_full, conform, is_streams
 
 
 def _check_layers(name: str, layers) -> tuple[Layer, ...]:
@@ -159,7 +159,7 @@ class FanOut(Layer):
         return (k,) * self.n
 
     def requires_full(self, full_after):
-        return any(full_after) if isinstance(full_after, tuple) else full_after
+        return any_full(full_after)
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):

@@ -48,11 +48,9 @@ def pad_input(x: Tensor, window: Sequence[int], strides: Sequence[int], padding:
     if not any(amounts):
         return x
     if padding == "CIRCULAR":
-        for i in range(d):  # wrap axis by axis: also correct when padding exceeds the size
+        for i in range(d):
             before, after = W.pads(x.shape[2 + i], window[i], strides[i], padding)
-            n = x.shape[2 + i]
-            idx = torch.arange(-before, n + after, device=x.device) % n
-            x = x.index_select(2 + i, idx)
+            x = W.pad_axis(x, 2 + i, before, after, circular=True)
         return x
     return F.pad(x, amounts)
 

@@ -86,17 +86,8 @@ class LayerNorm(Layer):
         m1 = means(k.cov1)
         m2 = m1 if k.cov2 is None else means(k.cov2)
 
-        def pair(a: Tensor, b: Tensor, batch: int) -> tuple[Tensor, Tensor]:
-            # a: (n1, *S'), b: (n2, *S') -> broadcast against a field with `batch` axes.
-            if batch == 2:
-                a, b = a.unsqueeze(1), b.unsqueeze(0)
-            if k.full:
-                a = a.reshape(a.shape + (1,) * d)
-                b = b.reshape(b.shape[:batch] + (1,) * d + b.shape[batch:])
-            return a, b
-
         def norm(t: Tensor, a: Tensor, b: Tensor, batch: int) -> Tensor:
-            a, b = pair(a, b, batch)
+            a, b = k.broadcast_pair(a, b, batch)
             return t / torch.sqrt(a * b)
 
         nngp = norm(k.nngp, m1, m2, 2)

@@ -63,7 +63,8 @@ def output_spatial(spatial: Sequence[int], window: Sequence[int], strides: Seque
                  for n, q, s in zip(spatial, window, strides, strict=True))
 
 
-def _pad_axis(t: Tensor, axis: int, before: int, after: int, circular: bool) -> Tensor:
+def pad_axis(t: Tensor, axis: int, before: int, after: int, circular: bool) -> Tensor:
+    """Pad one axis with zeros, or by wrapping around (also when padding exceeds its size)."""
     if before == 0 and after == 0:
         return t
     n = t.shape[axis]
@@ -97,7 +98,7 @@ def conv_sum(t: Tensor, b: int, full: bool, window: Sequence[int], strides: Sequ
             t = _offset_sum_unpadded(t, axes, q, before, n_out)
             continue
         for ax in axes:
-            t = _pad_axis(t, ax, before, after, padding == "CIRCULAR")
+            t = pad_axis(t, ax, before, after, padding == "CIRCULAR")
         if not full:
             t = t.unfold(axes[0], q, s).sum(-1)
             continue
@@ -206,7 +207,7 @@ def pool_sum(t: Tensor, b: int, full: bool, window: Sequence[int], strides: Sequ
         for ax in _axes(b, d, i, full):
             size = t.shape[ax]
             before, after = pads(size, q, s, padding)
-            t = _pad_axis(t, ax, before, after, padding == "CIRCULAR")
+            t = pad_axis(t, ax, before, after, padding == "CIRCULAR")
             t = t.unfold(ax, q, s).sum(-1)
     return t
 

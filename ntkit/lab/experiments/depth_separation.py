@@ -35,6 +35,17 @@ def l1_bound(k: int, m: int) -> float:
     return max(0, 2 ** (k - 1) - m) / 2 ** (k + 1)
 
 
+def _one_hidden_layer(a: torch.Tensor, c: torch.Tensor) -> nn.Sequential:
+    """x ↦ Σ_j c_j relu(x − a_j): kinks at a with slope changes c."""
+    lin1, lin2 = nn.Linear(1, len(a), dtype=F64), nn.Linear(len(a), 1, dtype=F64)
+    with torch.no_grad():
+        lin1.weight.fill_(1.0)
+        lin1.bias.copy_(-a)
+        lin2.weight.copy_(c[None, :])
+        lin2.bias.zero_()
+    return nn.Sequential(lin1, nn.ReLU(), lin2)
+
+
 def shallow_exact(k: int) -> nn.Sequential:
     """A width-2^k one-hidden-layer ReLU net equal to Δ^k on [0, 1] (one neuron per kink)."""
     n = 2**k
@@ -42,13 +53,7 @@ def shallow_exact(k: int) -> nn.Sequential:
     c = torch.full((n,), -2.0 * n, dtype=F64)
     c[0::2] = 2.0 * n
     c[0] = float(n)                                    # slope +2^k from x = 0
-    lin1, lin2 = nn.Linear(1, n, dtype=F64), nn.Linear(n, 1, dtype=F64)
-    with torch.no_grad():
-        lin1.weight.fill_(1.0)
-        lin1.bias.copy_(-a)
-        lin2.weight.copy_(c[None, :])
-        lin2.bias.zero_()
-    return nn.Sequential(lin1, nn.ReLU(), lin2)
+    return _one_hidden_layer(a, c)
 
 
 def shallow_truncated(k: int, m: int) -> nn.Sequential:
@@ -64,13 +69,7 @@ def shallow_truncated(k: int, m: int) -> nn.Sequential:
     c = full[2].weight[0, :m].clone()
     # slope after the last kink must be 0: cancel the running slope
     c[m - 1] = -c[: m - 1].sum()
-    lin1, lin2 = nn.Linear(1, m, dtype=F64), nn.Linear(m, 1, dtype=F64)
-    with torch.no_grad():
-        lin1.weight.fill_(1.0)
-        lin1.bias.copy_(-a)
-        lin2.weight.copy_(c[None, :])
-        lin2.bias.zero_()
-    return nn.Sequential(lin1, nn.ReLU(), lin2)
+    return _one_hidden_layer(a, c)
 
 
 def _fit_shallow(k: int, m: int, steps: int, seed: int) -> nn.Sequential:
