@@ -23,9 +23,12 @@ relative ``jitter`` (1e-10 by default, float64): every pair then has
 v1·v2 − c² ≥ (2·jitter)·v1·v2 > 0 beyond rounding (which is ~d·1e-16 relative), so the
 gradient is finite everywhere. The same holds inside the network: each activation maps an
 example's own variance through T(v, v, v), where s = 0 again, so `kernel_function` wraps
-the activations to evaluate that map at T((1+jitter)v, v, (1+jitter)v). It changes NNGP-type values by O(jitter) and the ReLU NTK's
-derivative factor by O(√jitter) ≈ 1e-5 relative, only at (near-)parallel pairs. The
-returned support set is evaluated with the exact kernel (`predict`, through ``net.kernel``).
+the activations to evaluate that map at T((1+jitter)v, v, (1+jitter)v). The jitter changes
+NNGP-type values by O(jitter) and the ReLU NTK's derivative factor by O(√jitter) ≈ 1e-5
+relative, only at (near-)parallel pairs (tested against ``net.kernel``); it also amplifies
+rounding there to ~eps/√jitter ≈ 1e-11 in the angle. Once the duals themselves have finite
+derivatives at correlation ±1, ``jitter=0`` gives the exact kernel. The returned support
+set is evaluated with the exact kernel (`predict`, through ``net.kernel``).
 KIP computes in float64 (inputs are converted); float32 would need a jitter far above its
 rounding (~1e-4), which perturbs the kernel visibly.
 """
