@@ -209,8 +209,9 @@ def kernel_function(net, kind: str = "ntk", *, jitter: float = DEFAULT_JITTER) -
     stay finite at parallel input pairs (module docstring; ``jitter=0`` gives the exact
     kernel but NaN gradients on the diagonal of K(x, x)). Inputs must already be float64
     tensors of per-example shape (d,) or (C, *S); the network must reduce each example
-    pair to a scalar kernel (fully connected nets, or conv nets ending in Flatten or
-    global pooling and Dense).
+    pair to a scalar kernel. Differentiable today: fully connected nets and conv nets
+    ending in Flatten; nets with pooling raise NotImplementedError (their kernel maps
+    write in place).
     """
     _check_net(net)
     kind = _check_kind(kind)
@@ -225,7 +226,17 @@ def kernel_function(net, kind: str = "ntk", *, jitter: float = DEFAULT_JITTER) -
         k0 = input_kernel(x1, x2, track_ntk=track_ntk, full=full)
         if jitter:
             k0 = k0.replace(cov1=k0.cov1 * (1.0 + jitter), cov2=k0.cov2 * (1.0 + jitter))
-        k = net.kernel_map(k0)
+        try:
+            k = net.kernel_map(k0)
+        except RuntimeError as e:
+            if "automatic differentiation" not in str(e):
+                raise
+            # Some kernel maps (pooling over full position-position covariances) still
+            # write into preallocated outputs, which autograd refuses.
+            raise NotImplementedError(
+                "this network's kernel map is not differentiable yet (in-place writes, e.g. "
+                "pooling layers on full covariances); KIP works with fully connected nets and "
+                f"conv nets ending in Flatten: {e}") from e
         if isinstance(k, tuple):
             raise ValueError("the network ends in parallel branches; merge them with "
                              "FanInSum() or FanInConcat()")
