@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 # Heavier subpackages (matplotlib, scikit-learn) load on first use: `ntkit.lab`, ...
 _LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo", "models", "curvature",
-         "metrics", "geometry")
+         "metrics", "geometry", "apps")
 
 
 def __getattr__(name: str):
