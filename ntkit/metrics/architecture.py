@@ -25,23 +25,46 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ntkit.empirical import empirical_ntk
-from ntkit.empirical._common import ParamSelection, as_batch, eval_mode
+from ntkit.empirical._common import ParamSelection, as_batch, eval_mode, flatten_output
 
 __all__ = ["ntk_spectrum", "ntk_condition_number", "naswot_score", "relu_codes", "OUTPUTS"]
 
 OUTPUTS = ("sum", "mean", "full")
 
 
+class _Summed(nn.Module):
+    """``model`` with its (flattened, concatenated) outputs summed per example: (n, 1)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, x):
+        return flatten_output(self.inner(x), x.shape[0]).sum(1, keepdim=True)
+
+
+def _inner_selection(params: ParamSelection) -> ParamSelection:
+    """The same selection for the parameters of ``_Summed(model)`` (names gain "inner.")."""
+    if params is None:
+        return None
+    if callable(params) and not isinstance(params, (str, Tensor)):
+        return lambda name, p: params(name.removeprefix("inner."), p)
+    items = [params] if isinstance(params, (str, Tensor)) else list(params)
+    return [f"inner.{i}" if isinstance(i, str) else i for i in items]
+
+
 def _ntk_matrix(model: nn.Module, x, outputs: str, params: ParamSelection) -> Tensor:
     if outputs not in OUTPUTS:
         raise ValueError(f"unknown outputs convention {outputs!r}; expected one of "
                          f"{', '.join(OUTPUTS)}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if outputs == "sum":   # one output unit: k times cheaper than the untraced NTK
+        return empirical_ntk(_Summed(model), x, params=_inner_selection(params))
+    if outputs == "mean":
+        return empirical_ntk(model, x, params=params)
     k4 = empirical_ntk(model, x, trace_outputs=False, params=params)   # (n, n, k, k)
     n, _, k, _ = k4.shape
-    if outputs == "sum":
-        return k4.sum((2, 3))
-    if outputs == "mean":
-        return k4.diagonal(dim1=2, dim2=3).mean(-1)
     return k4.permute(0, 2, 1, 3).reshape(n * k, n * k)
 
 

@@ -87,6 +87,9 @@ def test_condition_number_weights_only_and_singular():
     ref = np.linalg.eigvalsh((js @ js.T).numpy())
     kappa = ntk_condition_number(m, x, params=lambda n, p: n.endswith("weight"))
     assert kappa == pytest.approx(ref[-1] / ref[0], rel=1e-8)
+    assert ntk_condition_number(m, x, params=names) == pytest.approx(kappa, rel=1e-10)
+    weights = [p for n, p in m.named_parameters() if n.endswith("weight")]
+    assert ntk_condition_number(m, x, params=weights) == pytest.approx(kappa, rel=1e-10)
     # duplicate inputs: two equal rows, a singular NTK, κ = inf (not a huge finite number)
     xd = torch.cat([x[:3], x[:1]])
     assert ntk_condition_number(m, xd) == math.inf
