@@ -163,17 +163,25 @@ def naswot_score(model: nn.Module, x) -> float:
     """NASWOT score log|det K_H| (Mellor et al. 2021) of ``model`` on the batch ``x``.
 
     K_H[i, j] = N_A − d_H(c_i, c_j) for the codes c = `relu_codes` (model, x), computed as
-    c cᵀ + (1 − c)(1 − c)ᵀ (agreements), with ``torch.linalg.slogdet`` in float64. Returns
-    −inf when K_H is singular (e.g. two examples with the same code).
+    c cᵀ + (1 − c)(1 − c)ᵀ (agreements) in float64. K_H is a PSD Gram matrix of rank at
+    most N_A + 1 (its columns lie in the span of c's columns and the ones vector), so for
+    n > N_A + 1 examples, or two examples with equal codes, it is singular: the score is
+    then −inf (det K_H = 0), where ``slogdet`` would return a round-off value. Singular to
+    working precision means λ_min ≤ n·ε·λ_max; otherwise the score is Σ log λ_i.
 
     Args:
       model: an ``nn.Module`` using ReLUs (see `relu_codes` for which calls count).
       x: (n, ...) inputs; n ≥ 2.
     """
     codes = relu_codes(model, x)
-    if codes.shape[0] < 2:
+    n, n_a = codes.shape
+    if n < 2:
         raise ValueError("naswot_score needs a batch of at least 2 examples")
+    if n > n_a + 1:
+        return -math.inf
     c = codes.to(torch.float64)
     k = c @ c.T + (1 - c) @ (1 - c).T
-    sign, logabs = torch.linalg.slogdet(k)
-    return float(logabs) if float(sign) != 0 else -math.inf
+    ev = torch.linalg.eigvalsh(k)
+    if not float(ev[0]) > n * torch.finfo(torch.float64).eps * float(ev[-1]):
+        return -math.inf
+    return float(torch.log(ev).sum())

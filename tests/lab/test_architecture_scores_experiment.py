@@ -40,9 +40,20 @@ def test_table_consistent(result):
     assert acc.max() > 0.8   # brief training does train (digits, chance is 0.1)
     relu = np.array([a == "relu" for a in t["activation"]])
     assert relu.sum() == n // 2
-    nas = np.array([np.nan if v is None else v for v in t["naswot"]], dtype=float)
-    assert np.isfinite(nas[relu]).all() and np.isnan(nas[~relu]).all()
-    assert (np.array(t["log10_kappa"]) >= 0).all()   # κ ≥ 1 by definition
+    nas = _naswot(t)
+    assert (np.isfinite(nas[relu]) | (nas[relu] == -np.inf)).all()
+    assert np.isnan(nas[~relu]).all()
+    assert (_kappa(t) >= 0).all()   # κ ≥ 1 by definition
+
+
+def _naswot(t) -> np.ndarray:
+    # JSON stores NaN (non-ReLU nets) and −inf (singular K_H) as null; the flag tells which
+    return np.array([-np.inf if sing else (np.nan if v is None else v)
+                     for v, sing in zip(t["naswot"], t["naswot_singular"], strict=True)])
+
+
+def _kappa(t) -> np.ndarray:
+    return np.array([np.inf if v is None else v for v in t["log10_kappa"]], dtype=float)
 
 
 def test_correlations_recomputed(result):
@@ -50,10 +61,10 @@ def test_correlations_recomputed(result):
     sp = {s: (r, lo, hi) for s, r, lo, hi in zip(*(result.tables["spearman"][c] for c in
                                                    ("score", "rho", "lo", "hi")), strict=True)}
     acc = np.array(t["test_accuracy"])
-    lk = np.array(t["log10_kappa"], dtype=float)
+    lk = _kappa(t)
     assert sp["kappa"][0] == pytest.approx(spearmanr(lk, acc).statistic, abs=1e-12)
     relu = np.array([a == "relu" for a in t["activation"]])
-    nas = np.array([v for v, r in zip(t["naswot"], relu, strict=True) if r], dtype=float)
+    nas = _naswot(t)[relu]
     assert sp["naswot"][0] == pytest.approx(spearmanr(nas, acc[relu]).statistic, abs=1e-12)
     for _rho, lo, hi in sp.values():
         assert -1 <= lo <= hi <= 1

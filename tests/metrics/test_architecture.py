@@ -146,6 +146,19 @@ def test_conv_codes_count_every_unit():
     np.testing.assert_array_equal(codes[:, :75].numpy(), (pre > 0).reshape(6, -1).numpy())
 
 
+def test_naswot_rank_bound():
+    # K_H has rank ≤ N_A + 1: with more examples it is singular, the score −inf; the
+    # explicit kernel agrees (its smallest eigenvalue is round-off).
+    torch.manual_seed(2)
+    m = nn.Sequential(nn.Linear(6, 3), nn.ReLU(), nn.Linear(3, 2)).to(F64)
+    x = _x(6, seed=8)
+    codes = relu_codes(m, x).numpy()
+    k = np.array([[3 - np.sum(a != b) for b in codes] for a in codes], dtype=float)
+    ev = np.linalg.eigvalsh(k)
+    assert ev[0] < 1e-10 * ev[-1]
+    assert naswot_score(m, x) == -math.inf
+
+
 def test_naswot_duplicate_codes_give_minus_inf_and_model_restored():
     m = _mlp(seed=1)
     m.train()
