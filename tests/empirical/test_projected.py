@@ -57,6 +57,21 @@ def test_features_are_jacobian_times_R(setup, projection, chunk):
     torch.testing.assert_close(phi, j @ r, rtol=1e-12, atol=1e-12)
 
 
+def test_conv_net_float32():
+    # conv + eval-mode BatchNorm (as in the ResNet-18 benchmark), float32 throughout
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(4 * 5 * 5, 3)).eval()
+    x = torch.randn(5, 2, 5, 5)
+    j = _dense_jacobian(m, x).detach()
+    for projection in PROJECTIONS:
+        phi = projected_gradients(m, x, 24, seed=1, projection=projection, chunk_size=2)
+        assert phi.dtype == torch.float32
+        r = projection_matrix(m, 24, seed=1, projection=projection)
+        ref = j.double() @ r.double()
+        torch.testing.assert_close(phi.double(), ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+
+
 def test_R_drawn_in_many_blocks(setup, monkeypatch):
     # Force several blocks per parameter (rows per block = 64 // 40 = 1): still J·R, and
     # R's entries have the right law (mean 0, variance 1/k).

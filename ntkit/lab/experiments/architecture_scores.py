@@ -14,7 +14,9 @@ residual connections (h ← h + φ(W h + b) in the hidden blocks) and initializa
   ≤ N_A + 1 (N_A ReLU units), so Mellor et al.'s batch of 128 would make it singular
   (score −inf) for every net here with fewer than 127 units; with 32 only the
   1-hidden-layer width-16 nets are, and their −inf ranks lowest (ties averaged);
-- the NTK trace tr Θ / n (the mean per-example gradient norm², no claim attached).
+- the NTK trace tr Θ / n (the mean per-example gradient norm², no claim attached);
+- as a baseline, the parameter count: a score tells more than the size of the net only
+  if it correlates better than this.
 
 Then each network is trained by minibatch SGD with momentum for a fixed, small number of
 steps (cross-entropy), and its held-out accuracy recorded. The Spearman rank correlation
@@ -169,9 +171,14 @@ def run(ctx: Context) -> str:
     relu = np.array([r["activation"] == "relu" for r in rows])
     nas = np.array([r["naswot"] for r in rows])
     rng = ctx.np_rng("bootstrap")
+    n_par = np.array([r["params"] for r in rows], dtype=float)
     stats = {}
+    # The parameter count is a baseline: a score is informative beyond size only if it
+    # does better than that.
     for name, score, mask in [("kappa", lk, np.ones_like(relu)), ("naswot", nas, relu),
-                              ("ntk_trace", tr, np.ones_like(relu))]:
+                              ("ntk_trace", tr, np.ones_like(relu)),
+                              ("params", n_par, np.ones_like(relu)),
+                              ("params_relu_nets", n_par, relu)]:
         ok = mask & ~np.isnan(score)   # ±inf (singular kernels) rank at the ends
         rho = spearman(score[ok], acc[ok])
         lo, hi = bootstrap_ci(score[ok], acc[ok], rng)
@@ -192,7 +199,8 @@ def run(ctx: Context) -> str:
               note=f"ρ = {s['rho']:+.2f}, 95% CI [{s['lo']:+.2f}, {s['hi']:+.2f}] over the "
                    f"{s['n']} ReLU architectures. Mellor et al. 2021 report a positive "
                    "correlation on NAS-Bench-101/201 CNNs; the claim holds only if the whole "
-                   "CI is above 0")
+                   "CI is above 0. Baseline: the parameter count alone has ρ = "
+                   f"{stats['params_relu_nets']['rho']:+.2f} on the same nets")
 
     fig, axes = ctx.new_figure(3, 1, (4.2, 3.6))
     colors = {"relu": "C0", "tanh": "C1", "gelu": "C2"}
@@ -217,4 +225,6 @@ def run(ctx: Context) -> str:
             f"{acc.max():.2f}): Spearman ρ(κ, acc) = {k['rho']:+.2f} [{k['lo']:+.2f}, "
             f"{k['hi']:+.2f}], ρ(NASWOT, acc) = {n_['rho']:+.2f} [{n_['lo']:+.2f}, "
             f"{n_['hi']:+.2f}] ({n_['n']} ReLU nets), ρ(tr Θ, acc) = "
-            f"{stats['ntk_trace']['rho']:+.2f}")
+            f"{stats['ntk_trace']['rho']:+.2f}; baseline ρ(parameter count, acc) = "
+            f"{stats['params']['rho']:+.2f} (all), {stats['params_relu_nets']['rho']:+.2f} "
+            "(ReLU nets)")
