@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 from ntkit import layers, predict, solvers
-from ntkit.empirical import empirical_nngp, empirical_ntk
+from ntkit.empirical import empirical_nngp, empirical_ntk, projected_gradients
 from ntkit.kernel import Kernel
 from ntkit.linearize import linearize, taylor_expand
 from ntkit.monte_carlo import monte_carlo_kernel
@@ -35,5 +35,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "Kernel", "empirical_nngp", "empirical_ntk", "layers", "linearize", "monte_carlo_kernel",
-    "predict", "solvers", "taylor_expand", "__version__", *_LAZY,
+    "predict", "projected_gradients", "solvers", "taylor_expand", "__version__", *_LAZY,
 ]

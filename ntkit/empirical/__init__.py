@@ -2,7 +2,8 @@
 
 Methods (see each module for costs): `jacobian` (Jacobian contraction, the reference),
 `ntk_vp` (NTK-vector products), `structured` (structured derivatives of linear and
-convolution layers), chosen with ``method=`` or automatically by a cost model.
+convolution layers), chosen with ``method=`` or automatically by a cost model; `projected` (random
+projections of per-example gradients, ``projection_dim=``) for models too large for them.
 """
 
 from ntkit.empirical.api import (
@@ -11,5 +12,7 @@ from ntkit.empirical.api import (
     empirical_ntk,
     estimate_costs,
 )
+from ntkit.empirical.projected import PROJECTIONS, projected_gradients, projection_matrix
 
-__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS"]
+__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS", "PROJECTIONS",
+           "projected_gradients", "projection_matrix"]

@@ -28,11 +28,13 @@ from ntkit.empirical._common import (
     ParamSelection,
     as_batch,
     check_independent,
+    contract,
     eval_mode,
     raise_if_mixing,
 )
 from ntkit.empirical.jacobian import JacobianMethod
 from ntkit.empirical.ntk_vp import NtkVpMethod
+from ntkit.empirical.projected import projected_gradients
 from ntkit.empirical.structured import (
     StructuredMethod,
     StructuredPlan,
@@ -174,7 +176,8 @@ def _tiles(n: int, tile: int) -> list[slice]:
 def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
                   trace_outputs: bool = True, params: ParamSelection = None,
                   batch_size: int | None = None, progress: bool = False,
-                  memory_budget: int | None = None) -> Tensor:
+                  memory_budget: int | None = None, projection_dim: int | None = None,
+                  seed: int | None = None, projection: str = "gaussian") -> Tensor:
     """Empirical neural tangent kernel Θ(x1, x2) = J(x1) J(x2)ᵀ of a finite network.
 
     J(x) is the per-example Jacobian of the model's outputs (flattened and, for tuple/dict
@@ -218,6 +221,14 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
       memory_budget: bytes the tiles and the method internals aim to stay under; None:
         `ntkit.engine.memory.default_memory_budget` of the parameters' device. The result
         does not depend on it (up to rounding of differently blocked products).
+      projection_dim: None (exact kernel) or k: the unbiased random-projection estimate
+        Φ(x1) Φ(x2)ᵀ with Φ = `ntkit.empirical.projected_gradients` (per-example Jacobians
+        times a seeded (P, k) matrix R drawn block by block, never held in full; relative
+        error ∝ k^(−1/2)). ``method`` must then be "auto"; ``batch_size`` is the number of
+        examples whose Jacobians are held at once. See `ntkit.empirical.projected`.
+      seed: selects R (only with ``projection_dim``; None: 0). The same seed gives the
+        same R for x1 and x2 and across calls.
+      projection: "gaussian", "rademacher" or "countsketch" (only with ``projection_dim``).
 
     Returns:
       (n1, n2) or (n1, n2, k, k) tensor in the parameters' dtype.
@@ -230,11 +241,37 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     _check_batch_size(batch_size)
+    if projection_dim is not None:
+        if method != "auto":
+            raise ValueError(f"projection_dim= computes projected gradients; method={method!r} "
+                             "does not apply (leave method='auto')")
+        return _projected_ntk(model, x1, x2, projection_dim, 0 if seed is None else seed,
+                              projection, bool(trace_outputs), params, batch_size,
+                              memory_budget)
+    if seed is not None or projection != "gaussian":
+        raise ValueError("seed= and projection= only apply with projection_dim= (the exact "
+                         "kernel is not random)")
     fm = FunctionalModel(model, params)
     budget = check_memory_budget(memory_budget, fm.device)
     x1, x2 = _inputs(fm, x1, x2)
     with eval_mode(model):
         return _ntk(fm, x1, x2, method, bool(trace_outputs), batch_size, progress, budget)
+
+
+def _projected_ntk(model: nn.Module, x1, x2, k, seed, projection: str, traced: bool,
+                   params: ParamSelection, chunk: int | None, budget: int | None) -> Tensor:
+    """Φ(x1) Φ(x2)ᵀ from `projected_gradients`, traced or untraced as `empirical_ntk`."""
+    if x2 is not None and x2 is not x1:
+        fm = FunctionalModel(model, params)
+        _inputs(fm, x1, x2)   # same feature shape and dtype, as the exact kernel
+    kw = dict(seed=seed, projection=projection, params=params, chunk_size=chunk,
+              memory_budget=budget)
+    f1 = projected_gradients(model, x1, k, **kw)
+    if x2 is not None and x2 is not x1:
+        return contract(f1, projected_gradients(model, x2, k, **kw), traced)
+    out = contract(f1, f1, traced)
+    # a Gram matrix: make it exactly symmetric (BLAS rounding is not)
+    return 0.5 * (out + (out.T if traced else out.permute(1, 0, 3, 2)))
 
 
 def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str, traced: bool,

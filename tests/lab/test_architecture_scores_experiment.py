@@ -1,0 +1,89 @@
+"""architecture_scores in quick mode: outputs, and the reported correlations recomputed
+independently (scipy.stats.spearmanr) from the recorded table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+import ntkit.lab as lab
+from ntkit.lab.experiments.architecture_scores import bootstrap_ci, spearman
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return lab.run("architecture_scores", quick=True, seed=0, out=out, progress=False,
+                   threads=1)
+
+
+def test_outputs(result):
+    doc = json.loads((result.run_dir / "result.json").read_text())
+    assert doc["status"] == "complete"
+    assert doc["figures"] == ["scores_vs_accuracy.png"]
+    assert all(p.stat().st_size > 5000 for p in result.figures)
+    assert {"architectures", "spearman"} <= set(result.tables)
+    assert len(result.claims) == 2
+    assert all(math.isfinite(c.measured) for c in result.claims)
+
+
+def test_table_consistent(result):
+    t = result.tables["architectures"]
+    n = result.config["n_architectures"]
+    assert len(t["depth"]) == n
+    acc = np.array(t["test_accuracy"])
+    assert ((acc >= 0) & (acc <= 1)).all()
+    assert acc.max() > 0.8   # brief training does train (digits, chance is 0.1)
+    relu = np.array([a == "relu" for a in t["activation"]])
+    assert relu.sum() == n // 2
+    nas = _naswot(t)
+    assert (np.isfinite(nas[relu]) | (nas[relu] == -np.inf)).all()
+    assert np.isnan(nas[~relu]).all()
+    assert (_kappa(t) >= 0).all()   # κ ≥ 1 by definition
+
+
+def _naswot(t) -> np.ndarray:
+    # JSON stores NaN (non-ReLU nets) and −inf (singular K_H) as null; the flag tells which
+    return np.array([-np.inf if sing else (np.nan if v is None else v)
+                     for v, sing in zip(t["naswot"], t["naswot_singular"], strict=True)])
+
+
+def _kappa(t) -> np.ndarray:
+    return np.array([np.inf if v is None else v for v in t["log10_kappa"]], dtype=float)
+
+
+def test_correlations_recomputed(result):
+    t = result.tables["architectures"]
+    sp = {s: (r, lo, hi) for s, r, lo, hi in zip(*(result.tables["spearman"][c] for c in
+                                                   ("score", "rho", "lo", "hi")), strict=True)}
+    acc = np.array(t["test_accuracy"])
+    lk = _kappa(t)
+    assert sp["kappa"][0] == pytest.approx(spearmanr(lk, acc).statistic, abs=1e-12)
+    relu = np.array([a == "relu" for a in t["activation"]])
+    nas = _naswot(t)[relu]
+    assert sp["naswot"][0] == pytest.approx(spearmanr(nas, acc[relu]).statistic, abs=1e-12)
+    for _rho, lo, hi in sp.values():
+        assert -1 <= lo <= hi <= 1
+    by = {c.name.split(":")[0]: c for c in result.claims}
+    assert by["TE-NAS"].holds == (sp["kappa"][2] < 0)
+    assert by["NASWOT"].holds == (sp["naswot"][1] > 0)
+
+
+def test_bootstrap_ci_helper():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(200)
+    b = a + 0.5 * rng.standard_normal(200)
+    lo, hi = bootstrap_ci(a, b, np.random.default_rng(1))
+    rho = spearman(a, b)
+    assert lo < rho < hi and hi - lo < 0.15
+    # independent data: the CI covers 0 (a 95% interval; fixed seeds, not flaky)
+    lo0, hi0 = bootstrap_ci(a, rng.standard_normal(200), np.random.default_rng(2))
+    assert lo0 < 0 < hi0
+    # with ties the ranks are averages, as spearmanr's
+    c = np.array([1.0, 1.0, 2.0, 3.0, 3.0, 5.0])
+    d = np.array([2.0, 1.0, 2.0, 4.0, 3.0, 7.0])
+    assert spearman(c, d) == pytest.approx(spearmanr(c, d).statistic, abs=1e-12)
