@@ -88,7 +88,7 @@ def _fdr(ctx: Context, cfg: dict, x, y) -> dict:
                          "tr_C": float(minibatch_second_moment_trace(
                              per, b, "without_replacement", shared_grad=l2 * theta)),
                          "theta_sq": float(theta @ theta),
-                         "loss": float(nn.functional.cross_entropy(model(x), y))
+                         "loss": float(nn.functional.cross_entropy(model(x), y).detach())
                          + 0.5 * l2 * float(theta @ theta),
                          "grad": full})
         _sgd_step(model, x, y, _batch(gen, n, b), eta, l2)
@@ -147,12 +147,14 @@ def _at_level(rows: list[dict], level: float) -> tuple[float, float]:
 def sgd_noise(ctx: Context) -> str:
     if ctx.quick:
         cfg = {"n_train": 256, "hidden": 32, "batch": 16, "eta": 0.2, "l2": 0.02,
-               "burn_in": 1500, "measure": 6000, "every": 5, "n_batches": 20,
-               "eta_h": 0.2, "steps": 2000, "every_h": 100, "probes": 20}
+               "burn_in": 1000, "measure": 3000, "every": 10, "n_batches": 15,
+               "eta_h": 0.5, "batches_h": [16, 4], "steps": 1500, "every_h": 150,
+               "probes": 10}
     else:
         cfg = {"n_train": 512, "hidden": 32, "batch": 16, "eta": 0.2, "l2": 0.02,
                "burn_in": 4000, "measure": 40000, "every": 10, "n_batches": 40,
-               "eta_h": 0.2, "steps": 8000, "every_h": 200, "probes": 50}
+               "eta_h": 0.5, "batches_h": [16, 4], "steps": 6000, "every_h": 300,
+               "probes": 30}
     ctx.config.update(cfg)
     x, y = digits_subset(cfg["n_train"], ctx.seed_for("data"), norm="unit")
     x = 3.0 * x                       # inputs of norm 3: O(1) pre-activations at init
@@ -191,40 +193,50 @@ def sgd_noise(ctx: Context) -> str:
               note=f"‖⟨∇L⟩‖ = {mean_norm:.3g} = {mean_norm / rms:.3f} × rms‖∇L‖ "
                    f"({rms:.3g}); floor √Σ_j s.e.(⟨∂_j L⟩)² = {floor:.3g} (batch means per "
                    f"component, P = {fdr['n_params']}). Seeds' lemma (i). Under it "
-                   "E‖mean‖² = floor², so the ratio is ≈ 1; 2 allows for the ~16% error of "
-                   "20-batch standard errors and correlated components")
+                   "E‖mean‖² = floor², so the ratio is ≈ 1; 2 allows for the "
+                   f"~{1 / np.sqrt(2 * (cfg['n_batches'] - 1)):.0%} error of "
+                   f"{cfg['n_batches']}-batch standard errors and correlated components")
 
     # (iii) ---------------------------------------------------------------------------
     pg = ctx.rng("probes")
     n_params = fdr["n_params"]
     probes = (torch.randint(0, 2, (cfg["probes"], n_params), generator=pg) * 2 - 1).to(x.dtype)
-    runs = {"GD": _trajectory(ctx, cfg, x, y, None, probes),
-            "SGD": _trajectory(ctx, cfg, x, y, cfg["batch"], probes)}
-    ctx.table("entropic_trajectories", runs["GD"] + runs["SGD"])
-    start = min(runs["GD"][0]["loss"], runs["SGD"][0]["loss"])
-    floor_loss = max(min(r["loss"] for r in runs[k]) for k in runs)
+    runs = {"GD": _trajectory(ctx, cfg, x, y, None, probes)}
+    for b in cfg["batches_h"]:
+        runs[f"SGD b={b}"] = _trajectory(ctx, cfg, x, y, b, probes)
+    ctx.table("entropic_trajectories", [r for rr in runs.values() for r in rr])
+    start = min(rr[0]["loss"] for rr in runs.values())
+    floor_loss = max(min(r["loss"] for r in rr) for rr in runs.values())
     levels = np.geomspace(start * 0.5, floor_loss * 1.05, 8)
     matched = []
     for lev in levels:
-        tg, sg = _at_level(runs["GD"], lev)
-        ts, ss = _at_level(runs["SGD"], lev)
-        matched.append({"loss_level": lev, "tr_H_GD": tg, "tr_H_GD_se": sg, "tr_H_SGD": ts,
-                        "tr_H_SGD_se": ss, "ratio_SGD_over_GD": ts / tg})
+        row = {"loss_level": lev}
+        for k, rr in runs.items():
+            row[f"tr_H {k}"], row[f"tr_H_se {k}"] = _at_level(rr, lev)
+        for b in cfg["batches_h"]:
+            row[f"ratio b={b}"] = row[f"tr_H SGD b={b}"] / row["tr_H GD"]
+        matched.append(row)
     ctx.table("matched_loss", matched)
     last = matched[-1]
-    ratio = last["ratio_SGD_over_GD"]
-    ratio_se = ratio * np.hypot(last["tr_H_GD_se"] / last["tr_H_GD"],
-                                last["tr_H_SGD_se"] / last["tr_H_SGD"])
-    ctx.claim(f"(iii) entropic force: tr H(SGD)/tr H(GD) at matched loss "
+    ratios = {}
+    for b in cfg["batches_h"]:
+        k = f"SGD b={b}"
+        r = last[f"ratio b={b}"]
+        ratios[b] = (r, r * np.hypot(last["tr_H_se GD"] / last["tr_H GD"],
+                                     last[f"tr_H_se {k}"] / last[f"tr_H {k}"]))
+    b_small, b_big = min(cfg["batches_h"]), max(cfg["batches_h"])
+    ratio, ratio_se = ratios[b_small]
+    ctx.claim(f"(iii) entropic force: tr H(SGD b={b_small})/tr H(GD) at matched loss "
               f"{last['loss_level']:.3g}", "< 1", ratio, "one-sided",
               holds=bool(ratio + 2 * ratio_se < 1),
-              note=f"± {ratio_se:.2g} (Hutchinson, {cfg['probes']} shared Rademacher probes); "
-                   "holds when below 1 by 2 s.e. Ratios at the matched levels "
-                   f"{[round(m['ratio_SGD_over_GD'], 3) for m in matched]}. Seeds' "
-                   "proposition (lecture 11/16): SGD's noise (covariance ∝ H near minima) "
-                   "drives E tr H down; GD has no such force. Same init, same η = "
-                   f"{cfg['eta_h']}, batch {cfg['batch']} vs full batch, no L2")
-
+              note=f"± {ratio_se:.2g} (Hutchinson, {cfg['probes']} Rademacher probes shared by "
+                   "all runs); holds when below 1 by 2 s.e. Ratios along the matched levels "
+                   f"{[round(m[f'ratio b={b_small}'], 3) for m in matched]}; with the weaker "
+                   f"noise of b = {b_big}: "
+                   f"{[round(m[f'ratio b={b_big}'], 3) for m in matched]}. "
+                   "Seeds' proposition (lecture 11/16): SGD's noise (covariance ∝ H near "
+                   "minima) drives E tr H down, more so for larger η/b; GD has no such force. "
+                   f"Same init, same η = {cfg['eta_h']}, no L2")
     fig, (a1, a2) = ctx.new_figure(ncols=2)
     steps = np.arange(len(rows)) * cfg["every"]
     a1.plot(steps, a, lw=0.6, label="θ·∇L (full batch)")
@@ -249,4 +261,5 @@ def sgd_noise(ctx: Context) -> str:
             f"{bm_c.mean:.4g} ± {bm_c.stderr:.2g} (difference {bm_d.mean / bm_d.stderr:+.1f} "
             f"s.e.); ‖⟨∇L⟩‖ = {mean_norm / rms:.3f} rms‖∇L‖ ({mean_norm / floor:.2f}× its "
             f"floor); tr H SGD/GD at loss {last['loss_level']:.3g}: {ratio:.3f} ± "
-            f"{ratio_se:.2g}.")
+            f"{ratio_se:.2g} (b = {b_small}), {ratios[b_big][0]:.3f} ± {ratios[b_big][1]:.2g} "
+            f"(b = {b_big}).")
