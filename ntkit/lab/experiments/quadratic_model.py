@@ -257,7 +257,7 @@ def quadratic_model(ctx: Context) -> str:
                    f"{fits['ntk_change_rel_err_2'].label()}. 0.1 = 'captures' meaning 90% of "
                    "ΔΘ. Prediction from the power counting: it misses the third-derivative "
                    "part of ΔΘ, of the same order 1/m, so the relative error tends to a "
-                   "constant; it does capture the rest (relative error < 1)")
+                   "nonzero constant (it is the cubic model's that falls, next claim)")
     if cfg["cubic"]:
         rel3 = mean["ntk_change_rel_err_3"]
         ctx.claim("cubic model's NTK-change relative error falls with width (slope)", "< 0",

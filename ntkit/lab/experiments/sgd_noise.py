@@ -249,8 +249,7 @@ def sgd_noise(ctx: Context) -> str:
         a2.loglog([r["loss"] for r in rr], [r["tr_H"] for r in rr], "o-", ms=3, color=f"C{i}",
                   label=k)
     a2.set_xlabel("training loss (cross-entropy)")
-    a2.set_ylabel("tr H (Hutchinson)")
-    a2.set_title("tr H along training")
+    a2.set_title("tr H (Hutchinson) along training")
     a2.invert_xaxis()
     for ax in (a1, a2):
         ax.legend(fontsize=7)
