@@ -92,7 +92,9 @@ def solve_ridge(op: KernelOperator, y: Tensor, solver: str = "pcg", *,
         return RidgeSolution("nystrom", s.coef, s.centers)
     if solver == "cholesky":
         if op.kernel_array is not None:
-            k = rows_as_tensor(op.kernel_array, slice(None), op.dtype, "kernel")
+            # A copy: the diagonal is shifted in place below, and a tensor kernel's
+            # slice would be the caller's own storage.
+            k = rows_as_tensor(op.kernel_array, slice(None), op.dtype, "kernel").clone()
         else:
             k = op.net.kernel(rows_as_tensor(op.x, slice(None), op.dtype), get=op.get,
                               dtype=op.dtype, memory_budget=op.memory_budget)
