@@ -127,3 +127,39 @@ def predict_batched(kernel_fn: Callable[[Tensor], Tensor], x_test: Any, coef: Te
         xb = rows_as_tensor(x_test, slice(i, min(i + b, m)), dtype, "X")
         outs.append(kernel_fn(xb) @ coef)
     return torch.cat(outs)
+
+
+DENSE_SOLVERS = ("auto", "cholesky", "pcg")
+
+
+def dense_ridge_solver(k: Tensor, delta: float, solver: str = "cholesky", *,
+                       tol: float = 1e-10, max_iter: int | None = None,
+                       n_centers: int | None = None,
+                       memory_budget: int | None = None) -> Callable[[Tensor], Tensor] | None:
+    """A solve ``b ↦ (K + δ I)⁻¹ b`` by PCG for an in-memory kernel, or None for Cholesky.
+
+    Used by `ntkit.predict` at t = ∞: "pcg" (or "auto" when 2 n² entries exceed the
+    budget) avoids the O(n³) factorization; ``n_centers`` adds the Nyström
+    preconditioner (needs δ > 0). Returns None when the caller should factor (Cholesky).
+    A PCG solve that misses ``tol`` warns (RuntimeWarning) with its residual.
+    """
+    if not isinstance(solver, str) or solver not in DENSE_SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; expected one of {DENSE_SOLVERS}")
+    solver = resolve_solver(solver, k.shape[0], memory_budget, k.dtype)
+    if solver == "cholesky":
+        return None
+    op = KernelOperator(kernel=k, shift=delta, dtype=k.dtype, memory_budget=memory_budget)
+    pre = None
+    if n_centers is not None:
+        pre = NystromPreconditioner(op, n_centers)
+
+    def solve(b: Tensor) -> Tensor:
+        res = pcg(op.matvec, b, precond=pre, tol=tol, max_iter=max_iter, dtype=k.dtype)
+        if not res.converged:
+            import warnings
+
+            warnings.warn(f"PCG did not reach tol={tol:g} in {res.iterations} iterations "
+                          f"(relative residual {float(res.residual.max()):.2e})",
+                          RuntimeWarning, stacklevel=3)
+        return res.x
+    return solve
