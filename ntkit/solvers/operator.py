@@ -36,10 +36,10 @@ TILE_ARRAYS = 4
 #: tiles and runs them in threads, so beyond a few thousand rows a larger block only
 #: raises the peak memory.
 MAX_TILE = 4096
-#: Rows of the small diagonal blocks used for `KernelOperator.diagonal`: it costs
+#: Rows of the diagonal blocks used for `KernelOperator.diagonal`: it costs
 #: n · DIAG_TILE kernel entries instead of n², and the blocks stay big enough for the
 #: engine's per-call overhead to be small.
-DIAG_TILE = 128
+DIAG_TILE = 256
 
 _GETS = ("ntk", "nngp")
 
