@@ -195,3 +195,27 @@ def test_bad_inputs_raise(problem):
         op.matvec(torch.ones(5))
     with pytest.raises(TypeError, match="v must be"):
         op.matvec(np.ones(300))
+
+
+def test_client_delegates_matvec_to_dask_matvec(problem, monkeypatch):
+    # The real ntkit.engine.distributed.dask_matvec (branch `disk`) is tested there with a
+    # LocalCluster; here a stand-in with its signature checks the delegation and shift.
+    import sys
+    import types
+
+    x, k = problem
+    calls = []
+
+    def dask_matvec(client, net, xs, v, *, get, tile, dtype):
+        calls.append((client, get, tile, dtype, tuple(v.shape)))
+        return net.kernel(xs, get=get, dtype=dtype) @ v
+
+    fake = types.ModuleType("ntkit.engine.distributed")
+    fake.dask_matvec = dask_matvec
+    monkeypatch.setitem(sys.modules, "ntkit.engine.distributed", fake)
+    client = object()
+    op = KernelOperator(NET, x, shift=0.5, client=client, tile=100)
+    v = torch.ones(300, dtype=torch.float64)
+    got = op.matvec(v)
+    assert torch.allclose(got, k @ v + 0.5 * v, rtol=1e-12)
+    assert calls == [(client, "ntk", 100, torch.float64, (300, 1))]
