@@ -14,6 +14,7 @@ This is the one place that maps a solver name to an algorithm, shared by
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,8 +157,6 @@ def dense_ridge_solver(k: Tensor, delta: float, solver: str = "cholesky", *,
     def solve(b: Tensor) -> Tensor:
         res = pcg(op.matvec, b, precond=pre, tol=tol, max_iter=max_iter, dtype=k.dtype)
         if not res.converged:
-            import warnings
-
             warnings.warn(f"PCG did not reach tol={tol:g} in {res.iterations} iterations "
                           f"(relative residual {float(res.residual.max()):.2e})",
                           RuntimeWarning, stacklevel=3)

@@ -118,7 +118,7 @@ class NystromPreconditioner:
         Otherwise each application recomputes it in two streamed passes.
 
     Attributes:
-      centers: (M,) sorted center indices; setup_seconds is not tracked here.
+      centers: (M,) sorted center indices; k_nm: the stored K_nM (or None).
     """
 
     def __init__(self, op: KernelOperator, n_centers: int, *, seed: int = 0,
