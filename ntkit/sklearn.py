@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,13 @@ from ntkit.layers.base import Layer
 from ntkit.layers.branching import serial
 from ntkit.layers.dense import Dense
 from ntkit.predict import gradient_descent_mse_ensemble
+from ntkit.solvers.kernel_ridge import (
+    check_solver,
+    predict_batched,
+    resolve_solver,
+    solve_ridge,
+)
+from ntkit.solvers.operator import KernelOperator
 
 __all__ = [
     "ACTIVATIONS",
@@ -79,6 +87,9 @@ ACTIVATIONS: dict[str, type[Layer]] = {
 # Test rows per kernel evaluation when a predictive variance is requested: the
 # test-test block is only (chunk, chunk), so memory stays O(chunk · n_train).
 _STD_CHUNK = 512
+#: Centers of the Nyström preconditioner / solve when n_centers is None: Falkon's
+#: theory asks for M ≳ √n centers; 1000 covers n up to 10⁶ at M²·8 B = 8 MB.
+DEFAULT_CENTERS = 1000
 
 
 def make_network(depth: int = 1, activation: str = "relu", w_std: float = 1.5,
@@ -132,7 +143,9 @@ class _KernelEstimator(BaseEstimator):
     def __init__(self, depth: int = 1, activation: str = "relu", w_std: float = 1.5,
                  b_std: float = 0.05, t: float | None = None, diag_reg: float = 1e-4,
                  learning_rate: float = 1.0, net: Layer | None = None,
-                 input_shape: tuple[int, ...] | None = None):
+                 input_shape: tuple[int, ...] | None = None, solver: str = "auto",
+                 n_centers: int | None = None, max_iter: int | None = None,
+                 tol: float = 1e-8, memory_budget: int | None = None, client: Any = None):
         self.depth = depth
         self.activation = activation
         self.w_std = w_std
@@ -142,6 +155,12 @@ class _KernelEstimator(BaseEstimator):
         self.learning_rate = learning_rate
         self.net = net
         self.input_shape = input_shape
+        self.solver = solver
+        self.n_centers = n_centers
+        self.max_iter = max_iter
+        self.tol = tol
+        self.memory_budget = memory_budget
+        self.client = client
 
     # ---- pieces ----------------------------------------------------------------------
     def _spec(self) -> Layer:
@@ -182,8 +201,36 @@ class _KernelEstimator(BaseEstimator):
             t2 = None if t2 is None else t2.reshape(-1, *self.input_shape_)
         return self.spec_.kernel(t1, t2, get=self._kernel_name)
 
+    def _check_solver_params(self, n: int) -> str:
+        """Validate solver, n_centers, max_iter, tol; return the concrete solver."""
+        check_solver(self.solver)
+        if self.n_centers is not None and (isinstance(self.n_centers, bool) or not isinstance(
+                self.n_centers, numbers.Integral) or self.n_centers < 1):
+            raise ValueError(f"n_centers must be a positive int or None, got "
+                             f"{self.n_centers!r}")
+        if self.max_iter is not None and (isinstance(self.max_iter, bool) or not isinstance(
+                self.max_iter, numbers.Integral) or self.max_iter < 1):
+            raise ValueError(f"max_iter must be a positive int or None, got {self.max_iter!r}")
+        _check_real("tol", self.tol, low=0.0, strict=True)
+        if self.memory_budget is not None:
+            _check_real("memory_budget", self.memory_budget, low=0.0, strict=True)
+        if self.t is not None and not (isinstance(self.t, numbers.Real)
+                                       and math.isinf(self.t)):
+            # Finite training times need the eigendecomposition of the dense kernel.
+            if self.solver not in ("auto", "cholesky"):
+                raise ValueError(f"solver={self.solver!r} solves the t = ∞ (ridge) system "
+                                 f"only; finite t={self.t!r} needs solver='cholesky'")
+            return "cholesky"
+        return resolve_solver(self.solver, n, self.memory_budget)
+
+    def _rows(self, x) -> Any:
+        """x reshaped to (n, *input_shape) when set (a view for numpy arrays)."""
+        if self.input_shape_ is None:
+            return x
+        return x.reshape(-1, *self.input_shape_)
+
     def _fit_targets(self, X: np.ndarray, Y: np.ndarray) -> None:
-        """Compute the train kernel and the predictor for float64 targets Y ((n,) or (n, k))."""
+        """Solve for float64 targets Y ((n,) or (n, k)) with the chosen solver."""
         self.spec_ = self._spec()
         self.input_shape_ = self._input_shape(X.shape[1])
         t = _check_real("t", self.t, low=0.0, allow_none=True)
@@ -192,22 +239,69 @@ class _KernelEstimator(BaseEstimator):
         if t is not None and math.isinf(t):
             t = None
         self.t_ = t
+        self.solver_ = self._check_solver_params(X.shape[0])
         self.X_train_ = np.array(X, dtype=np.float64, order="C")
-        self.kernel_train_ = self._kernel(self.X_train_)
-        # The class's kernel plays the part of the "nngp" (prior and flow) kernel of the
-        # ensemble predictor: its "nngp" mode is exactly the GP-trained-by-flow formulas
-        # of the module docstring, for either kernel.
-        self.predictor_ = gradient_descent_mse_ensemble(
-            None, None, torch.tensor(Y, dtype=torch.float64), learning_rate=lr,
-            diag_reg=reg, k_train_train={"nngp": self.kernel_train_})
+        self.kernel_train_ = None
+        self.predictor_ = None
+        self.solution_ = None
+        # sklearn's convention for estimators with max_iter: n_iter_ >= 1; a direct
+        # solve (Cholesky, Nyström) counts as one.
+        self.n_iter_ = 1
+        if self.solver_ == "cholesky":
+            self.kernel_train_ = self._kernel(self.X_train_)
+            # The class's kernel plays the part of the "nngp" (prior and flow) kernel of
+            # the ensemble predictor: its "nngp" mode is exactly the GP-trained-by-flow
+            # formulas of the module docstring, for either kernel.
+            self.predictor_ = gradient_descent_mse_ensemble(
+                None, None, torch.tensor(Y, dtype=torch.float64), learning_rate=lr,
+                diag_reg=reg, k_train_train={"nngp": self.kernel_train_})
+            return
+        op = KernelOperator(self.spec_, self._rows(self.X_train_), get=self._kernel_name,
+                            memory_budget=self.memory_budget, client=self.client)
+        # ntkit's ridge convention: δ = diag_reg · mean(diag K) (as in ntkit.predict).
+        op.shift = reg * float(op.diagonal().mean())
+        n = X.shape[0]
+        m = min(n, DEFAULT_CENTERS) if self.n_centers is None else int(self.n_centers)
+        if self.solver_ == "pcg" and op.shift == 0:
+            m = None  # the Nyström preconditioner needs a ridge: plain CG
+        self.solution_ = solve_ridge(op, torch.tensor(Y, dtype=torch.float64), self.solver_,
+                                     n_centers=m, max_iter=self.max_iter, tol=self.tol)
+        info = self.solution_.info
+        self.n_iter_ = 1 if info is None else max(1, info.iterations)
+        if info is not None and not info.converged:
+            warnings.warn(f"PCG did not reach tol={self.tol:g} in {info.iterations} "
+                          f"iterations (relative residual {float(info.residual.max()):.2e}); "
+                          f"raise max_iter or n_centers", RuntimeWarning, stacklevel=3)
+
+    def _test_kernel_fn(self, cols: np.ndarray):
+        ref = torch.tensor(self._rows(cols), dtype=torch.float64)
+
+        def fn(xb: torch.Tensor) -> torch.Tensor:
+            xb = xb if self.input_shape_ is None else xb.reshape(-1, *self.input_shape_)
+            return self.spec_.kernel(xb, ref, get=self._kernel_name,
+                                     memory_budget=self.memory_budget)
+        return fn
 
     def _predict_mean(self, X: np.ndarray) -> np.ndarray:
-        k_td = self._kernel(X, self.X_train_)
-        mean = self.predictor_(self.t_, get="nngp", k_test_train={"nngp": k_td})
-        return mean.numpy()
+        """Mean predictions in test batches (a (batch, n_train) kernel block at a time)."""
+        if self.solver_ == "cholesky":
+            def fn(xb):
+                k_td = self._kernel(xb.numpy(), self.X_train_)
+                return self.predictor_(self.t_, get="nngp", k_test_train={"nngp": k_td})
+            n_cols = self.X_train_.shape[0]
+            outs = [fn(torch.from_numpy(X[sl])) for sl in _batches(
+                len(X), n_cols, self.memory_budget)]
+            return torch.cat(outs).numpy()
+        sol = self.solution_
+        cols = self.X_train_ if sol.centers is None else self.X_train_[sol.centers.numpy()]
+        return predict_batched(self._test_kernel_fn(cols), X, sol.coef, n_cols=len(cols),
+                               memory_budget=self.memory_budget).numpy()
 
     def _predict_var(self, X: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
         """(mean, variance (m,)) or, with ``full``, (mean, covariance (m, m))."""
+        if self.solver_ != "cholesky":
+            raise ValueError(f"return_std / return_cov need solver='cholesky' (fitted with "
+                             f"solver={self.solver_!r}, which solves for the mean only)")
         chunks = [slice(0, len(X))] if full else [
             slice(i, min(i + _STD_CHUNK, len(X))) for i in range(0, len(X), _STD_CHUNK)]
         means, covs = [], []
@@ -226,8 +320,17 @@ class _KernelEstimator(BaseEstimator):
         return mean, np.maximum(np.concatenate(covs), 0.0)
 
     def _validate_predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "predictor_")
+        check_is_fitted(self, "solver_")
         return validate_data(self, X, reset=False, dtype=np.float64)
+
+
+def _batches(m: int, n_cols: int, memory_budget: int | None) -> list[slice]:
+    """Test-row slices so that a (batch, n_cols) float64 block (×4 for its working
+    copies) fits the memory budget."""
+    from ntkit.engine.memory import check_memory_budget
+
+    b = max(1, min(m, check_memory_budget(memory_budget) // (32 * max(1, n_cols))))
+    return [slice(i, min(i + b, m)) for i in range(0, m, b)]
 
 
 class _KernelRegressor(RegressorMixin, _KernelEstimator):
@@ -315,10 +418,25 @@ _PARAMS_DOC = """
         reshaped to before the kernel, e.g. (1, 8, 8) for 8×8 images or (1, 40) for
         sequences, for a convolutional ``net``; its product must equal n_features
         (ValueError at fit otherwise). None (default): rows are used as they are.
+      solver: how the t = ∞ system (K + δ I) α = y is solved: "cholesky" (dense), "pcg"
+        (matrix-free conjugate gradients, kernel tiles recomputed per iteration, with a
+        Nyström preconditioner of n_centers centers), "nystrom" (plain Nyström /
+        subset of regressors with n_centers centers: an approximation), or "auto"
+        (default: Cholesky while the kernel and its factor fit memory_budget, PCG
+        beyond). Finite t needs "cholesky" (or "auto"); return_std/return_cov too.
+      n_centers: Nyström centers M (None: min(n, 1000)).
+      max_iter, tol: PCG iteration cap (None: n) and relative-residual tolerance.
+      memory_budget: bytes for kernel tiles and prediction batches (None: default of
+        `ntkit.engine.memory`).
+      client: a ``dask.distributed.Client``: PCG's kernel-vector products run on its
+        cluster (``ntkit.engine.distributed.dask_matvec``).
 
     Attributes (after fit):
-      X_train_: (n, d) training inputs; kernel_train_: (n, n) train kernel;
-      predictor_: the `ntkit.predict` ensemble predictor; spec_: the layer spec;
+      X_train_: (n, d) training inputs; solver_: the solver used; kernel_train_: (n, n)
+      train kernel and predictor_: the `ntkit.predict` ensemble predictor (Cholesky
+      only, else None); solution_: the `ntkit.solvers.RidgeSolution` (iterative
+      solvers only, else None); n_iter_: PCG iterations (1 for the
+      direct solvers); spec_: the layer spec;
       input_shape_: the validated input_shape (a tuple) or None; n_features_in_.
 """
 

@@ -37,6 +37,7 @@ from ntkit.predict._utils import (
 )
 from ntkit.solvers.checks import add_diagonal_regularizer, check_kernel
 from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
+from ntkit.solvers.kernel_ridge import dense_ridge_solver
 
 GP_GETS = ("nngp", "ntk", "ntkgp")
 
@@ -50,8 +51,14 @@ class GPPredictor:
 
     def __init__(self, k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
                  diag_reg_absolute_scale: bool = False, *,
-                 dtype: torch.dtype = torch.float64, eager: bool = True):
+                 dtype: torch.dtype = torch.float64, eager: bool = True,
+                 solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
+                 n_centers: int | None = None):
         self.dtype = dtype
+        dense_ridge_solver(torch.eye(1), 1.0, solver)  # validates the name early
+        self.solver, self._pcg_options = solver, dict(tol=tol, max_iter=max_iter,
+                                                      n_centers=n_centers)
+        self._solvers: dict = {}
         self.diag_reg = float(diag_reg)
         self.diag_reg_absolute_scale = diag_reg_absolute_scale
         self._source = k_train_train
@@ -110,16 +117,28 @@ class GPPredictor:
             self._chol[g] = cholesky_jitter(k, f"k_train_train.{g}", validate=False)
         return self._chol[g]
 
+    def solve(self, g: str):
+        """``b ↦ (K_g + δ I)⁻¹ b`` by the chosen solver (cached Cholesky, or PCG)."""
+        if g not in self._solvers:
+            k = self.kernel(g)
+            fn = None
+            if self.solver != "cholesky":
+                delta = self.diag_reg if self.diag_reg_absolute_scale else \
+                    self.diag_reg * float(torch.diagonal(k).mean())
+                fn = dense_ridge_solver(k, delta, self.solver, **self._pcg_options)
+            self._solvers[g] = fn if fn is not None else self.cholesky(g).solve
+        return self._solvers[g]
+
     def _k_inv_y(self, g: str) -> Tensor:
         if g not in self._kinv_y:
-            self._kinv_y[g] = self.cholesky(g).solve(self.y_train)
+            self._kinv_y[g] = self.solve(g)(self.y_train)
         return self._kinv_y[g]
 
     def posterior(self, g: str, k_test_train: Any = None, k_test_test: Any = None,
                   compute_cov: bool = False) -> Tensor | Gaussian:
         """Posterior for one mode ``g`` in ("nngp", "ntk", "ntkgp"); see `gp_inference`."""
         kk = "ntk" if g == "ntkgp" else g
-        solve = self.cholesky(kk).solve
+        solve = self.solve(kk)
         y = self.y_train
         if k_test_train is None:
             # The posterior on the (unregularized) training set is y, with no variance.
@@ -181,7 +200,9 @@ class GPPredictor:
 
 def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
                  diag_reg_absolute_scale: bool = False, *,
-                 dtype: torch.dtype = torch.float64) -> GPPredictor:
+                 dtype: torch.dtype = torch.float64, solver: str = "cholesky",
+                 tol: float = 1e-10, max_iter: int | None = None,
+                 n_centers: int | None = None) -> GPPredictor:
     """Exact NNGP / NTK / NTK-GP posterior (the t = ∞ limit of `gradient_descent_mse_ensemble`).
 
     Args:
@@ -193,10 +214,17 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
       diag_reg_absolute_scale: True: δ = diag_reg; False (default): diag_reg times the
         mean diagonal of that kernel.
       dtype: compute and output dtype (float64 by default).
+      solver: "cholesky" (default; factored once, cached), "pcg" (conjugate gradients
+        on the kernel in memory: no O(n³) factorization; every solve, the covariance's
+        m right-hand sides included, runs PCG to ``tol``), or "auto" (Cholesky while
+        2 n² entries fit the default memory budget, else PCG).
+      tol, max_iter, n_centers: PCG relative residual, iteration cap (None: n), and
+        Nyström preconditioner centers (None: plain CG; needs diag_reg > 0).
 
     Returns:
       `GPPredictor` ``gp``; ``out = gp(get, k_test_train, k_test_test)``; see
       `GPPredictor.__call__`. Cholesky factors are cached across calls; a singular
       kernel is factored with jitter and a `NumericalWarning` giving the jitter used.
     """
-    return GPPredictor(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, dtype=dtype)
+    return GPPredictor(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, dtype=dtype,
+                       solver=solver, tol=tol, max_iter=max_iter, n_centers=n_centers)

@@ -34,6 +34,7 @@ from ntkit.predict._utils import (
 from ntkit.solvers.checks import add_diagonal_regularizer, check_kernel
 from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
 from ntkit.solvers.eigh import PSDEigh, eigh_psd
+from ntkit.solvers.kernel_ridge import dense_ridge_solver
 
 
 class MSEPredictor:
@@ -46,7 +47,10 @@ class MSEPredictor:
 
     def __init__(self, k_train_train: Any, y_train: Any, learning_rate: float = 1.0,
                  diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False, *,
-                 dtype: torch.dtype = torch.float64):
+                 dtype: torch.dtype = torch.float64, solver: str = "cholesky",
+                 tol: float = 1e-10, max_iter: int | None = None,
+                 n_centers: int | None = None):
+        dense_ridge_solver(torch.eye(1), 1.0, solver)  # validates the name early
         k = check_kernel(k_train_train, "k_train_train", dtype=dtype)
         self.dtype = dtype
         self.device = k.device
@@ -54,8 +58,14 @@ class MSEPredictor:
         self.learning_rate = check_learning_rate(learning_rate)
         self.k_train_train = k
         self._k_reg = add_diagonal_regularizer(k, diag_reg, diag_reg_absolute_scale)
+        # The same δ as add_diagonal_regularizer's, for the matrix-free PCG path.
+        self._delta = float(diag_reg) * (1.0 if diag_reg_absolute_scale else
+                                         float(torch.diagonal(k).mean()))
         self._eigh: PSDEigh | None = None
         self._chol: CholeskyFactor | None = None
+        self.solver = solver
+        self._pcg_options = dict(tol=tol, max_iter=max_iter, n_centers=n_centers)
+        self._solve = None
 
     @property
     def n_train(self) -> int:
@@ -74,6 +84,17 @@ class MSEPredictor:
         if self._chol is None:
             self._chol = cholesky_jitter(self._k_reg, "k_train_train", validate=False)
         return self._chol
+
+    def solve(self, b: Tensor) -> Tensor:
+        """(K + δ I)⁻¹ b by the chosen solver (cached Cholesky, or PCG); used at t = ∞."""
+        if self._solve is None:
+            delta = self._delta
+            fn = None
+            if self.solver != "cholesky":
+                fn = dense_ridge_solver(self.k_train_train, delta, self.solver,
+                                        **self._pcg_options)
+            self._solve = fn if fn is not None else self.cholesky.solve
+        return self._solve(b)
 
     def __call__(self, t: Any = None, fx_train_0: Any = 0.0, fx_test_0: Any = None,
                  k_test_train: Any = None) -> tuple[Tensor | None, Tensor | None]:
@@ -118,7 +139,7 @@ class MSEPredictor:
             fx_train = None if f0 is None else y.clone()
             fx_test = None
             if k_td is not None:
-                fx_test = ft0 - k_td @ self.cholesky.solve(r0)
+                fx_test = ft0 - k_td @ self.solve(r0)
             return fx_train, fx_test
 
         times, t_shape = parse_times(t, dtype, dev)
@@ -138,7 +159,9 @@ class MSEPredictor:
 
 def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float = 1.0,
                          diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False, *,
-                         dtype: torch.dtype = torch.float64) -> MSEPredictor:
+                         dtype: torch.dtype = torch.float64, solver: str = "cholesky",
+                         tol: float = 1e-10, max_iter: int | None = None,
+                         n_centers: int | None = None) -> MSEPredictor:
     """Predict the outcome of continuous-time gradient descent on the squared loss.
 
     The loss is 0.5 · mean((f - y)²) over all entries of ``y_train`` (neural-tangents'
@@ -154,6 +177,11 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
       diag_reg_absolute_scale: True: δ = diag_reg; False (default): δ = diag_reg ·
         mean(diag K).
       dtype: compute and output dtype (float64 by default).
+      solver: how t = None (t = ∞) solves (K + δ I)⁻¹: "cholesky" (default, cached),
+        "pcg" (conjugate gradients, no factorization) or "auto" (Cholesky while 2 n²
+        entries fit the default memory budget). Finite t always uses `eigh`.
+      tol, max_iter, n_centers: PCG options (see `ntkit.solvers.pcg`; n_centers adds the
+        Nyström preconditioner).
 
     Returns:
       `MSEPredictor` ``fn``; ``fx_train_t, fx_test_t = fn(t, fx_train_0=0.0,
@@ -165,4 +193,5 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
       >>> f_test.shape   # (3, m, k)
     """
     return MSEPredictor(k_train_train, y_train, learning_rate, diag_reg,
-                        diag_reg_absolute_scale, dtype=dtype)
+                        diag_reg_absolute_scale, dtype=dtype, solver=solver, tol=tol,
+                        max_iter=max_iter, n_centers=n_centers)

@@ -1,0 +1,249 @@
+"""Large-n NTK regression with the matrix-free solvers of ntkit.solvers (issue 12).
+
+Three parts, each selectable (``--part``), printing a table:
+
+- ``exact``: n points, PCG with the Nyström preconditioner (M centers) against the dense
+  Cholesky solve: relative error of the test predictions, iterations, wall; and the plain
+  Nyström solve's test error against the exact one. (Issue goal: n = 40k, M = 5k,
+  ≤ 1e-4 in ≤ 50 iterations; Nyström test error within 1 %.)
+- ``scale``: plain Nyström (subset of regressors) over a list of n, inputs streamed
+  from an ``np.memmap`` on disk: test error curve, wall time, peak RSS (VmHWM).
+  (Issue goal: depth-3 FC NTK, n = 10k … 1M, ≤ 60 min, ≤ 12 GB.)
+- ``beyond``: n points, PCG with kernels recomputed per tile (never n × n): iterations,
+  wall, residual. (Issue goal: n = 100k.)
+
+Data: MNIST-1D (``mnist1d`` generates it locally, d = 40, 10 classes; regression on
+centred one-hot targets, error = misclassification rate) or a teacher network
+(``--data teacher``: x ~ N(0, I_40), y = a random finite depth-2 ReLU net + noise 0.1;
+error = test MSE / var(y)). Generated data is cached as .npy files in ``--workdir``.
+
+Network: depth-3 ReLU FC NTK (``make_network(3, "relu")``), ridge ``--diag-reg``
+relative to the mean diagonal (ntkit's convention).
+
+Examples (the commands whose output is quoted in the README section):
+
+    python benchmarks/bench_large_n.py --part exact --n 4000 --centers 500
+    python benchmarks/bench_large_n.py --part scale --ns 10000,30000 --centers 2000
+    python benchmarks/bench_large_n.py --part beyond --n 20000 --centers 2000
+    # the issue's sizes (hours on a shared 2-core box):
+    python benchmarks/bench_large_n.py --part exact --n 40000 --centers 5000
+    python benchmarks/bench_large_n.py --part scale --ns 10000,30000,100000,300000,1000000
+    python benchmarks/bench_large_n.py --part beyond --n 100000 --centers 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from ntkit.sklearn import make_network
+from ntkit.solvers import (
+    KernelOperator,
+    NystromPreconditioner,
+    cholesky_jitter,
+    nystrom_solve,
+    pcg,
+    predict_batched,
+)
+
+D = 40
+N_TEST = 5000
+
+
+def peak_rss_gb() -> float:
+    """VmHWM of this process (peak resident set), in GB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    return float("nan")
+
+
+# ---- data -------------------------------------------------------------------------------
+def _mnist1d_chunk(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = n
+    args.seed = seed
+    args.train_split = 1.0
+    d = make_dataset(args)  # standardizes by the chunk's own mean/std (≈ constant)
+    return d["x"].astype(np.float64), d["y"].astype(np.int64)
+
+
+def _teacher_chunk(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((n, D))
+    w = np.random.default_rng(12345)  # one fixed teacher
+    w1 = w.standard_normal((D, 256)) * np.sqrt(2 / D)
+    w2 = w.standard_normal((256, 256)) * np.sqrt(2 / 256)
+    w3 = w.standard_normal(256) / np.sqrt(256)
+    y = np.maximum(np.maximum(x @ w1, 0) @ w2, 0) @ w3 + 0.1 * g.standard_normal(n)
+    return x, y
+
+
+def dataset(kind: str, n: int, workdir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x memmap (n, 40), y (n,)), generated in 10k chunks once and cached on disk."""
+    os.makedirs(workdir, exist_ok=True)
+    base = os.path.join(workdir, f"{kind}_{split}_{n}")
+    if not os.path.exists(base + "_x.npy"):
+        x = np.lib.format.open_memmap(base + "_x.tmp.npy", mode="w+", dtype=np.float64,
+                                      shape=(n, D))
+        ys = []
+        chunk = 10000
+        offset = 0 if split == "train" else 10**6
+        for i in range(0, n, chunk):
+            m = min(chunk, n - i)
+            fn = _mnist1d_chunk if kind == "mnist1d" else _teacher_chunk
+            # mnist1d makes whole classes per call: ask for a multiple of 10 ≥ m.
+            xc, yc = fn(-(-m // 10) * 10, seed=offset + i // chunk)
+            x[i:i + m] = xc[:m]
+            ys.append(yc[:m])
+        x.flush()
+        del x
+        np.save(base + "_y.npy", np.concatenate(ys))
+        os.replace(base + "_x.tmp.npy", base + "_x.npy")
+    return np.load(base + "_x.npy", mmap_mode="r"), np.load(base + "_y.npy")
+
+
+def targets(kind: str, y: np.ndarray) -> torch.Tensor:
+    if kind == "mnist1d":
+        return torch.from_numpy(np.eye(10)[y] - 0.1)
+    return torch.from_numpy(y.astype(np.float64))[:, None]
+
+
+def test_error(kind: str, pred: torch.Tensor, y: np.ndarray) -> float:
+    if kind == "mnist1d":
+        return float((pred.argmax(1).numpy() != y).mean())
+    return float(((pred[:, 0].numpy() - y) ** 2).mean() / y.var())
+
+
+def operator(net, x, diag_reg: float) -> KernelOperator:
+    op = KernelOperator(net, x, get="ntk")
+    op.shift = diag_reg * float(op.diagonal().mean())  # ntkit's relative ridge
+    return op
+
+
+def _predict(net, x_test, ref_rows, coef):
+    ref = torch.from_numpy(np.array(ref_rows, dtype=np.float64))
+    return predict_batched(lambda xb: net.kernel(xb, ref, get="ntk"), x_test, coef,
+                           n_cols=len(ref))
+
+
+# ---- parts -------------------------------------------------------------------------------
+def part_exact(a) -> None:
+    net = make_network(3, "relu")
+    x, y = dataset(a.data, a.n, a.workdir, "train")
+    xt, yt = dataset(a.data, a.n_test, a.workdir, "test")
+    Y = targets(a.data, y)
+    op = operator(net, x, a.diag_reg)
+    rows = []
+    t = time.perf_counter()
+    k = net.kernel(torch.from_numpy(np.array(x)), get="ntk")
+    k.diagonal().add_(op.shift)
+    alpha = cholesky_jitter(k, validate=False).solve(Y)
+    del k
+    f_chol = _predict(net, xt, x, alpha)
+    rows.append(("cholesky", "-", time.perf_counter() - t, 0.0, test_error(a.data, f_chol, yt)))
+    t = time.perf_counter()
+    pre = NystromPreconditioner(op, a.centers, seed=0)
+    setup = time.perf_counter() - t
+    res = pcg(op.matvec, Y, precond=pre, tol=a.tol, max_iter=a.max_iter, progress=a.progress)
+    f_pcg = _predict(net, xt, x, res.x)
+    rel = float(torch.linalg.norm(f_pcg - f_chol) / torch.linalg.norm(f_chol))
+    rows.append((f"pcg+nystrom(M={a.centers})", f"{res.iterations} (setup {setup:.0f}s)",
+                 time.perf_counter() - t, rel, test_error(a.data, f_pcg, yt)))
+    t = time.perf_counter()
+    sol = nystrom_solve(op, Y, a.centers, seed=0)
+    f_nys = _predict(net, xt, np.asarray(x)[sol.centers.numpy()], sol.coef)
+    rel = float(torch.linalg.norm(f_nys - f_chol) / torch.linalg.norm(f_chol))
+    rows.append((f"nystrom(M={a.centers})", "-", time.perf_counter() - t, rel,
+                 test_error(a.data, f_nys, yt)))
+    print(f"\n[exact] {a.data}, n = {a.n}, n_test = {a.n_test}, depth-3 ReLU NTK, "
+          f"diag_reg = {a.diag_reg} (δ = {op.shift:.3g}), tol = {a.tol}")
+    print(f"{'solver':<26}{'iterations':>22}{'wall s':>10}{'rel err vs chol':>18}"
+          f"{'test err':>10}")
+    for r in rows:
+        print(f"{r[0]:<26}{r[1]:>22}{r[2]:>10.1f}{r[3]:>18.2e}{r[4]:>10.4f}")
+    print(f"peak RSS {peak_rss_gb():.2f} GB")
+
+
+def part_scale(a) -> None:
+    net = make_network(3, "relu")
+    xt, yt = dataset(a.data, a.n_test, a.workdir, "test")
+    print(f"\n[scale] {a.data}, plain Nyström M = {a.centers}, depth-3 ReLU NTK, inputs "
+          f"from np.memmap, diag_reg = {a.diag_reg}, n_test = {a.n_test}")
+    print(f"{'n':>9}{'test err':>10}{'data s':>9}{'solve s':>9}{'predict s':>11}"
+          f"{'peak RSS GB':>13}")
+    for n in a.ns:
+        t = time.perf_counter()
+        x, y = dataset(a.data, n, a.workdir, "train")
+        t_data = time.perf_counter() - t
+        t = time.perf_counter()
+        op = operator(net, x, a.diag_reg)
+        m = min(a.centers, n)
+        sol = nystrom_solve(op, targets(a.data, y), m, seed=0)
+        t_solve = time.perf_counter() - t
+        t = time.perf_counter()
+        f = _predict(net, xt, np.asarray(x[sol.centers.numpy()]), sol.coef)
+        t_pred = time.perf_counter() - t
+        print(f"{n:>9}{test_error(a.data, f, yt):>10.4f}{t_data:>9.0f}{t_solve:>9.0f}"
+              f"{t_pred:>11.1f}{peak_rss_gb():>13.2f}", flush=True)
+
+
+def part_beyond(a) -> None:
+    net = make_network(3, "relu")
+    x, y = dataset(a.data, a.n, a.workdir, "train")
+    xt, yt = dataset(a.data, a.n_test, a.workdir, "test")
+    Y = targets(a.data, y)
+    t = time.perf_counter()
+    op = operator(net, x, a.diag_reg)
+    pre = NystromPreconditioner(op, a.centers, seed=0) if a.centers else None
+    setup = time.perf_counter() - t
+    t = time.perf_counter()
+    log = []
+    res = pcg(op.matvec, Y, precond=pre, tol=a.tol, max_iter=a.max_iter, progress=a.progress,
+              callback=lambda it, r, v: log.append((it, float(r.max()),
+                                                    time.perf_counter() - t)))
+    wall = time.perf_counter() - t
+    f = _predict(net, xt, x, res.x)
+    print(f"\n[beyond] {a.data}, n = {a.n} ({a.n**2 * 8 / 1e9:.0f} GB as a float64 matrix), "
+          f"PCG with kernels recomputed per tile (tile {op.tile}), Nyström M = {a.centers}, "
+          f"diag_reg = {a.diag_reg}")
+    print(f"{'iteration':>10}{'max rel residual':>18}{'elapsed s':>11}")
+    for it, r, s in log:
+        print(f"{it:>10}{r:>18.2e}{s:>11.0f}")
+    print(f"converged {res.converged} in {res.iterations} iterations, preconditioner setup "
+          f"{setup:.0f} s, PCG {wall:.0f} s ({wall / max(1, res.iterations):.0f} s/iteration), "
+          f"test err {test_error(a.data, f, yt):.4f}, peak RSS {peak_rss_gb():.2f} GB")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=["exact", "scale", "beyond"], action="append",
+                   required=True, help="which part(s) to run (repeatable)")
+    p.add_argument("--data", choices=["mnist1d", "teacher"], default="mnist1d")
+    p.add_argument("--n", type=int, default=40000, help="train size for exact / beyond")
+    p.add_argument("--ns", type=lambda s: [int(v) for v in s.split(",")],
+                   default=[10000, 30000, 100000, 300000, 1000000], help="sizes for scale")
+    p.add_argument("--n-test", type=int, default=N_TEST)
+    p.add_argument("--centers", type=int, default=5000, help="Nyström centers M")
+    p.add_argument("--diag-reg", type=float, default=1e-3,
+                   help="ridge relative to mean(diag K)")
+    p.add_argument("--tol", type=float, default=1e-6, help="PCG relative residual")
+    p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workdir", default="/tmp/ntkit_large_n")
+    p.add_argument("--progress", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    for part in a.part:
+        {"exact": part_exact, "scale": part_scale, "beyond": part_beyond}[part](a)
+
+
+if __name__ == "__main__":
+    main()
