@@ -252,3 +252,29 @@ def fit_marginal_likelihood(net: Layer, x, y, *, kind: str = "nngp", per_layer: 
     b_list = [None if v is None else float(v) for v in b]
     return MarginalLikelihoodFit(w_std=w_list, b_std=b_list, noise=float(s2), nll=final,
                                  net=binding.frozen(w_list, b_list), history=history)
+
+
+def fit_estimator(est, y) -> float:
+    """The fit hook of the `ntkit.sklearn` estimators (``optimize_hyperparameters=True``).
+
+    Fits est.spec_'s tied w_std, b_std and the noise on est.X_train_ and targets ``y``
+    ((n,) or (n, k)) under est's kernel, then sets ``spec_`` (the fitted network),
+    ``w_std_``, ``b_std_``, ``noise_``, ``diag_reg_`` and ``hyperparameter_fit_`` on
+    ``est``. Returns diag_reg_ (the noise relative to the mean diagonal of the kernel,
+    the estimators' convention for diag_reg).
+    """
+    if not isinstance(est.optimize_hyperparameters, bool):
+        raise ValueError(f"optimize_hyperparameters must be True or False, got "
+                         f"{est.optimize_hyperparameters!r}")
+    x = torch.tensor(est.X_train_, dtype=torch.float64)
+    if est.input_shape_ is not None:
+        x = x.reshape(-1, *est.input_shape_)
+    fit = fit_marginal_likelihood(est.spec_, x, torch.as_tensor(y, dtype=torch.float64),
+                                  kind=est._kernel_name)
+    est.spec_ = fit.net
+    est.hyperparameter_fit_ = fit
+    est.w_std_, est.b_std_, est.noise_ = fit.w_std[0], fit.b_std[0], fit.noise
+    with torch.no_grad():
+        k = fit.net.kernel(x, get=est._kernel_name)
+    est.diag_reg_ = fit.noise / float(k.diagonal().mean())
+    return est.diag_reg_

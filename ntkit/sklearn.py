@@ -132,7 +132,9 @@ class _KernelEstimator(BaseEstimator):
     def __init__(self, depth: int = 1, activation: str = "relu", w_std: float = 1.5,
                  b_std: float = 0.05, t: float | None = None, diag_reg: float = 1e-4,
                  learning_rate: float = 1.0, net: Layer | None = None,
-                 input_shape: tuple[int, ...] | None = None):
+                 input_shape: tuple[int, ...] | None = None,
+                 optimize_hyperparameters: bool = False):
+        self.optimize_hyperparameters = optimize_hyperparameters
         self.depth = depth
         self.activation = activation
         self.w_std = w_std
@@ -193,6 +195,10 @@ class _KernelEstimator(BaseEstimator):
             t = None
         self.t_ = t
         self.X_train_ = np.array(X, dtype=np.float64, order="C")
+        if self.optimize_hyperparameters is not False:
+            from ntkit.hyperparameters import fit_estimator
+
+            reg = fit_estimator(self, Y)  # sets spec_, w_std_, b_std_, noise_, diag_reg_
         self.kernel_train_ = self._kernel(self.X_train_)
         # The class's kernel plays the part of the "nngp" (prior and flow) kernel of the
         # ensemble predictor: its "nngp" mode is exactly the GP-trained-by-flow formulas
@@ -315,11 +321,18 @@ _PARAMS_DOC = """
         reshaped to before the kernel, e.g. (1, 8, 8) for 8×8 images or (1, 40) for
         sequences, for a convolutional ``net``; its product must equal n_features
         (ValueError at fit otherwise). None (default): rows are used as they are.
+      optimize_hyperparameters: fit the Dense/Conv w_std and b_std (tied across layers)
+        and the noise by GP marginal likelihood of the training targets under this
+        class's kernel, starting from the given values (`ntkit.hyperparameters`); the
+        fitted noise variance sets diag_reg (diag_reg_ = noise_ / mean diagonal of K).
 
     Attributes (after fit):
       X_train_: (n, d) training inputs; kernel_train_: (n, n) train kernel;
       predictor_: the `ntkit.predict` ensemble predictor; spec_: the layer spec;
       input_shape_: the validated input_shape (a tuple) or None; n_features_in_.
+      With optimize_hyperparameters: w_std_, b_std_ (fitted floats; b_std_ None without
+      biases), noise_ (noise variance), diag_reg_, and hyperparameter_fit_ (the
+      `ntkit.hyperparameters.MarginalLikelihoodFit`).
 """
 
 

@@ -35,6 +35,7 @@ What the gradient is at the singular points (documented contract):
   symmetric difference quotient is 0). Along directions that keep ρ = ±1 (scaling an
   input, or moving x1 = x2 together) the function is differentiable and the returned
   gradient is exact.
+- "At ρ = ±1" means to rounding: see `theta_grads`.
 - Zero variance (an all-zero input with no bias): ∂/∂var1 of √var1-type behavior is
   infinite; the gradient there is set to 0 (and θ-derivatives as above).
 - Second derivatives at ρ = ±1 are genuinely infinite for ReLU (T ∝ (1 − ρ)^{3/2} term);
@@ -85,12 +86,23 @@ def _theta(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Ten
     return theta, s, live
 
 
+#: var1·var2 − cov² below this many ulps of var1·var2 is rounding, not an angle: the
+#: determinant of a duplicate pair computed by two routes (a matmul for cov, a sum of
+#: squares for the variances) comes out ~eps·var1·var2, not 0.
+ROUNDING_ULPS = 16
+
+
 def theta_grads(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(∂θ/∂var1, ∂θ/∂cov, ∂θ/∂var2) = (cov/(2 s var1), −1/s, cov/(2 s var2)), 0 at s = 0.
 
-    0 at s = 0 is the subgradient convention of the module docstring.
+    0 at s = 0 is the subgradient convention of the module docstring; it is used wherever
+    s² = var1 var2 − cov² is within `ROUNDING_ULPS` ulps of var1·var2 (|ρ| = 1 to
+    rounding, θ ≲ 4√eps: ~6e-8 in float64, ~1.4e-3 in float32), where 1/s would be an
+    artefact of rounding.
     """
     s, live = _sine(var1, cov, var2)
+    eps = torch.finfo(s.dtype).eps
+    live = live & (s * s > ROUNDING_ULPS * eps * (var1 * var2).abs())
     inv_s = _safe_div(torch.ones_like(s), s, live)
     d1 = _safe_div(cov * inv_s, 2 * var1, live)
     d2 = _safe_div(cov * inv_s, 2 * var2, live)
