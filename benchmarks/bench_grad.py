@@ -56,6 +56,28 @@ def best(fn, repeat):
     return min(times)
 
 
+def time_case(net, plain, x0, r, repeat):
+    """(no-grad kernel, autograd forward, backward) seconds, best of ``repeat``."""
+    x = x0.clone().requires_grad_(True)
+
+    def nograd():
+        with torch.no_grad():
+            plain.kernel(x0, get="ntk")
+
+    def fwd():
+        return (net.kernel(x, get="ntk") * r).sum()
+
+    t_plain = best(nograd, repeat)
+    t_fwd = best(fwd, repeat)
+    bwd_times = []
+    for _ in range(repeat + 1):
+        loss = fwd()
+        t0 = time.perf_counter()
+        loss.backward()
+        bwd_times.append(time.perf_counter() - t0)
+    return t_plain, t_fwd, min(bwd_times[1:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[100, 400])
@@ -83,32 +105,7 @@ def main() -> None:
             b = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
             net = nets(w, b)[name]
             plain = nets(1.3, 0.2)[name]
-            x = x0.clone().requires_grad_(True)
-
-            def nograd():
-                with torch.no_grad():
-                    plain.kernel(x0, get="ntk")
-
-            def fwd():
-                return (net.kernel(x, get="ntk") * r).sum()
-
-            t_plain = best(nograd, args.repeat)
-            t_fwd = best(fwd, args.repeat)
-            losses = []
-
-            def prepare():
-                losses.append(fwd())
-
-            def bwd():
-                losses.pop().backward()
-
-            bwd_times = []
-            for _ in range(args.repeat + 1):
-                prepare()
-                t0 = time.perf_counter()
-                bwd()
-                bwd_times.append(time.perf_counter() - t0)
-            t_bwd = min(bwd_times[1:])
+            t_plain, t_fwd, t_bwd = time_case(net, plain, x0, r, args.repeat)
             print(f"{name:<22}{n:>6}{t_plain:>11.4f}{t_fwd:>10.4f}{t_bwd:>10.4f}"
                   f"{t_bwd / t_fwd:>9.2f}{(t_fwd + t_bwd) / t_plain:>14.2f}", flush=True)
 
