@@ -95,7 +95,7 @@ def test_binding_ties_and_per_layer():
 
 def test_per_layer_fit_runs_and_improves_likelihood(prior_data):
     x, y = prior_data
-    fit = fit_marginal_likelihood(_net(1.0, 0.1), x[:60], y[:60], per_layer=True, max_iter=15)
+    fit = fit_marginal_likelihood(_net(1.0, 0.1), x[:40], y[:40], per_layer=True, max_iter=8)
     assert len(fit.w_std) == 2 and len(fit.b_std) == 2
     assert fit.history[-1] < fit.history[0]
 
