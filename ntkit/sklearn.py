@@ -145,7 +145,9 @@ class _KernelEstimator(BaseEstimator):
                  learning_rate: float = 1.0, net: Layer | None = None,
                  input_shape: tuple[int, ...] | None = None, solver: str = "auto",
                  n_centers: int | None = None, max_iter: int | None = None,
-                 tol: float = 1e-8, memory_budget: int | None = None, client: Any = None):
+                 tol: float = 1e-8, memory_budget: int | None = None, client: Any = None,
+                 optimize_hyperparameters: bool = False):
+        self.optimize_hyperparameters = optimize_hyperparameters
         self.depth = depth
         self.activation = activation
         self.w_std = w_std
@@ -241,6 +243,10 @@ class _KernelEstimator(BaseEstimator):
         self.t_ = t
         self.solver_ = self._check_solver_params(X.shape[0])
         self.X_train_ = np.array(X, dtype=np.float64, order="C")
+        if self.optimize_hyperparameters is not False:
+            from ntkit.hyperparameters import fit_estimator
+
+            reg = fit_estimator(self, Y)  # sets spec_, w_std_, b_std_, noise_, diag_reg_
         self.kernel_train_ = None
         self.predictor_ = None
         self.solution_ = None
@@ -430,6 +436,10 @@ _PARAMS_DOC = """
         `ntkit.engine.memory`).
       client: a ``dask.distributed.Client``: PCG's kernel-vector products run on its
         cluster (``ntkit.engine.distributed.dask_matvec``).
+      optimize_hyperparameters: fit the Dense/Conv w_std and b_std (tied across layers)
+        and the noise by GP marginal likelihood of the training targets under this
+        class's kernel, starting from the given values (`ntkit.hyperparameters`); the
+        fitted noise variance sets diag_reg (diag_reg_ = noise_ / mean diagonal of K).
 
     Attributes (after fit):
       X_train_: (n, d) training inputs; solver_: the solver used; kernel_train_: (n, n)
@@ -438,6 +448,9 @@ _PARAMS_DOC = """
       solvers only, else None); n_iter_: PCG iterations (1 for the
       direct solvers); spec_: the layer spec;
       input_shape_: the validated input_shape (a tuple) or None; n_features_in_.
+      With optimize_hyperparameters: w_std_, b_std_ (fitted floats; b_std_ None without
+      biases), noise_ (noise variance), diag_reg_, and hyperparameter_fit_ (the
+      `ntkit.hyperparameters.MarginalLikelihoodFit`).
 """
 
 

@@ -228,6 +228,15 @@ def quadrature_dual(fn: Callable[[Tensor], Tensor], var1: Tensor, cov: Tensor, v
     When ``var1``, ``cov`` and ``var2`` are the same tensor (the diagonal call), a 1-D
     rule E[φ(u)²] is used: same result, deg times cheaper.
     """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (var1, cov, var2)):
+        # Autograd through the Cholesky factor is 0·∞ at |ρ| = 1 (l22 = 0): differentiate
+        # by Price's theorem instead (same forward values; see ntkit.dual.autodiff).
+        from ntkit.dual.autodiff import Derivatives, gauss_expect
+
+        derivs = Derivatives(fn, fn_deriv)
+        opts = {"deg": deg, "rule": rule, "max_elements": max_elements}
+        t = gauss_expect(derivs, 0, 0, var1, cov, var2, **opts)
+        return t, (gauss_expect(derivs, 1, 1, var1, cov, var2, **opts) if need_dot else None)
     if need_dot and fn_deriv is None:
         fn_deriv = derivative(fn)
     dtype = torch.promote_types(torch.promote_types(var1.dtype, cov.dtype), var2.dtype)
@@ -260,3 +269,33 @@ def quadrature_dual(fn: Callable[[Tensor], Tensor], var1: Tensor, cov: Tensor, v
     t = res[0]
     tdot = res[1] if need_dot else None
     return t, tdot
+
+
+def expect_pair(f: Callable[[Tensor], Tensor], g: Callable[[Tensor], Tensor], var1: Tensor,
+                cov: Tensor, var2: Tensor, *, diag: bool = False, deg: int = DEFAULT_DEG,
+                rule: str = DEFAULT_RULE, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
+    """E[f(u) g(v)] for (u, v) ~ N(0, [[var1, cov], [cov, var2]]), by the rule of
+    `quadrature_dual` (the same arithmetic: with f = g it gives its T bitwise).
+
+    ``diag``: var1 = cov = var2 (u = v), a 1-D rule. Used by the Price's-theorem
+    gradients of `ntkit.dual.autodiff` with f, g derivatives of φ.
+    """
+    dtype = torch.promote_types(torch.promote_types(var1.dtype, cov.dtype), var2.dtype)
+    device = cov.device
+    x, w = quadrature_rule(deg, rule, dtype=dtype, device=device)
+    if diag:
+        s = var1.clamp_min(0).sqrt().unsqueeze(-1) * x
+        return ((f(s) * g(s) if f is not g else f(s).square()) * w).sum(-1)
+    shape = torch.broadcast_shapes(var1.shape, cov.shape, var2.shape)
+    l11, l21, l22 = (t.expand(shape).reshape(-1) for t in _cholesky_2x2(var1, cov, var2))
+    chunk = max(1, max_elements // (deg * deg))
+    acc = []
+    for start in range(0, l11.numel(), chunk):
+        sl = slice(start, start + chunk)
+        u = l11[sl, None] * x
+        v = (l21[sl, None] * x)[:, :, None] + (l22[sl, None] * x)[:, None, :]
+        inner = (g(v) * w).sum(-1)
+        acc.append((f(u) * inner * w).sum(-1))
+    if not acc:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return torch.cat(acc).reshape(shape)

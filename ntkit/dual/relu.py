@@ -113,7 +113,17 @@ def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
         variance is the exact E[φ'(u)φ'(v)] of that network: φ'(0)·E[φ'(v)], with
         E[φ'(v)] = (a + b)/2 for var2 > 0 and φ'(0) for var2 = 0 (and symmetrically).
         When None, the θ = π convention gives a·b there.
+
+    Under autograd, the gradient is the closed form of `ntkit.dual.autodiff.ABReLURule`
+    (finite at |ρ| = 1 and zero variance; see that module for the values there).
     """
+    if not inplace_ok(var1, cov, var2):
+        from ntkit.dual.autodiff import ABReLURule, dual_with_grad
+
+        def value(v1, c, v2, nd):
+            return abrelu_dual(a, b, v1, c, v2, nd, deriv_at_zero)
+
+        return dual_with_grad(ABReLURule(a, b, value), var1, cov, var2, need_dot)
     theta, s, pos = angle(var1, cov, var2)
     k = (a - b) ** 2 / _TWO_PI
     dot = (a * a + b * b) / 2 - k * theta
@@ -132,11 +142,16 @@ def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
 
 def relu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
               need_dot: bool) -> tuple[Tensor, Tensor | None]:
-    """Dual of ReLU: T = (s + (π − θ) cov)/(2π), Tdot = (π − θ)/(2π)."""
-    theta, s, _ = angle(var1, cov, var2)
+    """Dual of ReLU: T = (s + (π − θ) cov)/(2π), Tdot = (π − θ)/(2π).
+
+    Under autograd: ∂T = (s/(4π var1), Tdot, s/(4π var2)), finite (0) at |ρ| = 1; Tdot's
+    θ-derivative is set to 0 there (see `ntkit.dual.autodiff`).
+    """
     if not inplace_ok(var1, cov, var2):
-        rest = math.pi - theta
-        return (s + rest * cov) / _TWO_PI, (rest / _TWO_PI if need_dot else None)
+        from ntkit.dual.autodiff import ABReLURule, dual_with_grad
+
+        return dual_with_grad(ABReLURule(0.0, 1.0, relu_dual), var1, cov, var2, need_dot)
+    theta, s, _ = angle(var1, cov, var2)
     rest = theta.neg_().add_(math.pi)  # theta is ours: reuse its buffer for π − θ
     t = s.addcmul_(rest, cov).mul_(1 / _TWO_PI)
     return t, (rest.mul_(1 / _TWO_PI) if need_dot else None)
@@ -149,6 +164,10 @@ def sign_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     Tdot = 0 matches autograd of a finite network (torch.sign has zero derivative), not
     the distributional derivative 2δ(x).
     """
+    if not inplace_ok(var1, cov, var2):
+        from ntkit.dual.autodiff import SignRule, dual_with_grad
+
+        return dual_with_grad(SignRule(sign_dual), var1, cov, var2, need_dot)
     theta, _, pos = angle(var1, cov, var2)
     t = torch.where(pos, 1 - theta * (2 / math.pi), torch.zeros_like(theta))
     return t, (torch.zeros_like(t) if need_dot else None)
@@ -181,6 +200,13 @@ def rectified_monomial_dual(degree: int, var1: Tensor, cov: Tensor, var2: Tensor
     T = T_n, Tdot = n² T_{n−1} (Tdot = 0 for the step, n = 0, as autograd gives).
     On the diagonal T_n = (2n − 1)!!/2 · var^n.
     """
+    if not inplace_ok(var1, cov, var2):
+        from ntkit.dual.autodiff import MonomialRule, dual_with_grad
+
+        def value(v1, c, v2, nd):
+            return rectified_monomial_dual(degree, v1, c, v2, nd)
+
+        return dual_with_grad(MonomialRule(degree, value), var1, cov, var2, need_dot)
     t, t_prev = rectified_monomial_duals(degree, var1, cov, var2)
     if not need_dot:
         return t, None

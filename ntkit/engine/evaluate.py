@@ -98,6 +98,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
     dtype = check_dtype(dtype)
     get = check_get(get)
+    same_object = x2 is x1
     x1, x2 = as_pair(x1, x2, dtype, spatial=True)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
@@ -105,8 +106,13 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         raise ValueError(f"compile must be True or False, got {compile!r}")
     budget = check_memory_budget(memory_budget, x1.device)
 
-    if x2 is not None and x2.shape == x1.shape and torch.equal(x1, x2):
+    inputs_grad = torch.is_grad_enabled() and (
+        x1.requires_grad or (x2 is not None and x2.requires_grad))
+    if x2 is not None and x2.shape == x1.shape and (same_object or not inputs_grad) and \
+            torch.equal(x1, x2):
         # Same batch passed twice: take the symmetric path (half the work, exact diagonal).
+        # Not for equal but distinct batches that need gradients: d/dx1 of k(x1, x2) is
+        # not d/dx of k(x, x).
         x2 = None
     sym = x2 is None
     n1 = x1.shape[0]
@@ -122,6 +128,14 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     if isinstance(probe, tuple):
         raise ValueError(f"the network ends in {len(probe)} parallel streams; merge them "
                          "with FanInSum() or FanInConcat()")
+    needs_grad = inputs_grad or (torch.is_grad_enabled() and probe.nngp.requires_grad)
+    if needs_grad:
+        if out is not None:
+            raise ValueError("out= cannot carry gradients: the inputs or the network's "
+                             "hyperparameters require grad; call without out=, or under "
+                             "torch.no_grad()")
+        return _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2,
+                              budget, probe)
     pair_shape = tuple(probe.nngp.shape[2:])
     cov_shape = tuple(probe.cov1.shape[1:])
     shapes = {"nngp": (n1, n2, *pair_shape), "ntk": (n1, n2, *pair_shape),
@@ -179,6 +193,58 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     for arr in results.values():
         if isinstance(arr, np.ndarray) and hasattr(arr, "flush"):
             arr.flush()
+    if get is None:
+        return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
+                      cov2=results["cov2"], channels=probe.channels, x1_is_x2=sym,
+                      spatial=probe.spatial, full=probe.full)
+    if isinstance(get, str):
+        return results[get]
+    return _result_type(names)(*(results[n] for n in names))
+
+
+def _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2, budget, probe):
+    """The autograd path of `evaluate`: tiles in one thread, assembled with torch.cat.
+
+    In-place writes of tiles into a preallocated output (the fast path) would chain one
+    CopySlices node per tile, each backward cloning the whole gradient, and are not safe
+    from several threads; concatenation keeps the backward one pass over the tiles.
+    ``compile`` is ignored here (eager tiles; the gradients of the duals are custom
+    autograd Functions, see `ntkit.dual.autodiff`).
+    """
+    sym = x2 is None
+    if tile is None:
+        tile = auto_tile(x1, full, x1.dtype, budget, n1, n2)
+    fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
+    fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
+    b1 = [slice(i, min(i + tile, n1)) for i in range(0, n1, tile)]
+    b2 = b1 if sym else [slice(j, min(j + tile, n2)) for j in range(0, n2, tile)]
+    tiles: dict[tuple[int, int], Kernel] = {}
+    for i in range(len(b1)):
+        for j in range(len(b2)):
+            if sym and j < i:
+                continue
+            k = fn_diag(x1[b1[i]]) if sym and i == j else fn(x1[b1[i]],
+                                                               (x1 if sym else x2)[b2[j]])
+            _check_finite(k)
+            tiles[i, j] = k
+    d = len(probe.spatial)
+
+    def block(name: str, i: int, j: int) -> Tensor:
+        if sym and j < i:
+            return swap_examples(getattr(tiles[j, i], name), d, tiles[j, i].full)
+        return getattr(tiles[i, j], name)
+
+    results = {}
+    for name in names:
+        if name in ("nngp", "ntk"):
+            rows = [torch.cat([block(name, i, j) for j in range(len(b2))], dim=1)
+                    for i in range(len(b1))]
+            results[name] = torch.cat(rows, dim=0)
+        elif name == "cov1":
+            results[name] = torch.cat([tiles[i, i if sym else 0].cov1 for i in range(len(b1))])
+        else:
+            results[name] = torch.cat([tiles[0 if not sym else j, j].var2
+                                       for j in range(len(b2))])
     if get is None:
         return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
                       cov2=results["cov2"], channels=probe.channels, x1_is_x2=sym,

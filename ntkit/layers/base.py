@@ -171,16 +171,43 @@ def _check_in_features(in_features) -> int | ExampleShape:
                      f"(C, L) / (C, H, W), got {in_features!r}")
 
 
-def check_std(name: str, value, *, allow_none: bool = False) -> float | None:
-    """Validate a non-negative finite std-like hyperparameter."""
+def check_std(name: str, value, *, allow_none: bool = False) -> float | Tensor | None:
+    """Validate a non-negative finite std-like hyperparameter.
+
+    A real number is returned as a float. A 0-d floating tensor is returned as is (so
+    gradients of the kernel reach it when it requires grad; see `std_value`).
+    """
     if value is None and allow_none:
         return None
+    if isinstance(value, Tensor):
+        if value.ndim != 0 or not value.dtype.is_floating_point:
+            raise TypeError(f"{name} given as a tensor must be a 0-d floating tensor, got "
+                            f"shape {tuple(value.shape)} and dtype {value.dtype}")
+        v = float(value.detach())
+        if not (v >= 0.0 and v < float("inf")):
+            raise ValueError(f"{name} must be finite and >= 0, got {v}")
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not (value >= 0.0 and value < float("inf")):
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
     return value
+
+
+def _set_example_diagonal(t: Tensor, cov: Tensor, own: bool) -> Tensor:
+    """``t`` with its example diagonal set to the variances ``cov`` ((n, ...) -> [i, i]).
+
+    In place when ``own`` (the caller may overwrite ``t``) and nothing needs its graph;
+    out of place (``diagonal_scatter``, differentiable) under autograd, where ``t`` may be
+    saved for a backward or be the output of a custom Function.
+    """
+    src = cov.movedim(0, -1)
+    if torch.is_grad_enabled() and (t.requires_grad or cov.requires_grad):
+        return torch.diagonal_scatter(t, src, 0, 0, 1)
+    t = t if own else t.clone()
+    example_diagonal(t).copy_(src)
+    return t
 
 
 class ActivationModule(nn.Module):
@@ -235,7 +262,7 @@ class Activation(Layer):
             # Linear spatial maps (pooling, convolutions) may round the example diagonal of
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
             # into a ~1e-8 angle. Make them equal again (in place: it is their true value).
-            example_diagonal(k.nngp).copy_(k.cov1.movedim(0, -1))
+            k = k.replace(nngp=_set_example_diagonal(k.nngp, k.cov1, own=True))
         v1, v2 = k.var_pair()
         nngp, dot = self.dual(v1, k.nngp, v2, need_dot=k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
@@ -244,8 +271,7 @@ class Activation(Layer):
         if k.x1_is_x2:
             # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
             # vectorized and scalar transcendental kernels may round differently by an ulp.
-            nngp = nngp.clone() if nngp is k.nngp else nngp
-            example_diagonal(nngp).copy_(cov1.movedim(0, -1))
+            nngp = _set_example_diagonal(nngp, cov1, own=nngp is not k.nngp)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
                          gaussian=k.gaussian if self.preserves_gaussian else False)
 
@@ -268,3 +294,9 @@ class Activation(Layer):
             raise ValueError(f"{type(self).__name__} got parallel branches; use parallel(...) "
                              "or a FanIn layer first")
         return ActivationModule(self), in_features
+
+
+def std_value(value: float | Tensor | None) -> float | None:
+    """A std hyperparameter as a plain float (detached), for building finite networks."""
+    return None if value is None else float(value.detach()) if isinstance(value, Tensor) \
+        else value

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
 from ntkit.layers import windows as W
-from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams
+from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams, std_value
 from ntkit.layers.dense import PARAMETERIZATIONS
 
 
@@ -115,7 +115,8 @@ class Conv(Layer):
       strides: same length as filter_shape; default 1.
       padding: "VALID", "SAME" (total padding split with the extra one after, as in
         neural-tangents/lax) or "CIRCULAR" (same amounts, wrapping around).
-      w_std, b_std: weight and bias standard deviations (b_std=None: no bias).
+      w_std, b_std: weight and bias standard deviations (b_std=None: no bias); numbers,
+        or 0-d tensors (gradients of the kernel reach them when they require grad).
       parameterization: "ntk" or "standard".
     """
 
@@ -159,6 +160,9 @@ class Conv(Layer):
         def box(t: Tensor, b: int) -> Tensor:
             return W.conv_sum(t, b, k.full, self.filter_shape, self.strides, self.padding)
 
+        if isinstance(w2, Tensor) or isinstance(b2, Tensor):
+            return self._map_learnable(k, box, w2, b2, q)
+
         def affine(t: Tensor, b: int) -> Tensor:
             t = box(t, b).mul_(w2 / q)
             return t.add_(b2) if b2 else t
@@ -183,6 +187,24 @@ class Conv(Layer):
                          channels=self.out_channels, source=k.n_dense + 1,
                          n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
 
+    def _map_learnable(self, k: Kernel, box, w2, b2, q: int) -> Kernel:
+        """`kernel_map` with tensor hyperparameters: the same formulas, out of place."""
+        nngp_sum = box(k.nngp, 2)
+        nngp = nngp_sum * (w2 / q) + b2
+        ntk = k.ntk
+        if ntk is not None:
+            if self.parameterization == "ntk":
+                ntk = box(ntk, 2) * (w2 / q) + nngp
+            else:
+                ntk = nngp_sum * k.channels + box(ntk, 2) * (w2 / q)
+                if self.b_std is not None:
+                    ntk = ntk + 1.0
+        spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=box(k.cov1, 1) * (w2 / q) + b2,
+                         cov2=None if k.cov2 is None else box(k.cov2, 1) * (w2 / q) + b2,
+                         channels=self.out_channels, source=k.n_dense + 1,
+                         n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
+
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):
             raise ValueError("Conv got parallel branches; combine them first with "
@@ -191,7 +213,8 @@ class Conv(Layer):
             self._check(())
         self._check(in_features.spatial)
         module = ConvModule(in_features, self.out_channels, self.filter_shape, self.strides,
-                            self.padding, self.w_std, self.b_std, self.parameterization,
+                            self.padding, std_value(self.w_std), std_value(self.b_std),
+                            self.parameterization,
                             generator, dtype)
         spatial = W.output_spatial(in_features.spatial, self.filter_shape, self.strides,
                                    self.padding)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
-from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams
+from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams, std_value
 
 PARAMETERIZATIONS = ("ntk", "standard")
 _SPATIAL_ERROR = ("Dense got a spatial input (positions {shape}); reduce the positions first "
@@ -62,8 +62,10 @@ class Dense(Layer):
 
     Args:
       out_features: output width (used by `build`; the kernel is its infinite-width limit).
-      w_std: weight standard deviation (≥ 0).
-      b_std: bias standard deviation (≥ 0), or None for no bias parameter at all.
+      w_std: weight standard deviation (≥ 0): a number, or a 0-d tensor (gradients of
+        the kernel reach it when it requires grad; `build` uses its current value).
+      b_std: bias standard deviation (≥ 0; number or 0-d tensor), or None for no bias
+        parameter at all.
       parameterization: "ntk" or "standard".
     """
 
@@ -89,15 +91,18 @@ class Dense(Layer):
             raise ValueError(_SPATIAL_ERROR.format(shape=k.spatial))
         w2 = self.w_std**2
         b2 = 0.0 if self.b_std is None else self.b_std**2
+        tensors = isinstance(w2, Tensor) or isinstance(b2, Tensor)
 
         def affine(t: Tensor) -> Tensor:
+            if tensors:  # learnable hyperparameters: out of place, every term kept
+                return t * w2 + b2
             return torch.mul(t, w2).add_(b2) if b2 else t * w2
 
         nngp = affine(k.nngp)
         ntk = k.ntk
         if ntk is not None:
             if self.parameterization == "ntk":
-                ntk = torch.add(nngp, ntk, alpha=w2)
+                ntk = nngp + w2 * ntk if tensors else torch.add(nngp, ntk, alpha=w2)
             else:
                 ntk = k.channels * k.nngp + w2 * ntk
                 if self.b_std is not None:
@@ -113,6 +118,7 @@ class Dense(Layer):
         if is_streams(in_features):
             raise ValueError("Dense got parallel branches; combine them first with "
                              "FanInSum() or FanInConcat()")
-        module = DenseModule(in_features, self.out_features, self.w_std, self.b_std,
+        module = DenseModule(in_features, self.out_features, std_value(self.w_std),
+                             std_value(self.b_std),
                              self.parameterization, generator, dtype)
         return module, self.out_features

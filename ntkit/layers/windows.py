@@ -94,7 +94,10 @@ def conv_sum(t: Tensor, b: int, full: bool, window: Sequence[int], strides: Sequ
         size = t.shape[axes[0]]
         n_out = out_size(size, q, s, padding)
         before, after = pads(size, q, s, padding)
-        if full and s == 1 and padding != "CIRCULAR":
+        # The unpadded route writes through out=, which autograd refuses: under autograd
+        # take the padded route (the same taps, summed in another order).
+        if full and s == 1 and padding != "CIRCULAR" and not (
+                torch.is_grad_enabled() and t.requires_grad):
             t = _offset_sum_unpadded(t, axes, q, before, n_out)
             continue
         for ax in axes:
