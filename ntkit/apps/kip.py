@@ -13,24 +13,19 @@ code: integer labels become centred one-hot targets e_c − 1/C; the initial sup
 class-balanced random sample of the real examples; λ is relative to the mean diagonal of
 K_ss (so predictions do not depend on the kernel's overall scale); λ = 1e-6 by default.
 
-**The differentiable kernel** (`kernel_function`). The arc-cosine duals compute the angle
-between two inputs from s = √max(v1·v2 − c², 0). Where two inputs are parallel (the diagonal
-of K_ss, and a target that coincides with a support point, which happens at step 0 since the
-support starts as real examples), s = 0 and autograd's d√s/ds = ∞ turns the gradient into
-NaN, although the kernel's true derivative there is finite. KIP therefore evaluates the
-network's kernel map on an input kernel whose per-example variances are inflated by a
-relative ``jitter`` (1e-10 by default, float64): every pair then has
-v1·v2 − c² ≥ (2·jitter)·v1·v2 > 0 beyond rounding (which is ~d·1e-16 relative), so the
-gradient is finite everywhere. The same holds inside the network: each activation maps an
-example's own variance through T(v, v, v), where s = 0 again, so `kernel_function` wraps
-the activations to evaluate that map at T((1+jitter)v, v, (1+jitter)v). The jitter changes
-NNGP-type values by O(jitter) and the ReLU NTK's derivative factor by O(√jitter) ≈ 1e-5
-relative, only at (near-)parallel pairs (tested against ``net.kernel``); it also amplifies
-rounding there to ~eps/√jitter ≈ 1e-11 in the angle. Once the duals themselves have finite
-derivatives at correlation ±1, ``jitter=0`` gives the exact kernel. The returned support
-set is evaluated with the exact kernel (`predict`, through ``net.kernel``).
-KIP computes in float64 (inputs are converted); float32 would need a jitter far above its
-rounding (~1e-4), which perturbs the kernel visibly.
+**The differentiable kernel** (`kernel_function`). The support set starts as real
+examples, so at step 0 targets coincide with support points, and K_ss has its diagonal:
+pairs at correlation 1, where the arc-cosine's derivative is singular. ntkit's duals
+(`ntkit.dual.autodiff`) give finite gradients there (``jitter=0``: the exact derivative
+for the NNGP, the minimum-norm subgradient 0 for the NTK's arc-cosine kink). By default
+KIP instead smooths the kink: the kernel maps see per-example variances inflated by a
+relative ``jitter`` (1e-10), so every pair has v1·v2 − c² ≥ 2·jitter·v1·v2 > 0 beyond
+rounding and the loss is differentiable in the ordinary sense (finite differences agree
+with autograd, tested); each activation maps an example's own variance at
+T((1+jitter)v, v, (1+jitter)v). This moves NNGP-type values by O(jitter) and the ReLU
+NTK's derivative factor by O(√jitter) ≈ 1e-5 relative, only at (near-)parallel pairs
+(tested against ``net.kernel``). The returned support set is evaluated with the exact
+kernel (`predict`, through ``net.kernel``). KIP computes in float64 (inputs are converted).
 """
 
 from __future__ import annotations
