@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from ntkit.engine.compiled import tile_function
-from ntkit.engine.inputs import as_pair, check_dtype, check_get
+from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype, check_get
 from ntkit.engine.memory import check_memory_budget
+from ntkit.engine.storage import is_zarr_array
 from ntkit.engine.threads import torch_threads
 from ntkit.kernel import Kernel, input_kernel, swap_examples
 from ntkit.layers.base import any_full
@@ -64,21 +65,21 @@ def _check_out(out, names, shapes, dtype):
     if unknown:
         raise ValueError(f"out has arrays for names not requested in get: {sorted(unknown)}")
     for name, arr in out.items():
-        if not isinstance(arr, (Tensor, np.ndarray)):
-            raise TypeError(f"out[{name!r}] must be a torch.Tensor or numpy array, "
+        if not isinstance(arr, (Tensor, np.ndarray)) and not is_zarr_array(arr):
+            raise TypeError(f"out[{name!r}] must be a torch.Tensor, numpy or zarr array, "
                             f"got {type(arr).__name__}")
         if tuple(arr.shape) != shapes[name]:
             raise ValueError(f"out[{name!r}] has shape {tuple(arr.shape)}, "
                              f"expected {shapes[name]}")
         floating = (arr.dtype.is_floating_point if isinstance(arr, Tensor)
-                    else arr.dtype.kind == "f")
+                    else np.dtype(arr.dtype).kind == "f")
         if not floating:
             raise TypeError(f"out[{name!r}] must be a floating array, got {arr.dtype}")
     return out
 
 
 def _write(dst, rows: slice, cols: slice | None, value: Tensor) -> None:
-    if isinstance(dst, np.ndarray):
+    if not isinstance(dst, Tensor):  # numpy array, memmap or zarr array
         value = value.detach().cpu().numpy()
         if cols is None:
             dst[rows] = value
@@ -93,18 +94,26 @@ def _write(dst, rows: slice, cols: slice | None, value: Tensor) -> None:
 
 def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None,
              dtype: torch.dtype = torch.float64, progress: bool = False, out=None,
-             compile: bool = False, memory_budget: int | None = None):
+             compile: bool = False, memory_budget: int | None = None, resume: bool = False,
+             client=None):
     """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
     dtype = check_dtype(dtype)
     get = check_get(get)
-    x1, x2 = as_pair(x1, x2, dtype, spatial=True)
+    if not isinstance(resume, bool):
+        raise ValueError(f"resume must be True or False, got {resume!r}")
+    # Memmaps and zarr arrays stay on disk and are read per tile (LazyBatch); in-RAM
+    # inputs are converted once, as before.
+    x1, x2 = as_pair(x1, x2, dtype, spatial=True, lazy=True)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False, got {compile!r}")
     budget = check_memory_budget(memory_budget, x1.device)
 
-    if x2 is not None and x2.shape == x1.shape and torch.equal(x1, x2):
+    if isinstance(x1, LazyBatch):
+        if x1.same_source(x2):
+            x2 = None
+    elif (isinstance(x2, Tensor) and x2.shape == x1.shape and torch.equal(x1, x2)):
         # Same batch passed twice: take the symmetric path (half the work, exact diagonal).
         x2 = None
     sym = x2 is None
@@ -126,6 +135,21 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     shapes = {"nngp": (n1, n2, *pair_shape), "ntk": (n1, n2, *pair_shape),
               "cov1": (n1, *cov_shape), "cov2": (n2, *cov_shape)}
     out = _check_out(out, names, shapes, dtype)
+    zouts = {name: arr for name, arr in out.items() if is_zarr_array(arr)}
+    if resume and set(zouts) != set(names):
+        raise ValueError("resume=True needs every requested kernel written to a zarr array "
+                         f"(out= for each of {list(names)}); got zarr arrays for "
+                         f"{sorted(zouts)}")
+    if zouts:
+        # The chunks dictate the tiles: each tile then rewrites whole chunks only, and the
+        # tiling (hence every value) is the same on resume whatever the memory budget.
+        from ntkit.engine.storage import chunk_tile
+
+        ztile = chunk_tile(zouts, ("nngp", "ntk"))
+        if tile is not None and tile != ztile:
+            raise ValueError(f"tile={tile} differs from the zarr output's chunks ({ztile}); "
+                             "leave tile=None or create the array with chunks of the tile")
+        tile = ztile
 
     device = x1.device
     results = {}
@@ -146,21 +170,51 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     b1 = [slice(i, min(i + tile, n1)) for i in range(0, n1, tile)]
     b2 = b1 if sym else [slice(j, min(j + tile, n2)) for j in range(0, n2, tile)]
     pairs = [(i, j) for i in range(len(b1)) for j in range(len(b2)) if not sym or j >= i]
+    n_tiles = len(pairs)
+
+    ledgers = []
+    if zouts:
+        from ntkit.engine.storage import TileLedger, fingerprint
+
+        done = None
+        for name, arr in zouts.items():
+            ledger = TileLedger(arr)
+            fp = fingerprint(layer=layer, name=name, names=names, x1=x1, x2=x2, sym=sym,
+                             tile=tile, dtype=dtype)
+            have = ledger.start(fp, resume)
+            done = have if done is None else done & have
+            ledgers.append(ledger)
+        pairs = [p for p in pairs if p not in done]
+
+    def finish_tile(i, j, k):
+        _store(results, k, b1[i], b2[j], i, j, sym)
+        for ledger in ledgers:  # only once every array holds the tile's chunks
+            ledger.mark(i, j)
 
     def run_tile(pair):
         i, j = pair
         r, c = b1[i], b2[j]
-        k = fn_diag(x1[r]) if sym and i == j else fn(x1[r], (x1 if sym else x2)[c])
-        _store(results, k, r, c, i, j, sym)
+        xr = aligned(x1[r])
+        k = fn_diag(xr) if sym and i == j else fn(xr, aligned((x1 if sym else x2)[c]))
+        finish_tile(i, j, k)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), desc="kernel tiles", unit="tile")
+        bar = tqdm(total=n_tiles, initial=n_tiles - len(pairs), desc="kernel tiles",
+                   unit="tile")
     workers = _workers(device, len(pairs), compile)
     try:
-        if workers == 1:
+        if client is not None:
+            from ntkit.engine.distributed import run_tiles
+
+            for i, j, k in run_tiles(client, layer, x1, x2, pairs, b1, b2, sym=sym,
+                                     track_ntk=track_ntk, full=full):
+                finish_tile(i, j, k)
+                if bar is not None:
+                    bar.update(1)
+        elif workers == 1:
             for pair in pairs:
                 run_tile(pair)
                 if bar is not None:
@@ -172,7 +226,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
             bar.close()
 
     for arr in results.values():
-        if isinstance(arr, np.ndarray) and hasattr(arr, "flush"):
+        if isinstance(arr, np.memmap):
             arr.flush()
     if get is None:
         return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
