@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import weakref
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ from torch import Tensor
 from ntkit.engine.compiled import tile_function
 from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype
 from ntkit.engine.threads import torch_threads
-from ntkit.kernel import Kernel, input_kernel
+from ntkit.kernel import input_kernel
 from ntkit.layers.base import any_full
 
 # Scattered inputs per client, reused across calls (a solver calls dask_matvec with the
@@ -100,8 +101,11 @@ def _scatter(client, x):
 # ---- kernel tiles ------------------------------------------------------------------------
 
 def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_ntk: bool,
-               full: bool) -> list[tuple[int, int, Kernel]]:
-    """Worker task: tiles (i, j) for j in js, exactly as `ntkit.engine.evaluate` does."""
+               full: bool, names: tuple[str, ...]) -> list[tuple[int, int, SimpleNamespace]]:
+    """Worker task: tiles (i, j) for j in js, exactly as `ntkit.engine.evaluate` does.
+
+    Returns only the fields the caller stores (``names``), to halve what travels back
+    when one kernel of nngp/ntk is asked for."""
     with torch_threads(1):
         fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
         fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
@@ -110,13 +114,19 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
         out = []
         for j in js:
             k = fn_diag(xr) if sym and i == j else fn(xr, aligned(other[b2[j]]))
-            out.append((i, j, k))
+            out.append((i, j, SimpleNamespace(
+                spatial=k.spatial, full=k.full,
+                nngp=k.nngp if "nngp" in names else None,
+                ntk=k.ntk if "ntk" in names else None,
+                cov1=k.cov1 if "cov1" in names else None,
+                var2=k.var2 if "cov2" in names else None)))
     return out
 
 
 def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: bool,
-              full: bool) -> Iterator[tuple[int, int, Kernel]]:
-    """Compute the tiles ``pairs`` on the cluster; yield (i, j, tile kernel) as they come.
+              full: bool, names: tuple[str, ...]) -> Iterator[tuple[int, int, SimpleNamespace]]:
+    """Compute the tiles ``pairs`` on the cluster; yield (i, j, tile) as they come, the
+    tile holding the fields of ``names`` (nngp, ntk, cov1, var2) plus spatial and full.
 
     One task per row block i (all its pending tiles). Cancels what is left if the
     consumer stops early or a task fails.
@@ -131,7 +141,7 @@ def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: boo
     fx2 = None if x2 is None else _scatter(client, x2)
     layer = _portable(layer)
     futures = [client.submit(_row_block, layer, fx1, fx2, i, js, b1, b2, sym, track_ntk, full,
-                             pure=False)
+                             tuple(names), pure=False)
                for i, js in rows.items()]
     try:
         for fut in distributed.as_completed(futures):

@@ -210,7 +210,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
             from ntkit.engine.distributed import run_tiles
 
             for i, j, k in run_tiles(client, layer, x1, x2, pairs, b1, b2, sym=sym,
-                                     track_ntk=track_ntk, full=full):
+                                     track_ntk=track_ntk, full=full, names=names):
                 finish_tile(i, j, k)
                 if bar is not None:
                     bar.update(1)
