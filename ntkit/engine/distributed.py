@@ -98,6 +98,34 @@ def _scatter(client, x):
     return fut
 
 
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """Undo, in this worker process, dask's MALLOC_TRIM_THRESHOLD_=65536.
+
+    The nanny starts workers with that variable so that freed memory returns to the OS
+    at once; but setting it also freezes glibc's mmap threshold at 128 KiB, so each of a
+    tile's (256, 256) float64 temporaries (512 KiB) is mmap'ed, page-faulted and unmapped
+    again. Measured on one row block of 8 tiles (depth-3 ReLU, 2-core box): 0.30 s per
+    task as started by dask, 0.18 s with these thresholds raised (0.21-0.26 s in a plain
+    process). The thresholds keep tile-sized blocks in the heap between tiles.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: glibc's maximum on 64-bit
+        libc.mallopt(-1, 256 * 2**20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to undo
+        pass
+
+
 # ---- kernel tiles ------------------------------------------------------------------------
 
 def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_ntk: bool,
@@ -106,6 +134,7 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
 
     Returns only the fields the caller stores (``names``), to halve what travels back
     when one kernel of nngp/ntk is asked for."""
+    _tune_malloc()
     with torch_threads(1):
         fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
         fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
@@ -157,6 +186,7 @@ def _row_matvec(layer, x, v, rows: slice, tile: int, get: str, full: bool) -> np
     """Worker task: K(x[rows], x) @ v, one (rows, tile) kernel block at a time."""
     n = x.shape[0]
     track_ntk = get == "ntk"
+    _tune_malloc()
     with torch_threads(1):
         fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
         fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)

@@ -13,6 +13,14 @@ largest whose estimate stays under ``memory_budget`` (default: `ntkit.engine.mem
 split between the worker threads; on a CPU it is also capped to stay near the caches
 (`DEFAULT_TILE` rows for fully-connected nets, `CPU_TILE_BYTES` of working set for
 spatial ones), since larger tiles there are slower, not faster.
+
+Outputs may be zarr arrays: their chunks then set the tiles, and each finished tile is
+marked in the array's store so that ``resume=True`` computes only what an interrupted
+run left (`ntkit.engine.storage`). Inputs may be memmaps or zarr arrays, read one tile's
+rows at a time (`ntkit.engine.inputs.LazyBatch`). With ``client=`` the tiles run on a
+Dask cluster (`ntkit.engine.distributed`). Tile operands are 64-byte aligned before use
+(`ntkit.engine.inputs.aligned`), which makes each tile's bits a function of its rows
+alone: resumed, distributed and in-RAM runs with the same tiles agree bitwise.
 """
 
 from __future__ import annotations
@@ -177,11 +185,11 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         from ntkit.engine.storage import TileLedger, fingerprint
 
         done = None
+        fp0 = fingerprint(layer=layer, name="", names=names, x1=x1, x2=x2, sym=sym,
+                          tile=tile, dtype=dtype)  # hashes the inputs once for all arrays
         for name, arr in zouts.items():
             ledger = TileLedger(arr)
-            fp = fingerprint(layer=layer, name=name, names=names, x1=x1, x2=x2, sym=sym,
-                             tile=tile, dtype=dtype)
-            have = ledger.start(fp, resume)
+            have = ledger.start({**fp0, "field": name}, resume)
             done = have if done is None else done & have
             ledgers.append(ledger)
         pairs = [p for p in pairs if p not in done]
