@@ -12,6 +12,9 @@ Any ``distributed.Client`` works. On one machine::
     from distributed import Client, LocalCluster
     client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
 
+(in a script, under ``if __name__ == "__main__":``: the workers are new processes that
+import the script again)
+
 On a real cluster, start a scheduler (``dask scheduler``, port 8786) and workers
 (``dask worker tcp://scheduler:8786 --nthreads 1``, one per core or per GPU: each task
 runs its tiles with one torch thread), on machines that have ntkit installed (the same
