@@ -93,12 +93,14 @@ class Layer:
     def kernel(self, x1, x2=None, get: str | Sequence[str] | None = ("nngp", "ntk"), *,
                tile: int | None = None, dtype: torch.dtype = torch.float64,
                progress: bool = False, out=None, compile: bool = False,
-               memory_budget: int | None = None):
+               memory_budget: int | None = None, resume: bool = False, client=None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
 
         Args:
           x1: (n1, d) inputs, or channels first (n1, C, L) / (n1, C, H, W) for
-            convolutional networks (tensor or array of any float dtype).
+            convolutional networks (tensor or array of any float dtype). A ``np.memmap``
+            or a zarr array stays on disk: only each tile's rows are read (and checked
+            for NaN/inf when read), so inputs may exceed RAM.
           x2: inputs of the same per-example shape, or None for x2 = x1 (each pair is
             then computed once).
           get: "nngp", "ntk", "cov1", "cov2", a tuple of those (returns a namedtuple
@@ -111,13 +113,25 @@ class Layer:
           progress: show a progress bar over tiles.
           out: where to write the results instead of allocating them: for one name, a
             tensor or numpy array (a ``np.memmap`` keeps a kernel larger than RAM on
-            disk); for several names, a dict name -> array. Returned as given.
+            disk), or a zarr array (see ``resume``); for several names, a dict
+            name -> array. Returned as given. A zarr array's chunks set the tiles
+            (create one with `ntkit.engine.storage.create_kernel_array`).
           compile: fuse the per-tile map with ``torch.compile`` (falls back to eager if
             compilation fails). Off by default: compiling takes from tens of seconds to
             minutes on a small CPU, more than the eager engine needs for n ≈ 10⁴.
           memory_budget: bytes the tiles may hold at once (the output comes on top).
             Default: a quarter of the free device memory on CUDA, of the available RAM
             (at most 8 GiB) on a CPU; see `ntkit.engine.memory`.
+          resume: with zarr ``out`` arrays only: compute just the tiles not yet marked
+            complete by an earlier, interrupted run (killed, even by SIGKILL); the
+            result is bit-identical to an uninterrupted run. Refused with ValueError if
+            the array holds a kernel of other arguments (shapes, get, dtype, layer,
+            tile, inputs). Without it, a zarr ``out`` is recomputed from scratch (tiles
+            are still marked, so a later call may resume). See `ntkit.engine.storage`.
+          client: a ``distributed.Client``: compute the tiles on that Dask cluster (one
+            task per row block; results equal the single-process ones bitwise). Point
+            it at a real cluster with ``Client("tcp://scheduler:8786")``; the workers
+            need ntkit installed. See `ntkit.engine.distributed`.
 
         Returns:
           A tensor (n1, n2) for a single name (with the positions appended, (n1, n2, *S)
@@ -127,7 +141,8 @@ class Layer:
         from ntkit.engine.evaluate import evaluate
 
         return evaluate(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
-                        out=out, compile=compile, memory_budget=memory_budget)
+                        out=out, compile=compile, memory_budget=memory_budget,
+                        resume=resume, client=client)
 
     def build(self, in_features: int | Sequence[int], seed: int | None = 0,
               dtype: torch.dtype = torch.float64) -> nn.Module:

@@ -1,0 +1,299 @@
+"""Kernel tiles and kernel-vector products on a Dask cluster (``dask.distributed``).
+
+``net.kernel(x1, x2, client=client)`` sends the inputs to the workers once
+(``client.scatter``), submits one task per row block of tiles, and writes each block into
+the result (or the ``out=`` array, zarr included) as it arrives. Each tile is computed by
+the same per-tile function as on one process, in the same tiling, so the result is
+bitwise equal to the single-process one. `dask_matvec` computes K(x, x) @ v blockwise on
+the workers without forming K.
+
+Any ``distributed.Client`` works. On one machine::
+
+    from distributed import Client, LocalCluster
+    client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+
+(in a script, under ``if __name__ == "__main__":``: the workers are new processes that
+import the script again)
+
+On a real cluster, start a scheduler (``dask scheduler``, port 8786) and workers
+(``dask worker tcp://scheduler:8786 --nthreads 1``, one per core or per GPU: each task
+runs its tiles with one torch thread), on machines that have ntkit installed (the same
+version: tasks are pickled functions of ``ntkit.engine``), then::
+
+    from distributed import Client
+    client = Client("tcp://scheduler:8786")
+    K = net.kernel(x, get="ntk", client=client)
+
+Inputs in RAM are scattered to every worker, so each must fit a worker's memory. Inputs
+given as a memmap or zarr array travel by reference and every task reads its own rows:
+the workers must then see the same file or store (a shared file system, or object
+storage for zarr).
+
+dask and distributed are optional (``pip install -e ".[scale]"``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ntkit.engine.compiled import tile_function
+from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype
+from ntkit.engine.threads import torch_threads
+from ntkit.kernel import input_kernel
+from ntkit.layers.base import any_full
+
+# Scattered inputs per client, reused across calls (a solver calls dask_matvec with the
+# same x every iteration): {client: [(token, future), ...]}, the most recent few kept.
+_SCATTERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SCATTER_KEEP = 4
+
+
+def require_distributed():
+    """Import ``distributed``, or raise ImportError saying how to install it."""
+    try:
+        import distributed
+    except ImportError as e:
+        raise ImportError('the Dask backend needs dask.distributed: pip install -e ".[scale]" '
+                          "(or pip install 'dask[distributed]')") from e
+    return distributed
+
+
+def _check_client(client):
+    distributed = require_distributed()
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
+    return distributed
+
+
+def _portable(layer):
+    # A layer used with compile=True caches torch.compile'd functions on itself; those do
+    # not pickle, and workers evaluate eagerly anyway.
+    if "_ntkit_compiled" in getattr(layer, "__dict__", {}):
+        layer = copy.copy(layer)
+        del layer.__dict__["_ntkit_compiled"]
+    return layer
+
+
+def _scatter(client, x):
+    """A future of ``x`` on every worker, scattered once per (client, data)."""
+    from dask.base import tokenize
+
+    if isinstance(x, LazyBatch):
+        data, token = x, None  # a reference to a file/store: small, not worth caching
+    else:
+        data = x.detach().cpu()
+        token = tokenize(data.numpy())
+        for tok, fut in _SCATTERED.get(client, []):
+            if tok == token and fut.status == "finished":
+                return fut
+    fut = client.scatter(data, broadcast=True, hash=False)
+    if token is not None:
+        cached = _SCATTERED.setdefault(client, [])
+        cached.append((token, fut))
+        del cached[:-_SCATTER_KEEP]
+    return fut
+
+
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """Undo, in this worker process, dask's MALLOC_TRIM_THRESHOLD_=65536.
+
+    The nanny starts workers with that variable so that freed memory returns to the OS
+    at once; but setting it also freezes glibc's mmap threshold at 128 KiB, so each of a
+    tile's (256, 256) float64 temporaries (512 KiB) is mmap'ed, page-faulted and unmapped
+    again. Measured on one row block of 8 tiles (depth-3 ReLU, 2-core box): 0.30 s per
+    task as started by dask, 0.18 s with these thresholds raised (0.21-0.26 s in a plain
+    process). The thresholds keep tile-sized blocks in the heap between tiles.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: glibc's maximum on 64-bit
+        libc.mallopt(-1, 256 * 2**20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to undo
+        pass
+
+
+# ---- kernel tiles ------------------------------------------------------------------------
+
+def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_ntk: bool,
+               full: bool, names: tuple[str, ...]) -> dict:
+    """Worker task: tiles (i, j) for j in js, exactly as `ntkit.engine.evaluate` does.
+
+    Returns plain numpy arrays (which dask sends without pickling them: returning the
+    tiles' tensors made the kernel 4.6× slower than one process at n = 8000), and only
+    the fields the caller stores (``names``): "nngp"/"ntk" as one (rows, Σ cols, ...)
+    block in the order of js; "cov1" of the tile that `_store` takes it from; "var2"
+    per tile.
+    """
+    _tune_malloc()
+    with torch_threads(1):
+        fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
+        fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
+        xr = aligned(x1[b1[i]])
+        other = x1 if sym else x2
+        pair = {n: [] for n in ("nngp", "ntk") if n in names}
+        out: dict = {"cov1": None, "var2": []}
+        for j in js:
+            k = fn_diag(xr) if sym and i == j else fn(xr, aligned(other[b2[j]]))
+            for n, parts in pair.items():
+                parts.append(getattr(k, n).numpy())
+            if "cov1" in names and j == (i if sym else 0):
+                out["cov1"] = k.cov1.numpy()
+            if "cov2" in names:
+                out["var2"].append(k.var2.numpy())
+            out["spatial"], out["full"] = k.spatial, k.full
+    for n, parts in pair.items():
+        out[n] = np.concatenate(parts, axis=1)
+    return out
+
+
+def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: bool,
+              full: bool, names: tuple[str, ...]) -> Iterator[tuple[int, int, SimpleNamespace]]:
+    """Compute the tiles ``pairs`` on the cluster; yield (i, j, tile) as they come, the
+    tile holding the fields of ``names`` (nngp, ntk, cov1, var2) plus spatial and full.
+
+    One task per row block i (all its pending tiles). Cancels what is left if the
+    consumer stops early or a task fails.
+    """
+    distributed = _check_client(client)
+    rows: dict[int, list[int]] = {}
+    for i, j in pairs:
+        rows.setdefault(i, []).append(j)
+    if not rows:
+        return
+    fx1 = _scatter(client, x1)
+    fx2 = None if x2 is None else _scatter(client, x2)
+    layer = _portable(layer)
+    futures = {client.submit(_row_block, layer, fx1, fx2, i, js, b1, b2, sym, track_ntk,
+                             full, tuple(names), pure=False): i
+               for i, js in rows.items()}
+    try:
+        for fut in distributed.as_completed(list(futures)):
+            i = futures[fut]
+            res = fut.result()
+            start = 0
+            for pos, j in enumerate(rows[i]):
+                width = b2[j].stop - b2[j].start
+                tile = SimpleNamespace(spatial=res["spatial"], full=res["full"], nngp=None,
+                                       ntk=None, cov1=None, var2=None)
+                for n in ("nngp", "ntk"):
+                    if n in res:
+                        tile.__dict__[n] = torch.from_numpy(res[n][:, start:start + width])
+                if res["cov1"] is not None and j == (i if sym else 0):
+                    tile.cov1 = torch.from_numpy(res["cov1"])
+                if res["var2"]:
+                    tile.var2 = torch.from_numpy(res["var2"][pos])
+                start += width
+                yield i, j, tile
+            fut.release()
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+# ---- kernel-vector products ----------------------------------------------------------------
+
+def _row_matvec(layer, x, v, rows: slice, tile: int, get: str, full: bool) -> np.ndarray:
+    """Worker task: K(x[rows], x) @ v, one (rows, tile) kernel block at a time."""
+    n = x.shape[0]
+    track_ntk = get == "ntk"
+    _tune_malloc()
+    with torch_threads(1):
+        fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
+        fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
+        xr = aligned(x[rows])
+        acc = torch.zeros(rows.stop - rows.start, v.shape[1], dtype=v.dtype)
+        for start in range(0, n, tile):
+            c = slice(start, min(start + tile, n))
+            k = fn_diag(xr) if c == rows else fn(xr, aligned(x[c]))
+            block = getattr(k, get)
+            if not bool(torch.isfinite(block).all()):
+                raise FloatingPointError(f"the {get} kernel overflowed or became NaN")
+            acc += block @ v[c]
+    return acc.numpy()
+
+
+def dask_matvec(client, net, x, v, *, get: str = "ntk", tile: int | None = None,
+                dtype: torch.dtype = torch.float64) -> Tensor:
+    """K(x, x) @ v on a Dask cluster, without ever forming the (n, n) kernel K.
+
+    Each task computes one block of rows of K, tile by tile, and multiplies it into v
+    on its worker; only the (rows, k) products come back. x is scattered once per client
+    and reused by later calls with the same data (a solver's iterations); v travels with
+    every call.
+
+    Args:
+      client: a ``distributed.Client`` (see the module docstring for real clusters).
+      net: a layer spec (e.g. ``ntkit.layers.serial(...)``) ending in one output per pair
+        (a fully-connected readout or a flattened/pooled spatial one).
+      x: (n, d) inputs (or channels first), a tensor, numpy array, memmap or zarr array.
+      v: (n,) or (n, k) vector(s).
+      get: "ntk" or "nngp".
+      tile: rows and columns per kernel block (default: as `net.kernel` chooses).
+      dtype: compute and result dtype (float64 by default).
+
+    Returns:
+      K(x, x) @ v, of v's shape, in ``dtype``. Diagonal blocks are the exactly symmetric
+      ones of `net.kernel`; off-diagonal blocks K(x_r, x_c) are computed as such (not
+      mirrored), so the product equals ``net.kernel(x, get=get) @ v`` to rounding.
+    """
+    from ntkit.engine.evaluate import auto_tile
+    from ntkit.engine.memory import default_memory_budget
+
+    _check_client(client)
+    dtype = check_dtype(dtype)
+    if get not in ("ntk", "nngp"):
+        raise ValueError(f"get must be 'ntk' or 'nngp', got {get!r}")
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+        raise ValueError(f"tile must be a positive int, got {tile!r}")
+    x, _ = as_pair(x, None, dtype, spatial=True, lazy=True)
+    n = x.shape[0]
+    if isinstance(v, np.ndarray):
+        v = torch.from_numpy(np.ascontiguousarray(v))
+    if not isinstance(v, Tensor):
+        raise TypeError(f"v must be a torch.Tensor or numpy array, got {type(v).__name__}")
+    if not v.dtype.is_floating_point:
+        raise TypeError(f"v must have a floating dtype, got {v.dtype}")
+    if v.ndim not in (1, 2) or v.shape[0] != n:
+        raise ValueError(f"v must have shape ({n},) or ({n}, k) for x of {n} rows, "
+                         f"got {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("v contains NaN or inf")
+    full = x.ndim > 2 and any_full(net.requires_full(False))
+    probe = net.kernel_map(input_kernel(x[0:1], None, track_ntk=False, full=full))
+    if isinstance(probe, tuple) or probe.nngp.shape[2:] != ():
+        raise ValueError("dask_matvec needs a network with one output per example pair "
+                         "(end spatial networks in Flatten or global pooling)")
+    if tile is None:
+        tile = auto_tile(x, full, dtype, default_memory_budget(x.device), n, n)
+
+    v2 = v.detach().cpu().to(dtype).reshape(n, -1).contiguous()
+    fx = _scatter(client, x)
+    fv = client.scatter(v2, broadcast=True, hash=False)
+    net = _portable(net)
+    blocks = [slice(i, min(i + tile, n)) for i in range(0, n, tile)]
+    futures = [client.submit(_row_matvec, net, fx, fv, r, tile, get, full, pure=False)
+               for r in blocks]
+    out = torch.empty(n, v2.shape[1], dtype=dtype)
+    try:
+        for fut, r in zip(futures, blocks, strict=True):
+            out[r] = torch.from_numpy(fut.result())
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+        del fv
+    return out.reshape(v.shape) if v.ndim == 1 else out

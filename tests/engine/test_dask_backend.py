@@ -1,0 +1,111 @@
+"""The Dask backend: kernels on a LocalCluster equal the single-process ones, and
+dask_matvec equals K @ v, without forming K on the workers' side."""
+
+import numpy as np
+import pytest
+import torch
+
+from ntkit import layers as nl
+
+distributed = pytest.importorskip("distributed")
+from ntkit.engine.distributed import dask_matvec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def relu_net(depth=3):
+    layers = []
+    for _ in range(depth):
+        layers += [nl.Dense(64, 1.4, 0.1), nl.ReLU()]
+    return nl.serial(*layers, nl.Dense(1, 1.4, 0.1))
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(70, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def test_workers_run_this_ntkit(client):
+    import ntkit
+
+    files = client.run(lambda: __import__("ntkit").__file__)
+    assert set(files.values()) == {ntkit.__file__}
+
+
+def test_kernel_on_the_cluster_equals_the_single_process_one(client, x):
+    net = relu_net()
+    ref = net.kernel(x, get=None, tile=16)
+    k = net.kernel(x, get=None, tile=16, client=client)
+    for name in ("nngp", "ntk", "cov1"):
+        # Same tiles, same per-tile function, aligned operands: equal bitwise (the
+        # contract is 1e-12 relative).
+        assert torch.equal(getattr(k, name), getattr(ref, name)), name
+    y = x[:23] * 0.7
+    ref2 = net.kernel(x, y, get=("nngp", "ntk"), tile=16)
+    k2 = net.kernel(x, y, get=("nngp", "ntk"), tile=16, client=client)
+    assert torch.equal(k2.ntk, ref2.ntk) and torch.equal(k2.nngp, ref2.nngp)
+
+
+def test_cluster_writes_resumable_zarr_from_a_memmap(client, x, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    from ntkit.engine import storage
+
+    net = relu_net()
+    np.save(tmp_path / "x.npy", x.numpy())
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")  # travels to workers by reference
+    a = storage.create_kernel_array(str(tmp_path / "k.zarr"), 70, tile=16)
+    net.kernel(mm, get="ntk", out=a, client=client)
+    ref = net.kernel(x, get="ntk", tile=16).numpy()
+    assert np.array_equal(a[:], ref)
+    # Forget three tiles and spoil their chunks: the resume recomputes just those.
+    ledger = storage.TileLedger(a)
+    lost = sorted(ledger.done())[::4][:3]
+    for i, j in lost:
+        ledger._key(i, j).delete_sync()
+        a[i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = np.nan
+    assert storage.kernel_progress(a) == (12, 15)
+    net.kernel(mm, get="ntk", out=a, client=client, resume=True)
+    assert np.array_equal(zarr.open_array(str(tmp_path / "k.zarr"))[:], ref)
+
+
+def test_dask_matvec_equals_the_kernel_times_v(client, x):
+    net = relu_net()
+    K = net.kernel(x, get="ntk")
+    v = torch.randn(70, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for vv in (v, v[:, 0]):
+        got = dask_matvec(client, net, x, vv, tile=16)
+        want = K @ vv
+        assert got.shape == want.shape and got.dtype == torch.float64
+        assert (got - want).norm() <= 1e-12 * want.norm()
+    nngp = net.kernel(x, get="nngp")
+    got = dask_matvec(client, net, x.numpy(), v.numpy(), get="nngp")  # numpy in, auto tile
+    assert (got - nngp @ v).norm() <= 1e-12 * (nngp @ v).norm()
+
+
+def test_dask_matvec_rejects_bad_input(client, x):
+    net = relu_net(1)
+    v = torch.ones(70, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"v must have shape \(70,\)"):
+        dask_matvec(client, net, x, torch.ones(69))
+    with pytest.raises(ValueError, match="NaN"):
+        dask_matvec(client, net, x, v * float("nan"))
+    with pytest.raises(TypeError, match="floating"):
+        dask_matvec(client, net, x, torch.ones(70, dtype=torch.int64))
+    with pytest.raises(ValueError, match="get must be"):
+        dask_matvec(client, net, x, v, get="cov1")
+    with pytest.raises(ValueError, match="tile must be"):
+        dask_matvec(client, net, x, v, tile=0)
+    with pytest.raises(TypeError, match="distributed.Client"):
+        dask_matvec("tcp://nowhere:8786", net, x, v)
+    with pytest.raises(TypeError, match="distributed.Client"):
+        net.kernel(x, get="ntk", client=object())
