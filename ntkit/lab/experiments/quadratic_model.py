@@ -211,11 +211,19 @@ def _relu_runs(ctx: Context, cfg: dict, x: torch.Tensor, y: torch.Tensor,
                 row["static_err_2"] = float(static.pow(2).mean().sqrt())
                 row["frozen_pattern_identity_err"] = float(
                     (static - kink).abs().max() / net(x_all).abs().max())
+                # do up-flips (off → on) and down-flips cancel? random-signed sum: the
+                # ratio below falls like m^-1/4; a coherent imbalance: it stays O(1)
+                contrib = (torch.relu(p_t) - (p0 > 0).double() * p_t) * v_t / math.sqrt(m)
+                up = (contrib * (p0 <= 0).double()).sum(1)
+                down = (contrib * (p0 > 0).double()).sum(1)
+                row["kink_cancel_ratio"] = float((up + down).pow(2).mean().sqrt()
+                                                 / (up.abs() + down.abs()).pow(2).mean().sqrt())
             for k, mod in models.items():
                 f_k = _train(mod, x, y, x_all, cfg["eta"], cfg["steps"], cfg["every"])
                 row[f"err_{k}"] = float((f_net - f_k).pow(2).mean(dim=1).sqrt().max())
                 if k == 2:
                     d_k = _ntk(mod, x) - ntk0
+                    row["ntk_change_2"] = float(d_k.norm() / ntk0.norm())
                     row["ntk_change_rel_err_2"] = float((d_net - d_k).norm() / d_net.norm())
             rows.append(row)
     return rows
@@ -225,8 +233,8 @@ def _relu_claims(ctx: Context, cfg: dict, rows: list[dict]) -> str:
     """Tables, claims and figure of the ReLU arm; returns its summary sentence."""
     widths_l = cfg["relu_widths"]
     widths = np.array(widths_l, dtype=np.float64)
-    keys = ["err_1", "err_2", "static_err_2", "flip_fraction", "ntk_change_net",
-            "ntk_change_rel_err_2"]
+    keys = ["err_1", "err_2", "static_err_2", "flip_fraction", "kink_cancel_ratio",
+            "ntk_change_net", "ntk_change_2", "ntk_change_rel_err_2"]
     mean = {k: np.array([np.mean([r[k] for r in rows if r["width"] == m]) for m in widths_l])
             for k in keys}
     fits = {k: loglog_fit(widths, mean[k]) for k in keys}
