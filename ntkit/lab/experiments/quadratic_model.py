@@ -261,7 +261,14 @@ def _relu_claims(ctx: Context, cfg: dict, rows: list[dict]) -> str:
               note=f"{fits['static_err_2'].label()}. Prediction (our power counting, no seed "
                    "states it): ~√m flipped neurons per example, each off by O(|v||Δp|/√m) = "
                    "O(1/m); up- and down-flips have opposite signs and cancel in mean, so the "
-                   "sum is random-signed: m^1/4·m^-1 = m^-3/4. ±0.25 as for the tanh slopes")
+                   "sum is random-signed: m^1/4·m^-1 = m^-3/4. ±0.25 as for the tanh slopes. "
+                   "Check of that assumption, |Σup + Σdown|/(|Σup| + |Σdown|) by width: "
+                   f"{np.round(mean['kink_cancel_ratio'], 3).tolist()} "
+                   f"({fits['kink_cancel_ratio'].label()}; random signs predict −0.25, no "
+                   "cancellation 0). If it stays O(1) the flips add coherently, "
+                   "m·m^-1/2·m^-1 = m^-1/2 (a posteriori: a neuron active at a training "
+                   "point gets that point's gradient, one inactive there does not, so the "
+                   "p → 0⁺ and p → 0⁻ sides move differently)")
     ctx.claim("ReLU: linear model error ∝ m^slope", -1.0, fits["err_1"].slope, 0.25,
               note=f"{fits['err_1'].label()} ({span}). Prediction: the bilinear term "
                    "Σ Δv_i 1[p>0] Δp_i/√m has Δp_i ∝ v_i, random signs: O(1/m) as for tanh; "
@@ -296,7 +303,9 @@ def _relu_claims(ctx: Context, cfg: dict, rows: list[dict]) -> str:
                    "arm. Prediction: the smooth part of ΔΘ is O(1/m) and the quadratic model "
                    "has it; flips of 1[p>0] in Θ = Σ(relu relu' + v² 1 1' x·x'/d)/m add a "
                    "random-signed O(m^-3/4) it misses, so the relative error should not fall "
-                   "with m (≈ m^+1/4); whether it is ≤ 0.1 here depends on constants")
+                   "with m (≈ m^+1/4); whether it is ≤ 0.1 here depends on constants. The "
+                   f"quadratic model's own ΔΘ: {fits['ntk_change_2'].label()} (its smooth "
+                   "O(1/m) part); the rest of the net's ΔΘ is the flips'")
 
     fig, (a1, a2) = ctx.new_figure(ncols=2)
     for i, (key, lab) in enumerate([("err_1", "linear"), ("err_2", "quadratic"),
