@@ -23,11 +23,15 @@ def result(tmp_path_factory):
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
-    assert doc["figures"] == ["taylor_models.png"]
-    assert result.figures[0].stat().st_size > 5000
-    assert len(result.claims) == 7
+    assert doc["figures"] == ["taylor_models.png", "relu_taylor_models.png"]
+    assert all(f.stat().st_size > 5000 for f in result.figures)
+    assert len(result.claims) == 15
+    assert sum(c.name.startswith("ReLU") or ", ReLU" in c.name for c in result.claims) == 8
     runs = doc["tables"]["runs"]
     assert len(runs["width"]) == len(result.config["widths"]) * result.config["seeds"]
+    relu = doc["tables"]["relu_runs"]
+    assert len(relu["width"]) == len(result.config["relu_widths"]) * result.config["relu_seeds"]
+    assert result.config["activations"] == ["tanh", "relu"]
 
 
 def test_taylor_identities_are_round_off(result):
@@ -80,3 +84,73 @@ def test_jacobian_helper_matches_autograd():
         gr = torch.autograd.grad(net(x)[i], list(net.parameters()))
         rows.append(torch.cat([t.reshape(-1) for t in gr]))
     torch.testing.assert_close(_jacobian(net, x), torch.stack(rows), rtol=1e-12, atol=1e-14)
+
+
+def test_relu_arm_frozen_pattern_identity_and_flip_statistics(result):
+    ident = next(c for c in result.claims if "frozen at θ0" in c.name)
+    assert ident.holds and ident.measured < 1e-12, ident
+    bw = {k: np.array(v) for k, v in result.tables["relu_by_width"].items()}
+    # fewer sign flips at larger width, but never none (else the quadratic model is exact)
+    assert np.all(np.diff(bw["flip_fraction"]) < 0) and np.all(bw["flip_fraction"] > 0)
+    assert np.all(bw["static_err_2"] > 0) and np.all(bw["err_2"] > 0)
+    assert np.all((bw["kink_cancel_ratio"] >= 0) & (bw["kink_cancel_ratio"] <= 1))
+    # the quadratic model's own NTK change is the smooth O(1/m) part: it falls with m
+    assert np.all(np.diff(bw["ntk_change_2"]) < 0)
+    # the table is the seed mean of the runs
+    runs = result.tables["relu_runs"]
+    m0 = result.config["relu_widths"][0]
+    first = [e for w, e in zip(runs["width"], runs["err_1"], strict=True) if w == m0]
+    assert bw["err_1"][0] == pytest.approx(np.mean(first), rel=1e-12)
+
+
+def _relu_net_and_shift(scale: float):
+    g = torch.Generator().manual_seed(5)
+    net = _TwoLayer(6, 40, g, activation="relu")
+    x = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    delta = {k: scale * torch.randn(p.shape, generator=g, dtype=torch.float64)
+             for k, p in net.named_parameters()}
+    return net, x, delta
+
+
+def _shifted(model, delta):
+    with torch.no_grad():
+        for k, dl in delta.items():
+            model.params[k].add_(dl)
+    return model
+
+
+def test_relu_quadratic_model_is_the_frozen_pattern_net_and_equals_the_cubic():
+    """Independent of the experiment's code path: the autodiff Taylor model of degree 2 of
+    a ReLU net equals Σ v·1[p0>0]·p/√m (written out by hand) at a displacement large
+    enough to flip many signs, and the degree-3 model adds nothing (relu has no second or
+    third derivative off the kinks)."""
+    net, x, delta = _relu_net_and_shift(0.7)
+    p0 = net.preactivations(x).detach()
+    quad, cubic = _shifted(taylor_expand(net, 2), delta), _shifted(taylor_expand(net, 3), delta)
+    u, v = net.U.detach() + delta["U"], net.v.detach() + delta["v"]
+    p = x @ u.T / math.sqrt(x.shape[1])
+    frozen = ((p0 > 0).double() * p) @ v / math.sqrt(v.shape[0])
+    true = torch.relu(p) @ v / math.sqrt(v.shape[0])
+    assert ((p > 0) != (p0 > 0)).any()                      # the check is not vacuous
+    with torch.no_grad():
+        torch.testing.assert_close(quad(x), frozen, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(cubic(x), quad(x), rtol=1e-12, atol=1e-12)
+        assert (quad(x) - true).abs().max() > 1e-3           # and it is not the net
+
+
+def test_relu_quadratic_model_is_exact_without_sign_flips():
+    net, x, delta = _relu_net_and_shift(1e-4)
+    p0 = net.preactivations(x).detach()
+    u = net.U.detach() + delta["U"]
+    assert torch.equal(x @ u.T > 0, p0 > 0)
+    quad, lin = _shifted(taylor_expand(net, 2), delta), _shifted(taylor_expand(net, 1), delta)
+    with torch.no_grad():
+        f = torch.func.functional_call(net, {k: p.detach() + delta[k] for k, p in
+                                             net.named_parameters()}, (x,))
+        torch.testing.assert_close(quad(x), f, rtol=1e-13, atol=1e-14)
+        assert (lin(x) - f).abs().max() > 1e-10                # the bilinear term is missing
+
+
+def test_unknown_activation_is_rejected():
+    with pytest.raises(ValueError, match="activation"):
+        _TwoLayer(3, 4, torch.Generator().manual_seed(0), activation="gelu")
