@@ -252,7 +252,7 @@ def dask_matvec(client, net, x, v, *, get: str = "ntk", tile: int | None = None,
       ones of `net.kernel`; off-diagonal blocks K(x_r, x_c) are computed as such (not
       mirrored), so the product equals ``net.kernel(x, get=get) @ v`` to rounding.
     """
-    from ntkit.engine.evaluate import auto_tile
+    from ntkit.engine.evaluate import auto_tile, tile_slices
     from ntkit.engine.memory import default_memory_budget
 
     _check_client(client)
@@ -286,7 +286,7 @@ def dask_matvec(client, net, x, v, *, get: str = "ntk", tile: int | None = None,
     fx = _scatter(client, x)
     fv = client.scatter(v2, broadcast=True, hash=False)
     net = _portable(net)
-    blocks = [slice(i, min(i + tile, n)) for i in range(0, n, tile)]
+    blocks = tile_slices(n, tile)
     futures = [client.submit(_row_matvec, net, fx, fv, r, tile, get, full, pure=False)
                for r in blocks]
     out = torch.empty(n, v2.shape[1], dtype=dtype)

@@ -190,8 +190,8 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     fn = tile_function(layer, track_ntk, sym_tile=False, compiled=compile, full=full)
     fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=compile, full=full)
 
-    b1 = [slice(i, min(i + tile, n1)) for i in range(0, n1, tile)]
-    b2 = b1 if sym else [slice(j, min(j + tile, n2)) for j in range(0, n2, tile)]
+    b1 = tile_slices(n1, tile)
+    b2 = b1 if sym else tile_slices(n2, tile)
     pairs = [(i, j) for i in range(len(b1)) for j in range(len(b2)) if not sym or j >= i]
     n_tiles = len(pairs)
 
@@ -261,13 +261,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     for arr in results.values():
         if isinstance(arr, np.memmap):
             arr.flush()
-    if get is None:
-        return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
-                      cov2=results["cov2"], channels=probe.channels, x1_is_x2=sym,
-                      spatial=probe.spatial, full=probe.full)
-    if isinstance(get, str):
-        return results[get]
-    return _result_type(names)(*(results[n] for n in names))
+    return _package(results, get, names, probe, sym)
 
 
 def _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2, budget, probe):
@@ -284,8 +278,8 @@ def _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2, bud
         tile = auto_tile(x1, full, x1.dtype, budget, n1, n2)
     fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
     fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
-    b1 = [slice(i, min(i + tile, n1)) for i in range(0, n1, tile)]
-    b2 = b1 if sym else [slice(j, min(j + tile, n2)) for j in range(0, n2, tile)]
+    b1 = tile_slices(n1, tile)
+    b2 = b1 if sym else tile_slices(n2, tile)
     tiles: dict[tuple[int, int], Kernel] = {}
     for i in range(len(b1)):
         for j in range(len(b2)):
@@ -313,6 +307,16 @@ def _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2, bud
         else:
             results[name] = torch.cat([tiles[0 if not sym else j, j].var2
                                        for j in range(len(b2))])
+    return _package(results, get, names, probe, sym)
+
+
+def tile_slices(n: int, tile: int) -> list[slice]:
+    """Consecutive slices of ``tile`` examples covering range(n) (the last may be short)."""
+    return [slice(i, min(i + tile, n)) for i in range(0, n, tile)]
+
+
+def _package(results: dict, get, names: tuple[str, ...], probe: Kernel, sym: bool):
+    """What `evaluate` returns for ``get``: a `Kernel`, one array, or a namedtuple."""
     if get is None:
         return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
                       cov2=results["cov2"], channels=probe.channels, x1_is_x2=sym,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ntkit.engine.evaluate import tile_slices
 from ntkit.engine.memory import check_memory_budget
 
 #: Arrays of a tile's size alive per computed tile: the result, its transpose product,
@@ -262,7 +263,7 @@ class KernelOperator:
     def _matvec_computed(self, v: Tensor) -> Tensor:
         t, n = self.tile, self.n
         out = torch.zeros_like(v)
-        blocks = [slice(i, min(i + t, n)) for i in range(0, n, t)]
+        blocks = tile_slices(n, t)
         for a, ra in enumerate(blocks):
             xa = self._x(ra)
             out[ra] += self.net.kernel(xa, get=self.get, dtype=self.dtype,
