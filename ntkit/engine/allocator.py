@@ -61,6 +61,20 @@ def _glibc():
     return _libc or None
 
 
+def set_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
+    """Set glibc's mmap and trim thresholds for the whole process (bytes, ≤ 2³¹ − 1).
+
+    For processes that only compute tiles (e.g. Dask workers, `ntkit.engine.distributed`).
+    Returns False, doing nothing, where the C library is not glibc.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+    libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    return True
+
+
 @contextlib.contextmanager
 def retain_freed_memory(enabled: bool = True) -> Iterator[None]:
     """Within the block, freed large arrays stay in the heap for reuse (see module doc).

@@ -118,15 +118,11 @@ def _tune_malloc() -> None:
     if _MALLOC_TUNED:
         return
     _MALLOC_TUNED = True
-    try:
-        import ctypes
-        import ctypes.util
+    from ntkit.engine.allocator import set_thresholds
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: glibc's maximum on 64-bit
-        libc.mallopt(-1, 256 * 2**20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to undo
-        pass
+    # mmap: glibc's dynamic maximum on 64-bit; trim: room for a row block's temporaries.
+    # Not glibc: nothing to undo.
+    set_thresholds(32 * 2**20, 256 * 2**20)
 
 
 # ---- kernel tiles ------------------------------------------------------------------------
