@@ -66,6 +66,7 @@ class Kernel:
     spatial: tuple[int, ...] = ()
     full: bool = False
     gaussian: bool | None = None
+    trace: CovTrace | None = None
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
@@ -76,12 +77,38 @@ class Kernel:
         return self.cov1 if self.cov2 is None else self.cov2
 
     @property
+    def replaying(self) -> bool:
+        """cov1/cov2 hold replayed per-position variances, not covariances (`CovTrace`)."""
+        return self.trace is not None and self.trace.replaying
+
+    def map_covs(self, fn, nngp: Tensor | None = None, fn2=None) -> tuple[Tensor, Tensor | None]:
+        """A layer's map of the examples' own covariances: (fn(cov1), fn2(cov2)).
+
+        ``fn2`` defaults to ``fn``; ``nngp`` is the layer's new nngp. Every layer maps
+        cov1/cov2 through here, so that a `CovTrace` can record or replay them: replayed,
+        ``fn`` is not called at all (the per-example maps were done once, elsewhere).
+        """
+        tr = self.trace
+        if tr is not None and tr.replaying:
+            return tr.next()
+        if tr is not None and self.x1_is_x2 and nngp is not None and nngp.shape[0] == 1:
+            # One example with itself: its own covariance *is* the pair's nngp, which the
+            # layer has just computed (the same map of the same numbers).
+            cov1, cov2 = nngp[:, 0].clone(), None
+        else:
+            cov1 = fn(self.cov1)
+            cov2 = None if self.cov2 is None else (fn2 or fn)(self.cov2)
+        if tr is not None:
+            tr.record(cov1, self.full)
+        return cov1, cov2
+
+    @property
     def is_spatial(self) -> bool:
         return bool(self.spatial)
 
     def variances(self, cov: Tensor) -> Tensor:
         """Per-position variances of a cov field: (n,) or (n, *S), whatever the storage."""
-        if not self.full:
+        if not self.full or self.replaying:
             return cov
         return position_diagonal(cov, len(self.spatial))
 
@@ -125,20 +152,64 @@ class Kernel:
         )
 
     def map_fields(self, fn) -> Kernel:
-        """Apply ``fn(t, batch_ndim)`` to every field: 2 for nngp/ntk, 1 for cov1/cov2."""
-        return self.replace(
-            nngp=fn(self.nngp, 2),
-            ntk=None if self.ntk is None else fn(self.ntk, 2),
-            cov1=fn(self.cov1, 1),
-            cov2=None if self.cov2 is None else fn(self.cov2, 1),
-        )
+        """Apply ``fn(t, batch_ndim)`` to every field: 2 for nngp/ntk, 1 for cov1/cov2
+        (through `map_covs`)."""
+        nngp = fn(self.nngp, 2)
+        cov1, cov2 = self.map_covs(lambda t: fn(t, 1), nngp)
+        return self.replace(nngp=nngp, ntk=None if self.ntk is None else fn(self.ntk, 2),
+                            cov1=cov1, cov2=cov2)
 
     def to_diagonal(self) -> Kernel:
         """Full spatial storage -> diagonal (same positions only); no-op otherwise."""
         if not self.full:
             return self
         d = len(self.spatial)
-        return self.map_fields(lambda t, b: position_diagonal(t, d)).replace(full=False)
+        if self.replaying:  # cov1/cov2 are variances already: the same in both storages
+            return self.replace(nngp=position_diagonal(self.nngp, d),
+                                ntk=None if self.ntk is None else position_diagonal(self.ntk, d),
+                                full=False)
+        return self.replace(nngp=position_diagonal(self.nngp, d),
+                            ntk=None if self.ntk is None else position_diagonal(self.ntk, d),
+                            cov1=position_diagonal(self.cov1, d),
+                            cov2=None if self.cov2 is None else position_diagonal(self.cov2, d),
+                            full=False)
+
+
+class CovTrace:
+    """Each example's own covariances, mapped once and replayed into every tile.
+
+    A tile of x1 rows against x2 columns needs, at every activation, the per-position
+    variances of its rows and of its columns. Without a trace each tile maps its examples'
+    own covariance chains again (on full position-position storage as costly as a pair
+    each: 2t maps for t² pairs). With one, a first pass per block of examples *records*
+    the variances after every cov map (``Kernel.map_covs``; step 0 is the input), and
+    the tiles *replay* them: their cov1/cov2 fields then hold variances (n, *S), which
+    is all the nngp/ntk maps read (`Kernel.variances`), and no cov map runs. Linear maps
+    that combine streams (FanInSum, FanInConcat) commute with taking the diagonal, so
+    they run on the variances unchanged.
+
+    Record and replay walk the network in the same order, so step s of a replay is the
+    map that produced step s of the recording.
+    """
+
+    def __init__(self, rows: list[Tensor] | None = None, cols: list[Tensor] | None = None):
+        self.replaying = rows is not None
+        self.steps: list[Tensor] = [] if rows is None else rows
+        self.cols = cols
+        self.pos = 0
+
+    def record(self, cov: Tensor, full: bool) -> None:
+        if full and cov.ndim > 1:
+            cov = position_diagonal(cov, (cov.ndim - 1) // 2)
+        self.steps.append(cov.detach().clone())
+
+    def next(self) -> tuple[Tensor, Tensor | None]:
+        if self.pos >= len(self.steps):
+            raise RuntimeError("internal error: a kernel map replays more covariance maps "
+                               "than its recording made")
+        s = self.pos
+        self.pos += 1
+        return self.steps[s], None if self.cols is None else self.cols[s]
 
 
 def position_diagonal(t: Tensor, d: int) -> Tensor:
@@ -165,7 +236,7 @@ def swap_examples(t: Tensor, spatial_ndim: int, full: bool) -> Tensor:
 
 def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bool = False,
                  cov1: Tensor | None = None, cov2: Tensor | None = None,
-                 full: bool = False) -> Kernel:
+                 full: bool = False, trace: CovTrace | None = None) -> Kernel:
     """The kernel of the raw inputs: nngp = x1·x2 / C, ntk = 0, cov = |x|² / C.
 
     x1: (n1, d) or, channels first, (n1, C, *S); x2: the same per-example shape, or None
@@ -173,7 +244,8 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     over channels only, at the same position (``full=False``) or every pair of positions
     (``full=True``), as described in the module docstring. ``cov1``/``cov2`` may be
     passed precomputed (the engine computes them once for a whole batch rather than once
-    per tile).
+    per tile). ``trace``: a `CovTrace` to record the input variances in, or to replay
+    them from (then cov1/cov2 are not computed).
     """
     if x2 is None:
         x2 = x1
@@ -193,8 +265,13 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
         else:
             nngp = torch.einsum("icp,jcp->ijp", a1, a2).div_(c)
             nngp = nngp.reshape(a1.shape[0], a2.shape[0], *spatial)
+    replaying = trace is not None and trace.replaying
+    if replaying:
+        cov1, cov2 = trace.next()
     if cov1 is None:
         cov1 = _self_cov(x1, full)
+    if trace is not None and not replaying:
+        trace.record(cov1, full)
     if x1_is_x2:
         # The example diagonal of nngp(x, x) *is* the variance. Making it so bitwise keeps
         # the arc-cosine angle exactly 0 there (v1·v2 − c² = 0), instead of ~1e-8 from
@@ -205,7 +282,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
         cov2 = _self_cov(x2, full)
     ntk = torch.zeros_like(nngp) if track_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=c,
-                  source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full)
+                  source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace)
 
 
 def _self_cov(x: Tensor, full: bool) -> Tensor:

@@ -26,8 +26,9 @@ from ntkit.kernel import Kernel, input_kernel, swap_examples
 
 
 def _eager(layer, track_ntk: bool, sym_tile: bool, full: bool = False):
-    def fn(x1: Tensor, x2: Tensor | None = None) -> Kernel:
-        k = layer.kernel_map(input_kernel(x1, x2, track_ntk=track_ntk, full=full))
+    def fn(x1: Tensor, x2: Tensor | None = None, trace=None) -> Kernel:
+        k = layer.kernel_map(input_kernel(x1, x2, track_ntk=track_ntk, full=full,
+                                          trace=trace))
         if sym_tile and isinstance(k, Kernel):
             # x x^T from BLAS is not bitwise symmetric; make diagonal tiles exactly so.
             d = len(k.spatial)

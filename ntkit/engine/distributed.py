@@ -4,8 +4,10 @@
 (``client.scatter``), submits one task per row block of tiles, and writes each block into
 the result (or the ``out=`` array, zarr included) as it arrives. Each tile is computed by
 the same per-tile function as on one process, in the same tiling, so the result is
-bitwise equal to the single-process one. `dask_matvec` computes K(x, x) @ v blockwise on
-the workers without forming K.
+bitwise equal to the single-process one for fully-connected nets. (Spatial nets: one
+process replays each example's covariance chain into its tiles, `ntkit.kernel.CovTrace`,
+while a task maps its own; the same formulas on the same numbers, equal to rounding.)
+`dask_matvec` computes K(x, x) @ v blockwise on the workers without forming K.
 
 Any ``distributed.Client`` works. On one machine::
 

@@ -14,6 +14,15 @@ split between the worker threads; on a CPU it is also capped to stay near the ca
 (`DEFAULT_TILE` rows for fully-connected nets, `CPU_TILE_BYTES` of working set for
 spatial ones), since larger tiles there are slower, not faster.
 
+Spatial nets map each example's own covariance chain once, not once per tile: a first
+pass records every block's per-position variances after each layer (with x2 = x1 that
+pass is the diagonal tiles themselves), and the other tiles replay them
+(`ntkit.kernel.CovTrace`). On full position-position storage that halves the work at
+large n (a tile used to map 2t own covariances for its t² pairs), and a single pair per
+tile becomes the fastest CPU tile. The recorded variances, n · Σ_layers |S| entries, must
+fit a quarter of the budget; otherwise, and with ``compile=True`` or a Dask ``client``,
+tiles map their own covariances as before.
+
 Outputs may be zarr arrays: their chunks then set the tiles, and each finished tile is
 marked in the array's store so that ``resume=True`` computes only what an interrupted
 run left (`ntkit.engine.storage`). Inputs may be memmaps or zarr arrays, read one tile's
@@ -39,7 +48,7 @@ from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype, check_
 from ntkit.engine.memory import check_memory_budget
 from ntkit.engine.storage import is_zarr_array
 from ntkit.engine.threads import torch_threads
-from ntkit.kernel import Kernel, input_kernel, swap_examples
+from ntkit.kernel import CovTrace, Kernel, input_kernel, swap_examples
 from ntkit.layers.base import any_full
 
 # Square tiles of this many rows keep a tile's few live (tile, tile) float64 arrays in
@@ -141,7 +150,10 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     # Plan the storage (see ntkit.kernel) and probe one pair: this validates the network
     # against the inputs (rank, sizes) before any work, and gives the output's shape.
     full = x1.ndim > 2 and any_full(layer.requires_full(False))
-    probe = layer.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full))
+    # The probe records its covariance chain: its steps' sizes price a `CovTrace`.
+    probe_trace = CovTrace() if x1.ndim > 2 else None
+    probe = layer.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full,
+                                          trace=probe_trace))
     if isinstance(probe, tuple):
         raise ValueError(f"the network ends in {len(probe)} parallel streams; merge them "
                          "with FanInSum() or FanInConcat()")
@@ -182,10 +194,20 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         else:
             results[name] = torch.empty(shapes[name], dtype=dtype, device=device)
 
+    # Map each example's own covariance chain once and replay it into the tiles (see
+    # `ntkit.kernel.CovTrace`): spatial nets only (elsewhere those maps cost nothing), in
+    # this process only (Dask tasks map their own), when the recorded variances fit a
+    # quarter of the budget, and not when a full spatial cov1/cov2 is itself asked for.
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    trace_bytes = 0 if probe_trace is None else (n1 + (0 if sym else n2)) * sum(
+        st.numel() for st in probe_trace.steps) * itemsize
+    use_trace = (probe_trace is not None and not compile and client is None
+                 and trace_bytes <= budget // 4
+                 and not (probe.full and bool({"cov1", "cov2"} & set(names))))
     if tile is None:
         # Worker threads hold a tile each: split the budget between as many as may run.
         workers_max = _workers(device, 2**31, compile)
-        tile = auto_tile(x1, full, dtype, budget // workers_max, n1, n2)
+        tile = auto_tile(x1, full, dtype, budget // workers_max, n1, n2, traced=use_trace)
 
     fn = tile_function(layer, track_ntk, sym_tile=False, compiled=compile, full=full)
     fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=compile, full=full)
@@ -214,11 +236,41 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         for ledger in ledgers:  # only once every array holds the tile's chunks
             ledger.mark(i, j)
 
-    def run_tile(pair):
+    pending = set(pairs)
+    recs1: dict[int, list[Tensor]] = {}
+    recs2: dict[int, list[Tensor]] = {}
+
+    def record(task) -> None:
+        # First pass of a traced run: each block's own covariance chain, recorded. With
+        # x2 = x1 that is the diagonal tile itself (stored when pending); otherwise the
+        # block against one example (2t + 1 maps for t rows), or, for t <= 2, its own
+        # diagonal tile (t² + t maps; one example alone costs a single map).
+        side, i = task
+        xs, blocks, recs = (x1, b1, recs1) if side == 1 else (x2, b2, recs2)
+        xr = aligned(xs[blocks[i]])
+        tr = CovTrace()
+        if sym or xr.shape[0] <= 2:
+            k = fn_diag(xr, trace=tr)
+            if sym and (i, i) in pending:
+                finish_tile(i, i, k)
+        else:
+            fn(xr, xr[:1], trace=tr)
+        recs[i] = tr.steps
+
+    def run_tile(pair) -> None:
         i, j = pair
         r, c = b1[i], b2[j]
         xr = aligned(x1[r])
-        k = fn_diag(xr) if sym and i == j else fn(xr, aligned((x1 if sym else x2)[c]))
+        if sym and i == j:
+            k = fn_diag(xr)
+        elif use_trace:
+            tr = CovTrace(recs1[i], (recs1 if sym else recs2)[j])
+            k = fn(xr, aligned((x1 if sym else x2)[c]), trace=tr)
+            if tr.pos != len(tr.steps):
+                raise RuntimeError("internal error: a tile replayed fewer covariance maps "
+                                   "than its recording made")
+        else:
+            k = fn(xr, aligned((x1 if sym else x2)[c]))
         finish_tile(i, j, k)
 
     bar = None
@@ -227,7 +279,32 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
 
         bar = tqdm(total=n_tiles, initial=n_tiles - len(pairs), desc="kernel tiles",
                    unit="tile")
-    workers = _workers(device, len(pairs), compile)
+
+    def run_local(tasks, fn_task, counts) -> None:
+        # counts(task): how many output tiles the task finishes (for the progress bar).
+        def tick(task):
+            if bar is not None and counts(task):
+                bar.update(1)
+
+        workers = _workers(device, len(tasks), compile)
+        if workers == 1:
+            for task in tasks:
+                fn_task(task)
+                tick(task)
+        else:
+            _run_parallel(fn_task, tasks, workers, tick)
+
+    phases = [(pairs, run_tile, lambda t: True)]
+    if use_trace:
+        if sym:
+            blocks = sorted({i for p in pairs for i in p})
+            first = [(1, i) for i in blocks]
+            phases = [(first, record, lambda t: (t[1], t[1]) in pending),
+                      ([p for p in pairs if p[0] != p[1]], run_tile, lambda t: True)]
+        else:
+            first = ([(1, i) for i in sorted({i for i, _ in pairs})]
+                     + [(2, j) for j in sorted({j for _, j in pairs})])
+            phases = [(first, record, lambda t: False), (pairs, run_tile, lambda t: True)]
     try:
         # Spatial tiles allocate arrays of tens of MiB per layer: keep their freed pages
         # for the next tile instead of page-faulting fresh ones (see engine.allocator;
@@ -247,13 +324,9 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                         finish_tile(i, j, k)
                         if bar is not None:
                             bar.update(1)
-            elif workers == 1:
-                for pair in pairs:
-                    run_tile(pair)
-                    if bar is not None:
-                        bar.update(1)
             else:
-                _run_parallel(run_tile, pairs, workers, bar)
+                for tasks, fn_task, counts in phases:
+                    run_local(tasks, fn_task, counts)
     finally:
         if bar is not None:
             bar.close()
@@ -333,18 +406,22 @@ def pair_entries(x: Tensor, full: bool) -> int:
 
 
 def auto_tile(x: Tensor, full: bool, dtype: torch.dtype, budget: int, n1: int,
-              n2: int) -> int:
+              n2: int, traced: bool = False) -> int:
     """Largest square tile whose working set fits ``budget`` bytes (see module docstring).
 
     Working set ≈ LIVE_ARRAYS · itemsize · E · (t² + 2t) for E = `pair_entries`.
+    ``traced``: the tiles replay a `CovTrace` instead of mapping their own covariances.
     """
     e = pair_entries(x, full) * torch.empty((), dtype=dtype).element_size() * LIVE_ARRAYS
     t = max(1, int(math.isqrt(max(budget // e, 1) + 1) - 1))
     if x.device.type == "cpu":
-        # Cache-sized tiles (see CPU_TILE_BYTES). Spatial tiles keep at least 2 examples a
-        # side: each tile also maps its examples' own covariances, 2t of them for t² pairs,
-        # which costs as much as a pair each on full storage.
-        cap = DEFAULT_TILE if x.ndim == 2 else max(2, math.isqrt(CPU_TILE_BYTES // e))
+        # Cache-sized tiles (see CPU_TILE_BYTES). Untraced spatial tiles keep at least 2
+        # examples a side: each also maps its examples' own covariances, 2t of them for
+        # t² pairs, as costly as a pair each on full storage. Traced ones map none, and a
+        # single pair is then fastest (Myrtle-5, float64, 8 images: 40 / 54 / 98 ms per
+        # entry with tiles of 1 / 2 / 4, against 72 ms untraced with 2).
+        floor = 1 if traced else 2
+        cap = DEFAULT_TILE if x.ndim == 2 else max(floor, math.isqrt(CPU_TILE_BYTES // e))
         t = min(t, cap)
     return max(1, min(t, max(n1, n2)))
 
@@ -355,7 +432,7 @@ def _workers(device: torch.device, n_tiles: int, compiled: bool) -> int:
     return max(1, min(torch.get_num_threads(), n_tiles))
 
 
-def _run_parallel(run_tile, pairs, workers: int, bar) -> None:
+def _run_parallel(run_tile, pairs, workers: int, tick) -> None:
     """Tiles in parallel threads, each op single-threaded.
 
     A tile's ops are small (a (256, 256) block), so intra-op threading spends its time in
@@ -364,19 +441,16 @@ def _run_parallel(run_tile, pairs, workers: int, bar) -> None:
     thread need no barrier; torch releases the GIL inside each op. Tiles write disjoint
     blocks of the output, so no locking is needed.
     """
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ntkit-tile")
     try:
         with torch_threads(1):
-            futures = [pool.submit(run_tile, p) for p in pairs]
-            if bar is None:
-                wait(futures, return_when=FIRST_EXCEPTION)
-            else:
-                for f in as_completed(futures):
-                    if f.exception() is not None:
-                        break
-                    bar.update(1)
+            futures = {pool.submit(run_tile, p): p for p in pairs}
+            for f in as_completed(futures):
+                if f.exception() is not None:
+                    break
+                tick(futures[f])
             for f in futures:
                 if f.done() and f.exception() is not None:
                     raise f.exception()

@@ -129,7 +129,8 @@ class Layer:
             tile, inputs). Without it, a zarr ``out`` is recomputed from scratch (tiles
             are still marked, so a later call may resume). See `ntkit.engine.storage`.
           client: a ``distributed.Client``: compute the tiles on that Dask cluster (one
-            task per row block; results equal the single-process ones bitwise). Point
+            task per row block; results equal the single-process ones bitwise for
+            fully-connected nets, to rounding for spatial ones). Point
             it at a real cluster with ``Client("tcp://scheduler:8786")``; the workers
             need ntkit installed. See `ntkit.engine.distributed`.
 
@@ -281,8 +282,7 @@ class Activation(Layer):
         v1, v2 = k.var_pair()
         nngp, dot = self.dual(v1, k.nngp, v2, need_dot=k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
-        cov1 = self._self_map(k, k.cov1)
-        cov2 = None if k.cov2 is None else self._self_map(k, k.cov2)
+        cov1, cov2 = k.map_covs(lambda c: self._self_map(k, c), nngp)
         if k.x1_is_x2:
             # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
             # vectorized and scalar transcendental kernels may round differently by an ulp.

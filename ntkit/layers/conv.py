@@ -182,8 +182,8 @@ class Conv(Layer):
                 if self.b_std is not None:
                     ntk = ntk.add_(1.0)
         spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=affine(k.cov1, 1),
-                         cov2=None if k.cov2 is None else affine(k.cov2, 1),
+        cov1, cov2 = k.map_covs(lambda c: affine(c, 1), nngp)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                          channels=self.out_channels, source=k.n_dense + 1,
                          n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
 
@@ -200,8 +200,8 @@ class Conv(Layer):
                 if self.b_std is not None:
                     ntk = ntk + 1.0
         spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=box(k.cov1, 1) * (w2 / q) + b2,
-                         cov2=None if k.cov2 is None else box(k.cov2, 1) * (w2 / q) + b2,
+        cov1, cov2 = k.map_covs(lambda c: box(c, 1) * (w2 / q) + b2, nngp)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                          channels=self.out_channels, source=k.n_dense + 1,
                          n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
 

@@ -107,8 +107,8 @@ class Dense(Layer):
                 ntk = k.channels * k.nngp + w2 * ntk
                 if self.b_std is not None:
                     ntk = ntk + 1.0
-        return k.replace(nngp=nngp, ntk=ntk, cov1=affine(k.cov1),
-                         cov2=None if k.cov2 is None else affine(k.cov2),
+        cov1, cov2 = k.map_covs(affine, nngp)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                          channels=self.out_features, source=k.n_dense + 1,
                          n_dense=k.n_dense + 1, gaussian=True)
 

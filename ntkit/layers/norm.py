@@ -92,8 +92,8 @@ class LayerNorm(Layer):
 
         nngp = norm(k.nngp, m1, m2, 2)
         ntk = None if k.ntk is None else norm(k.ntk, m1, m2, 2)
-        cov1 = norm(k.cov1, m1, m1, 1)
-        cov2 = None if k.cov2 is None else norm(k.cov2, m2, m2, 1)
+        cov1, cov2 = k.map_covs(lambda c: norm(c, m1, m1, 1), nngp,
+                                lambda c: norm(c, m2, m2, 1))
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
 
     def make_module(self, in_features, generator, dtype):

@@ -56,6 +56,19 @@ def test_kernel_on_the_cluster_equals_the_single_process_one(client, x):
     assert torch.equal(k2.ntk, ref2.ntk) and torch.equal(k2.nngp, ref2.nngp)
 
 
+def test_spatial_kernel_on_the_cluster_equals_the_traced_single_process_one(client):
+    # In one process the tiles replay each example's covariance chain (CovTrace); a Dask
+    # task maps its own. Same formulas on the same numbers: equal to rounding.
+    net = nl.serial(nl.Conv(3, (3, 3), padding="SAME", w_std=1.4), nl.ReLU(),
+                    nl.AvgPool((2, 2), strides=(2, 2)), nl.Conv(3, (3, 3), w_std=1.4),
+                    nl.ReLU(), nl.GlobalAvgPool(), nl.Dense(1))
+    x = torch.randn(7, 2, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ref = net.kernel(x, get=("nngp", "ntk"), tile=2)
+    k = net.kernel(x, get=("nngp", "ntk"), tile=2, client=client)
+    torch.testing.assert_close(k.ntk, ref.ntk, rtol=1e-13, atol=0)
+    torch.testing.assert_close(k.nngp, ref.nngp, rtol=1e-13, atol=0)
+
+
 def test_cluster_writes_resumable_zarr_from_a_memmap(client, x, tmp_path):
     zarr = pytest.importorskip("zarr")
     from ntkit.engine import storage

@@ -47,6 +47,11 @@ def test_tile_rule():
     assert (t_cpu + 1) ** 2 * 256 * 8 * LIVE_ARRAYS > CPU_TILE_BYTES
     assert auto_tile(x_cpu, True, torch.float64, 2**34, 100, 100) == 2
     assert auto_tile(x_cpu, True, torch.float64, 1, 100, 100) == 1
+    # Tiles that replay a CovTrace map no covariances of their own: one pair is the floor.
+    # (32×32 images: one full pair's working set alone exceeds CPU_TILE_BYTES.)
+    x_big = torch.zeros(100, 3, 32, 32, dtype=torch.float64)
+    assert auto_tile(x_big, True, torch.float64, 2**34, 100, 100) == 2
+    assert auto_tile(x_big, True, torch.float64, 2**34, 100, 100, traced=True) == 1
 
 
 def test_budget_validation_and_defaults():

@@ -108,3 +108,22 @@ def test_errors():
         max_margin_direction(np.array([[1.0], [1.0]]), np.array([1, -1]))
     with pytest.raises(ValueError, match="two values"):
         max_margin_direction(np.eye(3), np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("alpha", [10.0, 100.0])
+def test_diagonal_net_limit_converges_at_large_alpha(alpha):
+    # The lab's full-mode problem size (n = 20, d = 80). The dual D(ν) is ~2α²d there, so
+    # a line search on D itself stalled at ‖Xβ − y‖ ≈ 1e-6 for α = 10 (it now uses
+    # D's change, formed without cancellation).
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20, 80))
+    beta0 = np.zeros(80)
+    beta0[:4] = rng.standard_normal(4)
+    y = x @ beta0
+    beta = diagonal_net_limit(x, y, alpha).numpy()
+    assert np.linalg.norm(x @ beta - y) <= 1e-10 * np.linalg.norm(y)
+    # α → ∞: Q_α(β) = ‖β‖²/(4α²) − O(β⁴/α⁶), so the limit tends to the min-ℓ2 interpolant
+    # with relative corrections of order (‖β‖∞/α²)².
+    l2 = np.linalg.lstsq(x, y, rcond=None)[0]
+    scale = (np.abs(l2).max() / alpha**2) ** 2
+    assert np.linalg.norm(beta - l2) / np.linalg.norm(l2) <= 10 * scale
