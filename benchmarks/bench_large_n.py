@@ -155,9 +155,8 @@ def _cached_kernel(net, x, a) -> np.ndarray:
 def part_exact_cached(a) -> None:
     """--part exact with --cache: K computed once to disk; PCG reads its panels, and the
     Cholesky solve factors it in RAM in place (one n × n array: 12.8 GB at n = 40k, where
-    a second copy would not fit 24 GB)."""
-    import scipy.linalg
-
+    a second copy would not fit 24 GB). Each solver's test predictions are saved in
+    --workdir, so a rerun redoes only what is missing."""
     net = make_network(3, "relu")
     x, y = dataset(a.data, a.n, a.workdir, "train")
     xt, yt = dataset(a.data, a.n_test, a.workdir, "test")
@@ -165,44 +164,73 @@ def part_exact_cached(a) -> None:
     kmm = _cached_kernel(net, x, a)
     op = KernelOperator(net, x, get="ntk", kernel=kmm)
     op.shift = a.diag_reg * float(op.diagonal().mean())
-    rows = []
-    t = time.perf_counter()
-    pre = NystromPreconditioner(op, a.centers, seed=0)
-    setup = time.perf_counter() - t
-    res = pcg(op.matvec, Y, precond=pre, tol=a.tol, max_iter=a.max_iter, progress=a.progress)
-    f_pcg = _predict(net, xt, x, res.x)
-    t_pcg = time.perf_counter() - t
-    print(f"pcg: {res.iterations} iterations, {t_pcg:.0f} s (setup {setup:.0f} s)", flush=True)
-    t = time.perf_counter()
-    sol = nystrom_solve(op, Y, a.centers, seed=0)
-    f_nys = _predict(net, xt, np.asarray(x)[sol.centers.numpy()], sol.coef)
-    t_nys = time.perf_counter() - t
-    shift = op.shift
-    del op, pre
-    t = time.perf_counter()
-    k = np.array(kmm)   # into RAM; the memmap's page cache is dropped as needed
-    del kmm
-    k[np.diag_indices_from(k)] += shift
-    # K is symmetric, so its C-ordered buffer read as Fortran order is K itself: LAPACK
-    # factors it in place (overwrite_a) without a copy.
-    c = scipy.linalg.cho_factor(k.T, lower=True, overwrite_a=True, check_finite=False)
-    alpha = torch.from_numpy(scipy.linalg.cho_solve(c, Y.numpy(), check_finite=False))
-    del c, k
-    f_chol = _predict(net, xt, x, alpha)
-    t_chol = time.perf_counter() - t
-    rows.append(("cholesky (in place)", "-", t_chol, 0.0, test_error(a.data, f_chol, yt)))
+    tag = os.path.join(a.workdir, f"exact_{a.data}_{a.n}_M{a.centers}_it{a.max_iter}")
+
+    def saved(name, fn):
+        path = f"{tag}_{name}.npz"
+        if not os.path.exists(path):
+            f, info = fn()
+            np.savez(path, f=f.numpy(), **info)
+        z = np.load(path)
+        return torch.from_numpy(z["f"]), {k: z[k].item() for k in z.files if k != "f"}
+
+    def run_pcg():
+        t = time.perf_counter()
+        pre = NystromPreconditioner(op, a.centers, seed=0)
+        setup = time.perf_counter() - t
+        res = pcg(op.matvec, Y, precond=pre, tol=a.tol, max_iter=a.max_iter,
+                  progress=a.progress)
+        f = _predict(net, xt, x, res.x)
+        return f, {"iterations": res.iterations, "setup": setup,
+                   "resid": float(res.residual.max()), "converged": bool(res.converged),
+                   "wall": time.perf_counter() - t}
+
+    def run_nystrom():
+        t = time.perf_counter()
+        sol = nystrom_solve(op, Y, a.centers, seed=0)
+        f = _predict(net, xt, np.asarray(x)[sol.centers.numpy()], sol.coef)
+        return f, {"wall": time.perf_counter() - t}
+
+    def run_cholesky():
+        t = time.perf_counter()
+        k = torch.from_numpy(np.array(kmm))   # into RAM (the page cache yields)
+        k.diagonal().add_(op.shift)
+        # In place: K is symmetric, so its transpose view is the column-major matrix
+        # LAPACK wants, and cholesky(out=) then factors the buffer itself (peak RSS one
+        # n × n array; measured). Triangular solves, not cholesky_solve, which copies L.
+        # (scipy.linalg.cho_factor(overwrite_a=True) segfaulted inside scipy's OpenBLAS
+        # at n = 40k.)
+        lt = k.mT
+        torch.linalg.cholesky(lt, out=lt)
+        z = torch.linalg.solve_triangular(lt, Y, upper=False)
+        alpha = torch.linalg.solve_triangular(lt.mT, z, upper=True)
+        del k, lt
+        f = _predict(net, xt, x, alpha)
+        return f, {"wall": time.perf_counter() - t}
+
+    f_pcg, i_pcg = saved("pcg", run_pcg)
+    print(f"pcg: {i_pcg['iterations']} iterations, final relative residual "
+          f"{i_pcg['resid']:.2e} (converged: {i_pcg['converged']}), {i_pcg['wall']:.0f} s",
+          flush=True)
+    f_nys, i_nys = saved("nystrom", run_nystrom)
+    f_chol, i_chol = saved("cholesky", run_cholesky)
+    rows = [("cholesky (in place)", "-", i_chol["wall"], 0.0, test_error(a.data, f_chol, yt))]
     rel = float(torch.linalg.norm(f_pcg - f_chol) / torch.linalg.norm(f_chol))
-    rows.append((f"pcg+nystrom(M={a.centers})", f"{res.iterations} (setup {setup:.0f}s)",
-                 t_pcg, rel, test_error(a.data, f_pcg, yt)))
+    rows.append((f"pcg+nystrom(M={a.centers})",
+                 f"{i_pcg['iterations']} (setup {i_pcg['setup']:.0f}s)", i_pcg["wall"], rel,
+                 test_error(a.data, f_pcg, yt)))
     rel = float(torch.linalg.norm(f_nys - f_chol) / torch.linalg.norm(f_chol))
-    rows.append((f"nystrom(M={a.centers})", "-", t_nys, rel, test_error(a.data, f_nys, yt)))
+    rows.append((f"nystrom(M={a.centers})", "-", i_nys["wall"], rel,
+                 test_error(a.data, f_nys, yt)))
     print(f"\n[exact, cached kernel] {a.data}, n = {a.n}, n_test = {a.n_test}, depth-3 ReLU "
-          f"NTK, diag_reg = {a.diag_reg} (δ = {shift:.3g}), tol = {a.tol}")
+          f"NTK, diag_reg = {a.diag_reg} (δ = {op.shift:.3g}), tol = {a.tol}, "
+          f"max_iter = {a.max_iter}")
     print(f"{'solver':<26}{'iterations':>22}{'wall s':>10}{'rel err vs chol':>18}"
           f"{'test err':>10}")
     for r in rows:
         print(f"{r[0]:<26}{r[1]:>22}{r[2]:>10.1f}{r[3]:>18.2e}{r[4]:>10.4f}")
-    print(f"peak RSS {peak_rss_gb():.2f} GB")
+    print(f"peak RSS {peak_rss_gb():.2f} GB (this process; earlier parts may have been "
+          "loaded from --workdir)")
 
 
 def part_exact(a) -> None:

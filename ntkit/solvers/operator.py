@@ -188,8 +188,7 @@ class KernelOperator:
     def columns(self, idx: Tensor, rows: slice) -> Tensor:
         """K[rows, idx]: (len(rows), len(idx)) for sorted column indices ``idx``."""
         if self.kernel_array is not None:
-            panel = rows_as_tensor(self.kernel_array, rows, self.dtype, "kernel")
-            return panel[:, idx]
+            return self._panel(rows)[:, idx]
         return self.kernel_to(self._x(idx.cpu().numpy()), rows)
 
     def principal(self, idx: Tensor) -> Tensor:
@@ -256,9 +255,26 @@ class KernelOperator:
     def _matvec_cached(self, v: Tensor) -> Tensor:
         out = torch.empty_like(v)
         for rows in self.row_blocks(self.n):
-            panel = rows_as_tensor(self.kernel_array, rows, self.dtype, "kernel")
+            panel = self._panel(rows)
             out[rows] = panel @ v
         return out
+
+    def _panel(self, rows: slice) -> Tensor:
+        """Rows of the cached kernel as a tensor; zero-copy when they already are one of
+        the compute dtype, or a C-ordered numpy array / memmap of it (a panel of a 40k
+        kernel is ~1 GB: a copy per panel doubled the memory traffic of every product)."""
+        k = self.kernel_array
+        if isinstance(k, Tensor) and k.dtype == self.dtype:
+            return k[rows]
+        if isinstance(k, np.ndarray) and k.dtype == _np_dtype(self.dtype):
+            block = k[rows]
+            if block.flags.c_contiguous:
+                import warnings
+
+                with warnings.catch_warnings():  # read-only memmap: torch only reads it
+                    warnings.simplefilter("ignore", UserWarning)
+                    return torch.from_numpy(block)
+        return rows_as_tensor(k, rows, self.dtype, "kernel")
 
     def _matvec_computed(self, v: Tensor) -> Tensor:
         t, n = self.tile, self.n
