@@ -55,6 +55,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from distributed import Client, LocalCluster
+    from zarr.core.sync import sync  # StorePath.delete_sync is zarr >= 3.1.6 only
 
     from ntkit.engine import storage
     from ntkit.engine.distributed import dask_matvec
@@ -97,7 +98,7 @@ def main() -> None:
         ledger = storage.TileLedger(arr)
         done = sorted(ledger.done())
         for i, j in done[::2]:
-            ledger._key(i, j).delete_sync()
+            sync(ledger._key(i, j).delete())
         _, t_r = timed(lambda: net.kernel(x, get="ntk", out=arr, resume=True))
         same = np.array_equal(arr[:], k_ram.numpy())
         rows.append((f"zarr resume, {len(done[::2])} of {len(done)} tiles missing", t_r,

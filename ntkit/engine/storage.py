@@ -190,8 +190,11 @@ class TileLedger:
     def mark(self, i: int, j: int) -> None:
         """Record tile (i, j) as complete; call only after its chunks are written."""
         from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.sync import sync
 
-        self._key(i, j).set_sync(default_buffer_prototype().buffer.from_bytes(b""))
+        # The async StorePath.set through zarr's sync(), like done() and clear():
+        # StorePath.set_sync only exists from zarr 3.1.6 (which needs numpy >= 2).
+        sync(self._key(i, j).set(default_buffer_prototype().buffer.from_bytes(b"")))
 
     def done(self) -> set[tuple[int, int]]:
         """The tiles marked complete."""
