@@ -135,6 +135,14 @@ def _predict(net, x_test, ref_rows, coef):
 
 
 # ---- parts -------------------------------------------------------------------------------
+def _print_solver_rows(rows) -> None:
+    """The exact parts' table: (solver, iterations, wall s, rel err vs chol, test err)."""
+    print(f"{'solver':<26}{'iterations':>22}{'wall s':>10}{'rel err vs chol':>18}"
+          f"{'test err':>10}")
+    for r in rows:
+        print(f"{r[0]:<26}{r[1]:>22}{r[2]:>10.1f}{r[3]:>18.2e}{r[4]:>10.4f}")
+
+
 def _cached_kernel(net, x, a) -> np.ndarray:
     """K(x, x) written once to an .npy memmap in --workdir (tile by tile, never whole in
     RAM), read back as a read-only memmap."""
@@ -225,10 +233,7 @@ def part_exact_cached(a) -> None:
     print(f"\n[exact, cached kernel] {a.data}, n = {a.n}, n_test = {a.n_test}, depth-3 ReLU "
           f"NTK, diag_reg = {a.diag_reg} (δ = {op.shift:.3g}), tol = {a.tol}, "
           f"max_iter = {a.max_iter}")
-    print(f"{'solver':<26}{'iterations':>22}{'wall s':>10}{'rel err vs chol':>18}"
-          f"{'test err':>10}")
-    for r in rows:
-        print(f"{r[0]:<26}{r[1]:>22}{r[2]:>10.1f}{r[3]:>18.2e}{r[4]:>10.4f}")
+    _print_solver_rows(rows)
     print(f"peak RSS {peak_rss_gb():.2f} GB (this process; earlier parts may have been "
           "loaded from --workdir)")
 
@@ -265,10 +270,7 @@ def part_exact(a) -> None:
                  test_error(a.data, f_nys, yt)))
     print(f"\n[exact] {a.data}, n = {a.n}, n_test = {a.n_test}, depth-3 ReLU NTK, "
           f"diag_reg = {a.diag_reg} (δ = {op.shift:.3g}), tol = {a.tol}")
-    print(f"{'solver':<26}{'iterations':>22}{'wall s':>10}{'rel err vs chol':>18}"
-          f"{'test err':>10}")
-    for r in rows:
-        print(f"{r[0]:<26}{r[1]:>22}{r[2]:>10.1f}{r[3]:>18.2e}{r[4]:>10.4f}")
+    _print_solver_rows(rows)
     print(f"peak RSS {peak_rss_gb():.2f} GB")
 
 

@@ -164,15 +164,13 @@ class Kernel:
         if not self.full:
             return self
         d = len(self.spatial)
-        if self.replaying:  # cov1/cov2 are variances already: the same in both storages
-            return self.replace(nngp=position_diagonal(self.nngp, d),
-                                ntk=None if self.ntk is None else position_diagonal(self.ntk, d),
-                                full=False)
+        covs = {}
+        if not self.replaying:  # replayed cov1/cov2 are variances: the same in both storages
+            covs = {"cov1": position_diagonal(self.cov1, d),
+                    "cov2": None if self.cov2 is None else position_diagonal(self.cov2, d)}
         return self.replace(nngp=position_diagonal(self.nngp, d),
                             ntk=None if self.ntk is None else position_diagonal(self.ntk, d),
-                            cov1=position_diagonal(self.cov1, d),
-                            cov2=None if self.cov2 is None else position_diagonal(self.cov2, d),
-                            full=False)
+                            full=False, **covs)
 
 
 class CovTrace:

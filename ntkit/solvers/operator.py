@@ -260,12 +260,11 @@ class KernelOperator:
         return out
 
     def _panel(self, rows: slice) -> Tensor:
-        """Rows of the cached kernel as a tensor; zero-copy when they already are one of
-        the compute dtype, or a C-ordered numpy array / memmap of it (a panel of a 40k
-        kernel is ~1 GB: a copy per panel doubled the memory traffic of every product)."""
+        """Rows of the cached kernel as a tensor. `rows_as_tensor` slices tensors without
+        a copy but copies numpy arrays; a C-ordered numpy array / memmap of the compute
+        dtype is wrapped here instead (a panel of a 40k kernel is ~1 GB: a copy per panel
+        doubled the memory traffic of every product)."""
         k = self.kernel_array
-        if isinstance(k, Tensor) and k.dtype == self.dtype:
-            return k[rows]
         if isinstance(k, np.ndarray) and k.dtype == _np_dtype(self.dtype):
             block = k[rows]
             if block.flags.c_contiguous:

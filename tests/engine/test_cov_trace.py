@@ -113,7 +113,7 @@ def test_each_examples_covariances_are_mapped_once(monkeypatch):
     assert calls["pair"] == (1 + 6 + 15) * n_conv * 2 - n_conv  # the probe has no ntk
 
 
-def test_traced_zarr_resume_is_bit_identical(tmp_path, monkeypatch):
+def test_traced_zarr_resume_is_bit_identical(tmp_path, killed_after_marks):
     # A resumed traced run records the blocks again (the diagonal tiles it does not
     # rewrite included) and replays them into the missing tiles: same bits.
     pytest.importorskip("zarr")
@@ -123,19 +123,8 @@ def test_traced_zarr_resume_is_bit_identical(tmp_path, monkeypatch):
     x = _inputs("pooled", 9, 0)
     ref = net.kernel(x, get="ntk", tile=2).numpy()
     a = storage.create_kernel_array(str(tmp_path / "k.zarr"), 9, tile=2)
-    real_mark = storage.TileLedger.mark
-    calls = []
-
-    def mark_then_die(self, i, j):
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        calls.append((i, j))
-        real_mark(self, i, j)
-
-    monkeypatch.setattr(storage.TileLedger, "mark", mark_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_marks(7):
         net.kernel(x, get="ntk", out=a)
-    monkeypatch.setattr(storage.TileLedger, "mark", real_mark)
     assert storage.kernel_progress(a) == (7, 15)
     net.kernel(x, get="ntk", out=a, resume=True)
     assert np.array_equal(a[:], ref)

@@ -50,26 +50,16 @@ def test_zarr_out_is_bitwise_the_in_ram_kernel_with_the_same_tiles(tmp_path, x):
     assert storage.kernel_progress(a) == (21, 21)
 
 
-def test_resume_computes_only_unmarked_tiles_and_is_bit_identical(tmp_path, x, monkeypatch):
+def test_resume_computes_only_unmarked_tiles_and_is_bit_identical(tmp_path, x,
+                                                                  killed_after_marks):
     net = relu_net()
     ref = net.kernel(x, get="ntk", tile=8).numpy()
     a = arr(tmp_path, "k.zarr", 53)
 
     # Interrupt the run after 10 tiles are marked (an exception between two tiles, as a
     # kill would; the SIGKILL case is tests/test_cli_resume.py).
-    real_mark = storage.TileLedger.mark
-    calls = []
-
-    def mark_then_die(self, i, j):
-        if len(calls) == 10:
-            raise KeyboardInterrupt
-        calls.append((i, j))
-        real_mark(self, i, j)
-
-    monkeypatch.setattr(storage.TileLedger, "mark", mark_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_marks(10):
         net.kernel(x, get="ntk", out=a, tile=None)  # threads=1: tiles in order
-    monkeypatch.setattr(storage.TileLedger, "mark", real_mark)
     done, total = storage.kernel_progress(a)
     assert (done, total) == (10, 28)
 
