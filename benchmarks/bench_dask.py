@@ -6,8 +6,9 @@ Times the float64 NTK of a depth-3 ReLU FC net on x (n × d), all with 2 cores i
 
 - single process, 2 torch threads (the engine runs two tiles at a time, one thread each);
 - a LocalCluster(n_workers=2, threads_per_worker=1, processes=True): the same tiles, one
-  task per row block, gathered into the driver's tensor (cluster start-up and the
-  workers' first import of torch are timed apart, in a warm-up call);
+  task per row block, which the workers write into the driver's result in shared memory
+  (cluster start-up and the workers' first import of torch are timed apart, in a
+  warm-up call);
 - the in-RAM kernel against ``out=`` a zarr array (256 × 256 chunks, one marker per
   tile), and a ``resume=True`` after forgetting half the tiles' markers;
 - ``dask_matvec`` (K @ v on the cluster, no K formed: it computes all n² entries, not

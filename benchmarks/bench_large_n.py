@@ -1,6 +1,6 @@
 """Large-n NTK regression with the matrix-free solvers of ntkit.solvers (issue 12).
 
-Three parts, each selectable (``--part``), printing a table:
+Four parts, each selectable (``--part``), printing a table:
 
 - ``exact``: n points, PCG with the Nyström preconditioner (M centers) against the dense
   Cholesky solve: relative error of the test predictions, iterations, wall; and the plain
@@ -9,8 +9,11 @@ Three parts, each selectable (``--part``), printing a table:
 - ``scale``: plain Nyström (subset of regressors) over a list of n, inputs streamed
   from an ``np.memmap`` on disk: test error curve, wall time, peak RSS (VmHWM).
   (Issue goal: depth-3 FC NTK, n = 10k … 1M, ≤ 60 min, ≤ 12 GB.)
-- ``beyond``: n points, PCG with kernels recomputed per tile (never n × n): iterations,
-  wall, residual. (Issue goal: n = 100k.)
+- ``sweep``: n points in RAM, the exact (Cholesky) solve against plain Nyström for a
+  list of M (``--ms``): how many centers the plain solve needs to come close.
+- ``beyond``: n points, PCG with kernels recomputed per tile (never n × n), or with
+  ``--zarr`` read from an upper-tile zarr array written once (half of n² on disk):
+  iterations, wall, residual. (Issue goal: n = 100k.)
 
 Data: MNIST-1D (``mnist1d`` generates it locally, d = 40, 10 classes; regression on
 centred one-hot targets, error = misclassification rate) or a teacher network
@@ -25,10 +28,12 @@ Examples (the commands whose output is quoted in the README section):
     python benchmarks/bench_large_n.py --part exact --n 4000 --centers 500
     python benchmarks/bench_large_n.py --part scale --ns 10000,30000 --centers 2000
     python benchmarks/bench_large_n.py --part beyond --n 20000 --centers 2000
+    python benchmarks/bench_large_n.py --part sweep --n 10000 --ms 1250,2500,5000
     # the issue's sizes (hours on a shared 2-core box):
     python benchmarks/bench_large_n.py --part exact --n 40000 --centers 5000 --cache
     python benchmarks/bench_large_n.py --part scale --ns 10000,30000,100000,300000,1000000
-    python benchmarks/bench_large_n.py --part beyond --n 100000 --centers 5000
+    python benchmarks/bench_large_n.py --part beyond --n 100000 --centers 5000 --zarr \
+        --tol 1e-5 --max-iter 60
 """
 
 from __future__ import annotations
@@ -274,6 +279,32 @@ def part_exact(a) -> None:
     print(f"peak RSS {peak_rss_gb():.2f} GB")
 
 
+def part_sweep(a) -> None:
+    """Plain Nyström against the exact solve as M grows, at one n (in RAM)."""
+    net = make_network(3, "relu")
+    x, y = dataset(a.data, a.n, a.workdir, "train")
+    xt, yt = dataset(a.data, a.n_test, a.workdir, "test")
+    Y = targets(a.data, y)
+    xr = torch.from_numpy(np.array(x))
+    op = KernelOperator(net, xr, get="ntk")
+    op.shift = a.diag_reg * float(op.diagonal().mean())
+    k = net.kernel(xr, get="ntk")
+    k.diagonal().add_(op.shift)
+    f_ex = _predict(net, xt, x, cholesky_jitter(k, validate=False).solve(Y))
+    del k
+    e_ex = test_error(a.data, f_ex, yt)
+    print(f"\n[sweep] {a.data}, n = {a.n}, n_test = {a.n_test}, depth-3 ReLU NTK, diag_reg = "
+          f"{a.diag_reg}; exact (Cholesky) test err {e_ex:.4f}")
+    print(f"{'M':>7}{'M/n':>8}{'test err':>10}{'vs exact':>10}{'rel. diff of predictions':>26}")
+    for m in a.ms:
+        sol = nystrom_solve(op, Y, m, seed=0)
+        f = _predict(net, xt, np.asarray(x)[sol.centers.numpy()], sol.coef)
+        e = test_error(a.data, f, yt)
+        rel = float(torch.linalg.norm(f - f_ex) / torch.linalg.norm(f_ex))
+        print(f"{m:>7}{m / a.n:>8.3f}{e:>10.4f}{100 * (e / e_ex - 1):>+9.1f}%{rel:>26.3f}",
+              flush=True)
+
+
 def part_scale(a) -> None:
     net = make_network(3, "relu")
     xt, yt = dataset(a.data, a.n_test, a.workdir, "test")
@@ -297,13 +328,39 @@ def part_scale(a) -> None:
               f"{t_pred:>11.1f}{peak_rss_gb():>13.2f}", flush=True)
 
 
+def _zarr_kernel(net, x, a):
+    """K(x, x) as an upper-tile zarr array in --workdir (half the disk of the full
+    matrix), written tile by tile and resumed if an earlier run was interrupted."""
+    import zarr
+
+    from ntkit.engine.storage import create_kernel_array, kernel_progress
+
+    path = os.path.join(a.workdir, f"K_ntk_{a.data}_{a.n}_t{a.tile}.zarr")
+    if os.path.exists(path):
+        arr = zarr.open_array(path, mode="r+")
+    else:
+        arr = create_kernel_array(path, a.n, tile=a.tile, upper=True)
+    done, total = kernel_progress(arr)
+    if total == 0 or done < total:
+        t = time.perf_counter()
+        net.kernel(x, get="ntk", out=arr, resume=True, progress=a.progress)
+        print(f"kernel {a.n}×{a.n} (upper tiles) written to {path} in "
+              f"{time.perf_counter() - t:.0f} s ({done} of {total} tiles were done before)",
+              flush=True)
+    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+    print(f"on disk: {size / 1e9:.1f} GB", flush=True)
+    return arr
+
+
 def part_beyond(a) -> None:
     net = make_network(3, "relu")
     x, y = dataset(a.data, a.n, a.workdir, "train")
     xt, yt = dataset(a.data, a.n_test, a.workdir, "test")
     Y = targets(a.data, y)
+    kernel = _zarr_kernel(net, x, a) if a.zarr else None
     t = time.perf_counter()
-    op = operator(net, x, a.diag_reg)
+    op = KernelOperator(net, x, get="ntk", kernel=kernel)
+    op.shift = a.diag_reg * float(op.diagonal().mean())  # ntkit's relative ridge
     pre = NystromPreconditioner(op, a.centers, seed=0) if a.centers else None
     setup = time.perf_counter() - t
     t = time.perf_counter()
@@ -313,9 +370,10 @@ def part_beyond(a) -> None:
                                                     time.perf_counter() - t)))
     wall = time.perf_counter() - t
     f = _predict(net, xt, x, res.x)
+    how = (f"kernel read from the upper-tile zarr array (chunks {a.tile})" if a.zarr
+           else f"kernels recomputed per tile (tile {op.tile})")
     print(f"\n[beyond] {a.data}, n = {a.n} ({a.n**2 * 8 / 1e9:.0f} GB as a float64 matrix), "
-          f"PCG with kernels recomputed per tile (tile {op.tile}), Nyström M = {a.centers}, "
-          f"diag_reg = {a.diag_reg}")
+          f"PCG with {how}, Nyström M = {a.centers}, diag_reg = {a.diag_reg}")
     print(f"{'iteration':>10}{'max rel residual':>18}{'elapsed s':>11}")
     for it, r, s in log:
         print(f"{it:>10}{r:>18.2e}{s:>11.0f}")
@@ -326,12 +384,14 @@ def part_beyond(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["exact", "scale", "beyond"], action="append",
+    p.add_argument("--part", choices=["exact", "scale", "beyond", "sweep"], action="append",
                    required=True, help="which part(s) to run (repeatable)")
     p.add_argument("--data", choices=["mnist1d", "teacher"], default="mnist1d")
     p.add_argument("--n", type=int, default=40000, help="train size for exact / beyond")
     p.add_argument("--ns", type=lambda s: [int(v) for v in s.split(",")],
                    default=[10000, 30000, 100000, 300000, 1000000], help="sizes for scale")
+    p.add_argument("--ms", type=lambda s: [int(v) for v in s.split(",")],
+                   default=[1250, 2500, 5000], help="numbers of centers for sweep")
     p.add_argument("--n-test", type=int, default=N_TEST)
     p.add_argument("--centers", type=int, default=5000, help="Nyström centers M")
     p.add_argument("--diag-reg", type=float, default=1e-3,
@@ -344,10 +404,15 @@ def main() -> None:
     p.add_argument("--cache", action="store_true",
                    help="exact: compute K once to an .npy memmap in --workdir; PCG reads it, "
                         "Cholesky factors it in RAM in place (n = 40k fits 24 GB this way)")
+    p.add_argument("--zarr", action="store_true",
+                   help="beyond: write K once as an upper-tile zarr array in --workdir "
+                        "(resumed if interrupted) and let PCG read it")
+    p.add_argument("--tile", type=int, default=512, help="zarr chunk / tile size")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for part in a.part:
-        {"exact": part_exact, "scale": part_scale, "beyond": part_beyond}[part](a)
+        {"exact": part_exact, "scale": part_scale, "beyond": part_beyond,
+         "sweep": part_sweep}[part](a)
 
 
 if __name__ == "__main__":

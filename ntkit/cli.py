@@ -3,7 +3,7 @@
     ntkit demo [--out ntkit-report] [--quick]     finite nets vs the NTK, as an HTML report
     ntkit fit DATA.csv --target COL [...]        cross-validated NTK/NNGP model vs baselines
     ntkit kernel INPUT.{csv,npy} --out K.npy      the kernel matrix of the rows, to .npy
-    ntkit kernel INPUT.npy --out K.zarr [--resume]  ... to zarr, resumable after a crash
+    ntkit kernel INPUT.npy --out K.zarr [--resume] [--upper]  ... to zarr, resumable
 
 User errors (bad files, bad columns, too little data) end with a one-line message on
 stderr and exit code 2, never a traceback. Heavy imports (torch, scikit-learn's models,
@@ -526,10 +526,13 @@ def _remove(path: str | Path) -> None:
 @click.option("--tile", default=None, type=click.IntRange(min=1),
               help="Rows per tile (memory/speed trade-off; default: automatic, 256 for "
                    ".zarr, whose chunks are the tiles).")
+@click.option("--upper", is_flag=True, default=False,
+              help="With .zarr: store only the tiles on and above the diagonal (half "
+                   "the disk); ntkit's solvers read it as the full symmetric kernel.")
 @_THREADS
 def kernel(input_path: Path, out: Path, resume: bool, kernel_name: str, depth: int,
            activation: str, w_std: float, b_std: float, tile: int | None,
-           threads: int) -> None:
+           upper: bool, threads: int) -> None:
     """Compute the infinite-width kernel between all rows of INPUT (.csv or .npy).
 
     The architecture is DEPTH × [Dense, activation] + Dense, with the input kernel
@@ -553,12 +556,14 @@ def kernel(input_path: Path, out: Path, resume: bool, kernel_name: str, depth: i
         raise CLIError(f"--out must end in .npy or .zarr, got {out.name!r}")
     if resume and suffix != ".zarr":
         raise CLIError("--resume needs a .zarr --out (a .npy output is written whole)")
+    if upper and suffix != ".zarr":
+        raise CLIError("--upper needs a .zarr --out (a .npy output is one dense array)")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise CLIError(f"--out: directory {parent} does not exist")
     net = make_network(depth, activation.lower(), w_std, b_std)
     if suffix == ".zarr":
-        _kernel_zarr(net, input_path, out, resume, kernel_name, tile, threads)
+        _kernel_zarr(net, input_path, out, resume, kernel_name, tile, threads, upper)
         return
     if out.is_dir():
         raise CLIError(f"--out: {out} is a directory")
@@ -606,7 +611,7 @@ def _load_rows_lazily(path: Path):
 
 
 def _kernel_zarr(net, input_path: Path, out: Path, resume: bool, kernel_name: str,
-                 tile: int | None, threads: int) -> None:
+                 tile: int | None, threads: int, upper: bool = False) -> None:
     """`ntkit kernel ... --out K.zarr [--resume]` (see `kernel`)."""
     try:
         from ntkit.engine import storage
@@ -631,8 +636,13 @@ def _kernel_zarr(net, input_path: Path, out: Path, resume: bool, kernel_name: st
         if tile is not None and tuple(arr.chunks) != (tile, tile):
             raise CLIError(f"--tile {tile} differs from the tiles of {out} "
                            f"({arr.chunks[0]}); leave --tile out to resume")
+        if upper != storage.is_upper(arr):
+            was = "with" if storage.is_upper(arr) else "without"
+            raise CLIError(f"--out: {out} was written {was} --upper; resume it the same "
+                           "way")
     else:
-        arr = storage.create_kernel_array(str(out), n, tile=tile or DEFAULT_TILE)
+        arr = storage.create_kernel_array(str(out), n, tile=tile or DEFAULT_TILE,
+                                          upper=upper)
     done, total = storage.kernel_progress(arr)
     click.echo(f"{kernel_name.upper()} of {n} rows × {X.shape[1]} features "
                f"({n * n * 8 / 2**20:.1f} MiB) into {out}"

@@ -95,6 +95,19 @@ def test_cli_zarr_errors_are_one_line(tmp_path):
         np.save("B.npy", bad)
         r = runner.invoke(main, ["kernel", "B.npy", "--out", "B.zarr", "--tile", "8"])
         assert r.exit_code == 2 and "row 17" in r.output
+        # --upper: the tiles on and above the diagonal only (4 of 4 row blocks: 10 tiles,
+        # 6 chunks fewer than the full array); read back symmetric; resumed alike only.
+        r = runner.invoke(main, ["kernel", "X.npy", "--out", "U.zarr", "--tile", "8",
+                                 "--upper"])
+        assert r.exit_code == 0 and "(10 of 10 tiles complete)" in r.output, r.output
+        u = zarr.open_array("U.zarr")
+        assert storage.is_upper(u)
+        np.testing.assert_array_equal(storage.read_block(u, slice(0, 30), slice(0, 30)),
+                                      zarr.open_array("K.zarr")[:])
+        r = runner.invoke(main, ["kernel", "X.npy", "--out", "U.zarr", "--resume"])
+        assert r.exit_code == 2 and "written with --upper" in r.output
+        r = runner.invoke(main, ["kernel", "X.npy", "--out", "U.npy", "--upper"])
+        assert r.exit_code == 2 and "--upper needs a .zarr" in r.output
 
 
 def main_kernel(X):

@@ -46,7 +46,7 @@ from ntkit.engine.allocator import retain_freed_memory
 from ntkit.engine.compiled import tile_function
 from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype, check_get
 from ntkit.engine.memory import check_memory_budget
-from ntkit.engine.storage import is_zarr_array
+from ntkit.engine.storage import is_upper, is_zarr_array
 from ntkit.engine.threads import torch_threads
 from ntkit.kernel import CovTrace, Kernel, input_kernel, swap_examples
 from ntkit.layers.base import any_full
@@ -185,14 +185,28 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
             raise ValueError(f"tile={tile} differs from the zarr output's chunks ({ztile}); "
                              "leave tile=None or create the array with chunks of the tile")
         tile = ztile
+    # Arrays that keep only the tiles on and above the diagonal get no mirror tiles.
+    upper = frozenset(name for name, arr in zouts.items() if is_upper(arr))
+    if upper and not sym:
+        raise ValueError(f"out[{sorted(upper)[0]!r}] stores only the upper tiles of a "
+                         "symmetric kernel: use it for net.kernel(x) without x2")
 
     device = x1.device
     results = {}
+    shared: dict = {}  # name -> (path, shape, dtype) of results that Dask workers write
     for name in names:
         if name in out:
             results[name] = out[name]
-        else:
-            results[name] = torch.empty(shapes[name], dtype=dtype, device=device)
+            continue
+        if client is not None and name in ("nngp", "ntk") and device.type == "cpu":
+            from ntkit.engine.distributed import shared_result
+
+            got = shared_result(shapes[name], dtype)
+            if got is not None:
+                results[name], path = got
+                shared[name] = (path, shapes[name], results[name].numpy().dtype.str)
+                continue
+        results[name] = torch.empty(shapes[name], dtype=dtype, device=device)
 
     # Map each example's own covariance chain once and replay it into the tiles (see
     # `ntkit.kernel.CovTrace`): spatial nets only (elsewhere those maps cost nothing), in
@@ -226,13 +240,14 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                           tile=tile, dtype=dtype)  # hashes the inputs once for all arrays
         for name, arr in zouts.items():
             ledger = TileLedger(arr)
-            have = ledger.start({**fp0, "field": name}, resume)
+            fp = {**fp0, "field": name, **({"upper": True} if name in upper else {})}
+            have = ledger.start(fp, resume)
             done = have if done is None else done & have
             ledgers.append(ledger)
         pairs = [p for p in pairs if p not in done]
 
     def finish_tile(i, j, k):
-        _store(results, k, b1[i], b2[j], i, j, sym)
+        _store(results, k, b1[i], b2[j], i, j, sym, upper)
         for ledger in ledgers:  # only once every array holds the tile's chunks
             ledger.mark(i, j)
 
@@ -319,11 +334,18 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                 # n = 6000 on 2 cores: 21.5 s with 2 threads against 6 s for the
                 # cluster's compute).
                 with torch_threads(1):
-                    for i, j, k in run_tiles(client, layer, x1, x2, pairs, b1, b2, sym=sym,
-                                             track_ntk=track_ntk, full=full, names=names):
-                        finish_tile(i, j, k)
-                        if bar is not None:
-                            bar.update(1)
+                    try:
+                        for i, j, k in run_tiles(client, layer, x1, x2, pairs, b1, b2,
+                                                 sym=sym, track_ntk=track_ntk, full=full,
+                                                 names=names, shared=shared or None):
+                            finish_tile(i, j, k)
+                            if bar is not None:
+                                bar.update(1)
+                    finally:
+                        from ntkit.engine.distributed import release_shared
+
+                        for path, _, _ in shared.values():
+                            release_shared(path)
             else:
                 for tasks, fn_task, counts in phases:
                     run_local(tasks, fn_task, counts)
@@ -459,14 +481,18 @@ def _run_parallel(run_tile, pairs, workers: int, tick) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _store(results, k: Kernel, r: slice, c: slice, i: int, j: int, sym: bool) -> None:
+def _store(results, k: Kernel, r: slice, c: slice, i: int, j: int, sym: bool,
+           upper: frozenset = frozenset()) -> None:
+    written = getattr(k, "written", ())  # fields a Dask worker stored (and checked)
     _check_finite(k)
     d = len(k.spatial)
     for name, arr in results.items():
+        if name in written:
+            continue
         if name in ("nngp", "ntk"):
             t = getattr(k, name)
             _write(arr, r, c, t)
-            if sym and i != j:
+            if sym and i != j and name not in upper:
                 _write(arr, c, r, swap_examples(t, d, k.full))
         elif name == "cov1" and j == (i if sym else 0):
             _write(arr, r, None, k.cov1)

@@ -18,6 +18,13 @@ tile runs; resuming with different ones raises ValueError instead of mixing two 
 A marker is durable against the process dying, not against the machine losing power:
 nothing is fsync'ed (that would cost a disk flush per tile).
 
+A symmetric kernel may be stored as its upper triangle of tiles only
+(``create_kernel_array(..., upper=True)``): the tiles below the diagonal are never
+written, so zarr never creates their chunks, and the array takes half the disk (40 GB
+instead of 80 GB for n = 100k in float64). Reading such an array plainly gives zeros
+(the fill value) below the diagonal tiles; `read_block` and
+`ntkit.solvers.KernelOperator` read it as the full symmetric matrix.
+
 zarr is optional (``pip install -e ".[scale]"``) and imported only when used.
 """
 
@@ -32,6 +39,8 @@ import torch
 
 #: Attribute holding the fingerprint of the kernel an array holds.
 ATTR = "ntkit_kernel"
+#: Attribute marking an array that stores only the tiles on and above the diagonal.
+UPPER_ATTR = "ntkit_upper"
 #: Store prefix (inside the array's node) of the per-tile completion markers.
 MARKERS = ".ntkit/tiles/"
 #: Inputs up to this size are hashed whole; larger ones by a fixed sample of rows.
@@ -60,7 +69,7 @@ def is_zarr_array(obj) -> bool:
 
 def create_kernel_array(store, n1: int, n2: int | None = None, *, tile: int = 256,
                         pair_shape: Sequence[int] = (), dtype: torch.dtype = torch.float64,
-                        overwrite: bool = False, compressors=None):
+                        overwrite: bool = False, compressors=None, upper: bool = False):
     """A new zarr array for an (n1, n2, *pair_shape) kernel, chunked by ``tile`` examples.
 
     Args:
@@ -74,6 +83,9 @@ def create_kernel_array(store, n1: int, n2: int | None = None, *, tile: int = 25
       compressors: zarr compressors; None (default) stores raw floats: kernel values
         hardly compress, and zstd doubled the cost of writing a 256×256 float64 chunk
         (30 vs 16 ms on the busy 2-core dev box). Pass "auto" for zarr's default.
+      upper: store only the tiles on and above the diagonal of a symmetric kernel
+        (``net.kernel(x, out=arr)``, no x2): half the disk. Needs n2 = n1 and no
+        pair_shape; read it with `read_block` or ``KernelOperator(kernel=arr)``.
     """
     zarr = require_zarr()
     n2 = n1 if n2 is None else n2
@@ -84,9 +96,81 @@ def create_kernel_array(store, n1: int, n2: int | None = None, *, tile: int = 25
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     np_dtype = torch.empty((), dtype=dtype).numpy().dtype
     pair_shape = tuple(int(s) for s in pair_shape)
-    return zarr.create_array(store=store, shape=(n1, n2, *pair_shape),
-                             chunks=(tile, tile, *pair_shape), dtype=np_dtype,
-                             fill_value=0.0, overwrite=overwrite, compressors=compressors)
+    if not isinstance(upper, bool):
+        raise ValueError(f"upper must be True or False, got {upper!r}")
+    if upper and (n2 != n1 or pair_shape):
+        raise ValueError("upper=True stores a symmetric (n, n) kernel: it needs n2 = n1 "
+                         f"and no pair_shape (got n1={n1}, n2={n2}, pair_shape={pair_shape})")
+    arr = zarr.create_array(store=store, shape=(n1, n2, *pair_shape),
+                            chunks=(tile, tile, *pair_shape), dtype=np_dtype,
+                            fill_value=0.0, overwrite=overwrite, compressors=compressors)
+    if upper:
+        arr.update_attributes({UPPER_ATTR: True})
+    return arr
+
+
+def is_upper(arr) -> bool:
+    """Whether ``arr`` is a zarr kernel array that stores only its upper tiles."""
+    return is_zarr_array(arr) and bool(arr.attrs.asdict().get(UPPER_ATTR, False))
+
+
+def chunk_files(arr):
+    """For a zarr v3 array stored raw (no compressor or filter, little-endian bytes, no
+    sharding) in a local directory: a function (i, j) -> path of chunk (i, j)'s file.
+    None for any other array.
+
+    Such a file holds the chunk's (tile, tile) values in C order, edge chunks padded to
+    full size (the zarr v3 format), so it can be read straight into a buffer: about twice
+    zarr's own reading speed on the dev box (1.4 against 0.7 GB/s for a band of
+    2 MiB chunks, 16 reads in flight).
+    """
+    import os
+
+    try:
+        from zarr.codecs import BytesCodec
+        from zarr.storage import LocalStore
+    except ImportError:
+        return None
+    try:
+        store = arr.store_path.store
+        ser = arr.serializer
+        ok = (isinstance(store, LocalStore) and arr.metadata.zarr_format == 3
+              and not arr.compressors and not arr.filters and arr.shards is None
+              and isinstance(ser, BytesCodec) and str(getattr(ser.endian, "value",
+                                                              ser.endian)) == "little"
+              and np.dtype(arr.dtype).byteorder in ("<", "=", "|"))
+    except (AttributeError, TypeError):
+        return None
+    if not ok:
+        return None
+    root = os.path.join(str(store.root), arr.store_path.path)
+    encode = arr.metadata.chunk_key_encoding.encode_chunk_key
+    return lambda i, j: os.path.join(root, *encode((i, j)).split("/"))
+
+
+def read_block(arr, rows: slice, cols: slice) -> np.ndarray:
+    """K[rows, cols] of a kernel array, as a numpy array.
+
+    For an upper-tile array (`is_upper`), entry (a, b) is stored at (a, b) when a's tile
+    is at most b's and at (b, a) otherwise; both parts are read (each only where needed)
+    and merged. Any other array is sliced plainly.
+    """
+    n = arr.shape[0]
+    r0, r1, _ = rows.indices(n)
+    c0, c1, _ = cols.indices(arr.shape[1])
+    if not is_upper(arr):
+        return np.asarray(arr[r0:r1, c0:c1])
+    t = arr.chunks[0]
+    if r1 <= r0 or c1 <= c0:
+        return np.zeros((max(0, r1 - r0), max(0, c1 - c0)), dtype=arr.dtype)
+    if (r1 - 1) // t <= c0 // t:       # every row's tile <= every column's: stored as is
+        return np.asarray(arr[r0:r1, c0:c1])
+    if r0 // t > (c1 - 1) // t:        # every row's tile > every column's: the mirror
+        return np.ascontiguousarray(np.asarray(arr[c0:c1, r0:r1]).T)
+    above = np.asarray(arr[r0:r1, c0:c1])
+    below = np.asarray(arr[c0:c1, r0:r1]).T
+    mask = (np.arange(r0, r1) // t)[:, None] <= (np.arange(c0, c1) // t)[None, :]
+    return np.where(mask, above, below)
 
 
 def chunk_tile(arrays: dict, rank_two: Iterable[str]) -> int:

@@ -124,3 +124,91 @@ def test_dask_matvec_rejects_bad_input(client, x):
         dask_matvec("tcp://nowhere:8786", net, x, v)
     with pytest.raises(TypeError, match="distributed.Client"):
         net.kernel(x, get="ntk", client=object())
+
+
+def _spy_tiles(monkeypatch):
+    """Record which fields each tile from the cluster says a worker already stored."""
+    import ntkit.engine.distributed as dist
+
+    seen = []
+    real = dist.run_tiles
+
+    def spy(*args, **kwargs):
+        for i, j, tile in real(*args, **kwargs):
+            seen.append(tile.written)
+            yield i, j, tile
+
+    monkeypatch.setattr(dist, "run_tiles", spy)
+    return seen
+
+
+def test_same_machine_workers_write_into_shared_memory(client, x, monkeypatch):
+    import glob
+    import os
+
+    import ntkit.engine.distributed as dist
+
+    probe = dist.shared_result((2, 2), torch.float64)
+    if probe is None:
+        pytest.skip(f"no shared-memory file system at {dist.SHM_DIR}")
+    dist.release_shared(probe[1])
+    seen = _spy_tiles(monkeypatch)
+    net = relu_net()
+    ref = net.kernel(x, get=None, tile=16)
+    k = net.kernel(x, get=None, tile=16, client=client)
+    assert seen and all(set(w) == {"nngp", "ntk"} for w in seen)  # nothing sent back
+    for name in ("nngp", "ntk", "cov1"):
+        assert torch.equal(getattr(k, name), getattr(ref, name)), name
+    # Spatial kernels with a per-pair shape: the workers mirror with swap_examples.
+    conv = nl.serial(nl.Conv(2, (3,), padding="SAME"), nl.ReLU(), nl.Conv(2, (3,)))
+    xs = torch.randn(9, 2, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(conv.kernel(xs, get="ntk", tile=4, client=client),
+                               conv.kernel(xs, get="ntk", tile=4), rtol=1e-13, atol=0)
+    # Every result file is unlinked when the call returns; the result stays valid.
+    assert not glob.glob(os.path.join(dist.SHM_DIR, dist._SHM_PREFIX + f"{os.getpid()}-*"))
+    assert float(k.ntk.sum()) == float(ref.ntk.sum())
+    # A worker that overflows says so, as one process does.
+    huge = nl.serial(nl.Dense(8, 1.0, 0.0), nl.Exp(), nl.Dense(1))
+    with pytest.raises(FloatingPointError, match="overflowed"):
+        huge.kernel(x * 1e3, get="ntk", tile=16, client=client)
+
+
+def test_workers_that_cannot_see_the_file_send_their_tiles(client, x, monkeypatch, tmp_path):
+    import ntkit.engine.distributed as dist
+
+    made = []
+
+    def elsewhere(shape, dtype):  # a result file the workers are told is somewhere else
+        made.append(tmp_path / f"r{len(made)}")
+        mm = np.memmap(made[-1], dtype=np.float64, mode="w+", shape=shape)
+        return torch.from_numpy(mm), str(tmp_path / "not-here")
+
+    monkeypatch.setattr(dist, "shared_result", elsewhere)
+    seen = _spy_tiles(monkeypatch)
+    net = relu_net()
+    k = net.kernel(x, get=("nngp", "ntk"), tile=16, client=client)
+    assert seen and all(w == () for w in seen)
+    ref = net.kernel(x, get=("nngp", "ntk"), tile=16)
+    assert torch.equal(k.ntk, ref.ntk) and torch.equal(k.nngp, ref.nngp)
+
+
+def test_result_files_of_dead_drivers_are_removed(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    import ntkit.engine.distributed as dist
+
+    monkeypatch.setattr(dist, "SHM_DIR", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f"{dist._SHM_PREFIX}{dead}-abc"
+    mine = tmp_path / f"{dist._SHM_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "unrelated"
+    for f in (stale, mine, other):
+        f.write_bytes(b"x")
+    t, path = dist.shared_result((3, 4), torch.float64)
+    assert t.shape == (3, 4) and not t.any() and os.path.exists(path)
+    assert not stale.exists() and mine.exists() and other.exists()
+    dist.release_shared(path)
+    assert not os.path.exists(path) and t.shape == (3, 4)

@@ -1,6 +1,7 @@
 """Kernels in zarr arrays: tiles = chunks, completion markers, resume, fingerprints, and
 inputs read per tile from memmaps / zarr arrays."""
 
+import os
 import subprocess
 import sys
 
@@ -207,3 +208,42 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_upper_tile_array_stores_half_and_reads_back_symmetric(tmp_path, x,
+                                                              killed_after_marks):
+    net = relu_net()
+    ref = net.kernel(x, get="ntk", tile=8).numpy()
+    a = arr(tmp_path, "u.zarr", 53, upper=True)
+    assert storage.is_upper(a) and not storage.is_upper(arr(tmp_path, "f.zarr", 53))
+    with killed_after_marks(9):
+        net.kernel(x, get="ntk", out=a)
+    net.kernel(x, get="ntk", out=a, resume=True)
+    assert storage.kernel_progress(a) == (28, 28)
+    # Only chunks (i, j >= i) exist: 28 of the 49 a full array has.
+    chunks = [(int(i), int(j)) for i in os.listdir(tmp_path / "u.zarr" / "c")
+              for j in os.listdir(tmp_path / "u.zarr" / "c" / i)]
+    assert sorted(chunks) == [(i, j) for i in range(7) for j in range(i, 7)]
+    # Stored tiles are bitwise the in-RAM ones; below them, the fill value.
+    raw = a[:]
+    tiles = np.arange(53) // 8
+    above = tiles[:, None] <= tiles[None, :]
+    assert np.array_equal(raw[above], ref[above]) and not raw[~above].any()
+    # read_block mirrors what is below, for blocks on, above, below and across tiles.
+    for r, c in [(slice(0, 53), slice(0, 53)), (slice(3, 30), slice(10, 50)),
+                 (slice(40, 53), slice(0, 16)), (slice(0, 8), slice(8, 53)),
+                 (slice(17, 17), slice(0, 5))]:
+        assert np.array_equal(storage.read_block(a, r, c), ref[r, c]), (r, c)
+
+
+def test_upper_tile_arrays_are_refused_where_they_do_not_apply(tmp_path, x):
+    net = relu_net()
+    with pytest.raises(ValueError, match="n2 = n1"):
+        arr(tmp_path, "a.zarr", 53, 20, upper=True)
+    with pytest.raises(ValueError, match="pair_shape"):
+        arr(tmp_path, "b.zarr", 53, pair_shape=(3,), upper=True)
+    with pytest.raises(ValueError, match="upper must be"):
+        arr(tmp_path, "c.zarr", 53, upper="yes")
+    # A cross-kernel K(x, 2x) is not symmetric: its lower tiles are not mirrors.
+    with pytest.raises(ValueError, match="without x2"):
+        net.kernel(x, 2 * x, get="ntk", out=arr(tmp_path, "d.zarr", 53, upper=True))
