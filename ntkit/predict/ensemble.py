@@ -43,6 +43,7 @@ from ntkit.predict._utils import (
 from ntkit.predict.gp import GPPredictor
 from ntkit.solvers.checks import add_diagonal_regularizer
 from ntkit.solvers.eigh import PSDEigh, eigh_psd
+from ntkit.solvers.products import t_matmul
 
 
 class _TrainKernels:
@@ -279,7 +280,7 @@ class EnsemblePredictor:
         p = phi_flow(lam, s, cut)  # (T, n)
         k_td = td[g]
         b = v.T @ k_td.T  # (n, m): test-train kernel in the eigenbasis
-        yv = v.T @ self.y_train.reshape(self.n_train, -1)  # (n, c)
+        yv = t_matmul(v, self.y_train.reshape(self.n_train, -1))  # (n, c)
         mean = torch.einsum("im,ti,ic->tmc", b, p, yv)
         mean = mean.reshape((s.shape[0], k_td.shape[0]) + tuple(self.y_train.shape[1:]))
         if not compute_cov:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ntkit.solvers.checks import check_kernel
+from ntkit.solvers.products import t_matmul
 
 
 class NumericalWarning(UserWarning):
@@ -79,7 +80,7 @@ class PSDEigh:
         """
         v = self.eigenvectors
         flat = rhs.reshape(rhs.shape[0], -1)
-        proj = v.T @ flat  # (n, c): rhs in the eigenbasis, shared across times
+        proj = t_matmul(v, flat)  # (n, c): rhs in the eigenbasis, shared across times
         out = torch.einsum("ji,ti,ic->tjc", v, fn_evals, proj)
         return out.reshape((fn_evals.shape[0],) + tuple(rhs.shape))
 

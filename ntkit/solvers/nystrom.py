@@ -43,6 +43,7 @@ from torch import Tensor
 
 from ntkit.solvers.cholesky import cholesky_jitter
 from ntkit.solvers.operator import KernelOperator
+from ntkit.solvers.products import t_matmul
 
 _GRAMS = ("exact", "falkon")
 
@@ -99,7 +100,7 @@ def _stream_gram(op: KernelOperator, idx: Tensor, y: Tensor | None, keep: bool):
     for rows, k in op.iter_columns(idx):
         gram.addmm_(k.T, k)
         if rhs is not None:
-            rhs.addmm_(k.T, y[rows])
+            rhs += t_matmul(k, y[rows])
         if kept is not None:
             kept[rows] = k
     return 0.5 * (gram + gram.T), rhs, kept
@@ -154,10 +155,10 @@ class NystromPreconditioner:
 
     def _k_mn_times(self, r: Tensor) -> Tensor:
         if self.k_nm is not None:
-            return self.k_nm.T @ r
+            return t_matmul(self.k_nm, r)
         out = torch.zeros(len(self.centers), r.shape[1], dtype=r.dtype)
         for rows, k in self.op.iter_columns(self.centers):
-            out.addmm_(k.T, r[rows])
+            out += t_matmul(k, r[rows])
         return out
 
     def _k_nm_times(self, z: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from torch import Tensor
 from ntkit.engine.evaluate import tile_slices
 from ntkit.engine.memory import check_memory_budget
 from ntkit.engine.storage import chunk_files, is_upper, read_block
+from ntkit.solvers.products import t_matmul
 
 #: Arrays of a tile's size alive per computed tile: the result, its transpose product,
 #: and the engine's own working set (which it bounds by the same budget, below).
@@ -405,7 +406,7 @@ class KernelOperator:
             if c0 == a0:  # the diagonal tile counts once
                 blk, c0 = blk[:, a1 - a0:], a1
             if c1 > c0:
-                out[c0:c1] += blk.T @ v[a0:a1]
+                out[c0:c1] += t_matmul(blk, v[a0:a1])
         return out
 
     def _panel(self, rows: slice) -> Tensor:
@@ -436,7 +437,7 @@ class KernelOperator:
                 k = self.net.kernel(xa, self._x(rb), get=self.get, dtype=self.dtype,
                                     memory_budget=self.memory_budget)
                 out[ra] += k @ v[rb]
-                out[rb] += k.T @ v[ra]  # symmetry: K_ba = K_abᵀ, computed once
+                out[rb] += t_matmul(k, v[ra])  # symmetry: K_ba = K_abᵀ, computed once
         return out
 
     def __repr__(self) -> str:
