@@ -18,7 +18,7 @@ OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 DEV=${NTKIT_GPU_CHECK_DEVICE:-cuda}
-if [ "$DEV" = cpu ]; then N=1000; NS="500 1000"; NE=8; T=120
+if [ "$DEV" = cpu ]; then N=500; NS="300 500"; NE=4; T=120
 else N=20000; NS="5000 10000 20000"; NE=64; T=150; fi
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.txt
