@@ -155,6 +155,9 @@ def read_block(arr, rows: slice, cols: slice) -> np.ndarray:
     is at most b's and at (b, a) otherwise; both parts are read (each only where needed)
     and merged. Any other array is sliced plainly.
     """
+    for name, s in (("rows", rows), ("cols", cols)):
+        if not isinstance(s, slice) or s.step not in (None, 1):
+            raise TypeError(f"{name} must be a slice with step 1, got {s!r}")
     n = arr.shape[0]
     r0, r1, _ = rows.indices(n)
     c0, c1, _ = cols.indices(arr.shape[1])

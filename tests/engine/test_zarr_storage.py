@@ -244,6 +244,11 @@ def test_upper_tile_arrays_are_refused_where_they_do_not_apply(tmp_path, x):
         arr(tmp_path, "b.zarr", 53, pair_shape=(3,), upper=True)
     with pytest.raises(ValueError, match="upper must be"):
         arr(tmp_path, "c.zarr", 53, upper="yes")
+    a = arr(tmp_path, "e.zarr", 53, upper=True)
+    with pytest.raises(TypeError, match="rows must be a slice"):
+        storage.read_block(a, [0, 1], slice(0, 5))
+    with pytest.raises(TypeError, match="cols must be a slice with step 1"):
+        storage.read_block(a, slice(0, 5), slice(0, 10, 2))
     # A cross-kernel K(x, 2x) is not symmetric: its lower tiles are not mirrors.
     with pytest.raises(ValueError, match="without x2"):
         net.kernel(x, 2 * x, get="ntk", out=arr(tmp_path, "d.zarr", 53, upper=True))
