@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.architecture_scores import bootstrap_ci, spearman
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("architecture_scores", quick=True, seed=0, out=out, progress=False,
-                   threads=1)
+EXPERIMENT = "architecture_scores"
 
 
 def test_outputs(result):

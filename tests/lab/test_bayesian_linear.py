@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.bayesian_linear import (
     _GRID,
     log_chi2_density,
@@ -17,11 +16,7 @@ from ntkit.lab.experiments.bayesian_linear import (
     posterior,
 )
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("bayesian_linear", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "bayesian_linear"
 
 
 def test_outputs(result):

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.cnn_kernels import (
     PUBLISHED,
     centred_one_hot,
@@ -32,10 +31,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("cnn_kernels", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "cnn_kernels"
 
 
 def _acc(result, dataset, model):

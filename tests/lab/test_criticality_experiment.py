@@ -5,15 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
-import ntkit.lab as lab
-
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("criticality", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "criticality"
 
 
 def test_outputs(result):

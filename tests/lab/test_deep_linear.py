@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.deep_linear import fuss_catalan, sample_log_norms
 from ntkit.theory.random_matrix import product_log_norm_moments
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("deep_linear", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "deep_linear"
 
 
 def test_outputs(result):

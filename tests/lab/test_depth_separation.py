@@ -7,15 +7,10 @@ import json
 import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.geometry import count_linear_regions, tent_power
 from ntkit.lab.experiments.depth_separation import l1_bound, shallow_exact, shallow_truncated
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("depth_separation", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "depth_separation"
 
 
 def test_outputs_and_exact_claims(result):

@@ -6,13 +6,7 @@ import json
 
 import pytest
 
-import ntkit.lab as lab
-
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("edge_of_stability", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "edge_of_stability"
 
 
 def test_outputs(result):

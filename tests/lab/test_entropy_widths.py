@@ -6,16 +6,10 @@ import json
 import math
 
 import numpy as np
-import pytest
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.entropy_widths import _eval_basis, _harmonic_basis
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("entropy_widths", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "entropy_widths"
 
 
 def test_outputs(result):

@@ -5,17 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.kernel_limits import RELU_TAIL, harmonics, sphere
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("kernel_limits", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "kernel_limits"
 
 
 def test_outputs(result):

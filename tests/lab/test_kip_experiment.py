@@ -11,11 +11,7 @@ import pytest
 import ntkit.lab as lab
 from ntkit.lab.experiments.kip import load_mnist_5k, mnist_5k_path
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("kip", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "kip"
 
 
 def test_outputs(result):

@@ -5,18 +5,12 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.geometry import count_linear_regions
 from ntkit.lab.experiments.linear_regions import he_net
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("linear_regions", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "linear_regions"
 
 
 def test_outputs(result):

@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit import layers as nl
 from ntkit.lab.experiments.linearization import ACTIVATIONS, TwoLayerNet, limit_ntk
 from ntkit.linearize import linearize
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("linearization", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "linearization"
 
 
 def test_outputs(result):

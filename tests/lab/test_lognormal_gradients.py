@@ -6,19 +6,12 @@ import json
 import math
 
 import numpy as np
-import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.lognormal_gradients import sample_log_y
 from ntkit.theory.path_counting import relu_gradient_moments
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("lognormal_gradients", quick=True, seed=0, out=out, progress=False,
-                   threads=1)
+EXPERIMENT = "lognormal_gradients"
 
 
 def test_outputs(result):

@@ -8,14 +8,9 @@ import math
 import numpy as np
 import pytest
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.marchenko_pastur import MU, VAR, ks_to_mp, relu_outlier
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("marchenko_pastur", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "marchenko_pastur"
 
 
 def test_outputs(result):

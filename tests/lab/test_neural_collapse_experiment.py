@@ -5,15 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
-import ntkit.lab as lab
-
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("neural_collapse", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "neural_collapse"
 
 
 def test_outputs(result):

@@ -6,18 +6,12 @@ import json
 import math
 
 import numpy as np
-import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.nn_vs_kernel import _discrete_prediction, load_digits_data
 from ntkit.predict import gradient_descent_mse
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("nn_vs_kernel", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "nn_vs_kernel"
 
 
 def test_outputs(result):

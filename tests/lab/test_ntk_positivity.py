@@ -6,18 +6,12 @@ import json
 import math
 from math import comb
 
-import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit import layers as nl
 from ntkit.lab.experiments.ntk_positivity import _net, polynomial_rank_bound, unit_sphere
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("ntk_positivity", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "ntk_positivity"
 
 
 def test_outputs(result):

@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit import layers as nl
 from ntkit.lab.experiments.path_counting import PROFILES, forward_backward, he_weights
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("path_counting", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "path_counting"
 
 
 def test_outputs(result):

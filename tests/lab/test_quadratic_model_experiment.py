@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import ntkit.lab as lab
 from ntkit.lab.experiments.quadratic_model import _jacobian, _TwoLayer
 from ntkit.linearize import taylor_expand
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("quadratic_model", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "quadratic_model"
 
 
 def test_outputs(result):

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
-import ntkit.lab as lab
 from ntkit.lab.experiments.random_features import KERNELS
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("random_features", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "random_features"
 
 
 def test_outputs(result):

@@ -9,16 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-import ntkit.lab as lab
 from ntkit.curvature import hessian_matrix, module_loss
 from ntkit.engine.threads import torch_threads
 from ntkit.lab.experiments.sgd_noise import _hessian_trace, _model, _per_example_grads
 
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("sgd_noise", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "sgd_noise"
 
 
 def test_outputs(result):

@@ -6,15 +6,8 @@ import json
 import math
 
 import numpy as np
-import pytest
 
-import ntkit.lab as lab
-
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return lab.run("sphere_spectrum", quick=True, seed=0, out=out, progress=False, threads=1)
+EXPERIMENT = "sphere_spectrum"
 
 
 def test_outputs(result):
