@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ntkit.lab.framework import REPORT_FILE, RESULT_FILE, fmt_value, is_complete_run
+from ntkit.lab.records import REPORT_FILE, RESULT_FILE, fmt_value, is_complete_run
 
 MAX_TABLE_ROWS = 300
 
