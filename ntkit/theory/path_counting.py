@@ -34,7 +34,7 @@ import numpy as np
 from scipy.special import digamma, polygamma
 from scipy.stats import binom
 
-from ntkit.theory.random_matrix import _check_widths
+from ntkit.theory.random_matrix import check_widths
 
 __all__ = ["relu_gradient_moments"]
 
@@ -69,7 +69,7 @@ def relu_gradient_moments(widths: Sequence[int]) -> dict[str, float]:
         ``p_dead``: the probability of that event, 1 − Π(1 − 2^{−n_l});
         ``ntk_diagonal``: E[Θ(x, x)]/‖x‖² = 2L/n_0 (L weight matrices, scalar output).
     """
-    w = _check_widths(widths)
+    w = check_widths(widths)
     n0, hidden = w[0], w[1:-1]
     prod = float(np.prod([1.0 + 5.0 / n for n in hidden])) if hidden else 1.0
     lm = [_layer_log_moments(n) for n in hidden]
