@@ -40,6 +40,7 @@ import torch
 
 from ntkit.engine.threads import torch_threads
 from ntkit.lab import registry
+from ntkit.lab.data import digits_subset
 from ntkit.lab.records import (
     REPORT_FILE,
     RESULT_FILE,
@@ -52,8 +53,9 @@ from ntkit.lab.records import (
 )
 from ntkit.lab.report import render_run
 
-# Claim, Result, format_claims and is_complete_run live in ntkit.lab.records; they are
-# re-exported here because experiments and users have always imported them from here.
+# Claim, Result, format_claims and is_complete_run live in ntkit.lab.records and
+# digits_subset in ntkit.lab.data; they are re-exported here because experiments and users
+# have always imported them from here.
 __all__ = ["REPORT_FILE", "RESULT_FILE", "Claim", "Context", "LogLogFit", "Result",
            "digits_subset", "environment", "fmt_value", "format_claims", "is_complete_run",
            "loglog_fit", "run_experiment"]
@@ -148,33 +150,6 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
     }
-
-
-# ---------------------------------------------------------------------------- data
-def digits_subset(n: int, seed: int, *, norm: str = "sphere",
-                  dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random images of scikit-learn's bundled digits (8×8, no download), as
-    ((n, 64) inputs, (n,) integer labels).
-
-    Features are centered over the whole data set; then each row is scaled so that
-    ``norm="sphere"``: ‖x‖² = d (input kernel x·x/d = 1, the convention of ntkit kernels), or
-    ``norm="unit"``: ‖x‖ = 1 (the lecture notes' linearization bounds assume ‖x‖ ≤ 1).
-    """
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = np.asarray(data.data, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    idx = np.random.default_rng(seed).choice(x.shape[0], size=int(n), replace=False)
-    x, y = x[idx], np.asarray(data.target)[idx]
-    r = np.linalg.norm(x, axis=1, keepdims=True)
-    if norm == "sphere":
-        x = x / r * math.sqrt(x.shape[1])
-    elif norm == "unit":
-        x = x / r
-    else:
-        raise ValueError(f"norm must be 'sphere' or 'unit', got {norm!r}")
-    return torch.tensor(x, dtype=dtype), torch.tensor(y, dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------- context

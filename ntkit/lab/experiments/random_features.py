@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ntkit.features import RandomFeaturesRegressor, exact_kernel, kernel_ridge, make_features
-from ntkit.lab.experiments.nn_vs_kernel import load_digits_data
+from ntkit.lab.data import load_digits_data
 from ntkit.lab.framework import Context, loglog_fit
 from ntkit.lab.registry import experiment
 
