@@ -1,7 +1,12 @@
 """Signal propagation in deep random networks and tuning to criticality.
 
-Network (the NNGP theorem's recursion; Roberts–Yaida, Poole et al. 2016, Schoenholz et
-al. 2017): layer-1 pre-activations z¹ = b + W x with W_ij ~ N(0, C_w/n₀), b ~ N(0, C_b),
+References: Poole, Lahiri, Raghu, Sohl-Dickstein & Ganguli 2016, "Exponential expressivity
+in deep neural networks through transient chaos"; Schoenholz, Gilmer, Ganguli &
+Sohl-Dickstein 2017, "Deep information propagation"; Roberts, Yaida & Hanin 2022, "The
+Principles of Deep Learning Theory" (Cambridge University Press), ch. 5.
+
+Network (the recursion of the NNGP limit; Lee et al. 2018, "Deep neural networks as Gaussian
+processes"): layer-1 pre-activations z¹ = b + W x with W_ij ~ N(0, C_w/n₀), b ~ N(0, C_b),
 and z^{l+1} = b + W σ(z^l) with W_ij ~ N(0, C_w/n_l). At infinite width the second
 moments K^l_{αβ} = E[z_α z_β] follow
 
@@ -35,6 +40,10 @@ approaching K* = 0 sees (for ReLU, χ⊥ → 1/2·C_w, not the zero-variance con
 Tdot at exactly K = 0).
 
 Everything is float64 and on the CPU; inputs may be floats or tensors.
+
+The code lives in `ntkit.theory.signal_maps` (the maps and slopes), `ntkit.theory.fixed_points`
+(fixed points, depth scales, critical points), `ntkit.theory.phase_diagram` and
+`ntkit.theory.propagation`; this module gathers their public names.
 """
 
 from ntkit.theory.fixed_points import (

@@ -322,7 +322,8 @@ def critical_points(act, *, K_max: float = 100.0, K0: float = 1.0) -> tuple[Crit
     """All critical initializations (C_b ≥ 0, C_w > 0, K* ∈ [0, K_max]) of an activation.
 
     Method: χ⊥(K) = 1 fixes C_w(K) = 1/Tdot(K, K, K); then χ∥ = χ⊥ iff
-    h(K) = V'(K) − Tdot(K, K, K) = 0 (for smooth σ, h = E[σσ''] — the lecture's condition);
+    h(K) = V'(K) − Tdot(K, K, K) = 0 (for smooth σ, h = E[σσ'']; Roberts, Yaida & Hanin
+    2022, ch. 5);
     and K* = F(K*) fixes C_b(K) = K − C_w(K) V(K), which must be ≥ 0. Roots of h are
     bracketed on a grid of K (0 and geometric points in [1e-6, K_max]); K = 0 uses the
     K → 0⁺ limits. If h ≡ 0 on the grid (positively homogeneous σ such as ReLU) the result

@@ -1,4 +1,5 @@
-"""Random features: kernel approximation, ridge regression, and RF vs NTK features (notes 004).
+"""Random features: kernel approximation, ridge regression, and RF vs NTK features (Rahimi & Recht
+2007, "Random features for large-scale kernel machines").
 
 1. **Kernel approximation** (Rahimi & Recht 2008). For m random features φ, K̂ = φ(x)·φ(y)
    is an average of m i.i.d. terms with mean k(x, y), so sup_{x,y ∈ S} |K̂ − K| over a fixed
