@@ -3,8 +3,9 @@
 Setup (all float64):
 
 - data: scikit-learn's bundled digits (8×8 images, d = 64, 10 classes), a stratified
-  train/test split, features standardized with the training statistics, targets the
-  centred one-hot vectors onehot(y) − 1/10 (Arora et al. 2020);
+  train/test split (`ntkit.lab.data.load_digits_split`), features standardized with the
+  training statistics, targets the centred one-hot vectors onehot(y) − 1/10 (each row
+  sums to 0, so a zero function predicts the mean target);
 - architecture: one layer spec ``depth`` × [Dense(m), activation] + Dense(10), NTK
   parameterization. ``spec.build`` gives the finite network at width m and
   ``spec.kernel`` its infinite-width NNGP and NTK (which do not depend on m);
@@ -48,6 +49,9 @@ from ntkit.engine.threads import torch_threads
 from ntkit.lab.data import load_digits_split
 from ntkit.predict import gp_inference, gradient_descent_mse
 from ntkit.sklearn import make_network
+
+__all__ = ["DemoConfig", "DemoResult", "NetRun", "checkpoint_steps", "fit_power_law",
+           "load_digits_split", "run_demo_experiment"]
 
 ProgressFactory = Callable[..., Any]  # tqdm-like: factory(total=..., desc=...) -> bar
 

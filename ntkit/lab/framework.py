@@ -49,7 +49,7 @@ from ntkit.lab.records import (
     fmt_value,
     format_claims,
     is_complete_run,
-    to_jsonable,
+    normalize_table,
 )
 from ntkit.lab.report import render_run
 
@@ -111,27 +111,6 @@ def _as_float(x: Any) -> float:
     return float(x)
 
 
-def _normalize_table(name: str, data: Any) -> dict[str, list]:
-    """A dict of equal-length columns (lists) from columns or from a list of row dicts."""
-    if isinstance(data, dict):
-        cols = {str(k): to_jsonable(v) for k, v in data.items()}
-        for k, v in cols.items():
-            if not isinstance(v, list):
-                cols[k] = [v]
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"table {name!r}: columns have different lengths "
-                             f"{ {k: len(v) for k, v in cols.items()} }")
-        return cols
-    if isinstance(data, (list, tuple)) and all(isinstance(r, dict) for r in data):
-        keys: dict[str, None] = {}
-        for r in data:
-            keys.update(dict.fromkeys(str(k) for k in r))
-        return {k: [to_jsonable(r.get(k)) for r in data] for k in keys}
-    raise TypeError(f"table {name!r}: expected a dict of columns or a list of row dicts, "
-                    f"got {type(data).__name__}")
-
-
 def environment() -> dict[str, Any]:
     """Versions and machine facts recorded with every run."""
     import matplotlib
@@ -175,6 +154,7 @@ class Context:
         self.claims: list[Claim] = []
         self.tables: dict[str, dict[str, list]] = {}
         self.figures: list[str] = []
+        self.captions: dict[str, str] = {}
         self.messages: list[str] = []
         self._n_rng = 0
         self._t0 = time.perf_counter()
@@ -210,16 +190,19 @@ class Context:
         return np.random.default_rng(self.seed_for(key))
 
     # -- outputs ---------------------------------------------------------------------
-    def figure_path(self, name: str) -> Path:
-        """Where to save the PNG of figure ``name`` (no extension); records the figure."""
+    def figure_path(self, name: str, caption: str = "") -> Path:
+        """Where to save the PNG of figure ``name`` (no extension); records the figure and,
+        if given, the caption the report prints under it."""
         name = _safe_name(name)
         if name not in self.figures:
             self.figures.append(name)
+        if caption:
+            self.captions[name] = str(caption)
         return self.out_dir / f"{name}.png"
 
-    def savefig(self, fig: Any, name: str, dpi: int = 110) -> Path:
+    def savefig(self, fig: Any, name: str, dpi: int = 110, caption: str = "") -> Path:
         """Save a matplotlib figure as ``name``.png and close it (if pyplot manages it)."""
-        path = self.figure_path(name)
+        path = self.figure_path(name, caption)
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         if "matplotlib.pyplot" in sys.modules:
             import matplotlib.pyplot as plt
@@ -263,7 +246,7 @@ class Context:
 
     def table(self, name: str, data: Any) -> dict[str, list]:
         """Record raw numbers: a dict of columns (lists/arrays) or a list of row dicts."""
-        cols = _normalize_table(name, data)
+        cols = normalize_table(name, data)
         self.tables[str(name)] = cols
         return cols
 
@@ -380,7 +363,9 @@ def run_experiment(name: str, quick: bool = False, seed: int = 0, out: str | Pat
                         figures=[partial / f"{f}.png" for f in figures], run_dir=None,
                         summary=str(summary or ""), description=exp.description,
                         environment=env, wall_time_s=wall, started=started,
-                        log=ctx.messages)
+                        log=ctx.messages,
+                        captions={f"{f}.png": ctx.captions[f] for f in figures
+                                  if f in ctx.captions})
         doc = result.to_dict()
         (partial / RESULT_FILE).write_text(json.dumps(doc, indent=1, ensure_ascii=False,
                                                       allow_nan=False), encoding="utf-8")

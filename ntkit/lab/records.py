@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 __all__ = ["REPORT_FILE", "RESULT_FILE", "SCHEMA_VERSION", "Claim", "Result", "fmt_value",
-           "format_claims", "is_complete_run", "to_jsonable"]
+           "format_claims", "is_complete_run", "normalize_table", "to_jsonable"]
 
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.html"
@@ -55,7 +55,8 @@ class Result:
     """What one run produced (also what `Result.load` reads back from ``result.json``).
 
     ``run_dir`` is the final folder (None if the result was never written); ``figures``
-    are paths inside it. The extra fields carry the rest of ``result.json``.
+    are paths inside it; ``captions`` maps a figure's file name to its caption. The extra
+    fields carry the rest of ``result.json``.
     """
 
     name: str
@@ -70,6 +71,7 @@ class Result:
     wall_time_s: float = float("nan")
     started: str = ""
     log: list[str] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)
 
     @property
     def all_hold(self) -> bool:
@@ -97,6 +99,7 @@ class Result:
             "n_holding": sum(bool(c.holds) for c in self.claims),
             "tables": self.tables,
             "figures": [p.name for p in self.figures],
+            "captions": self.captions,
             "log": self.log,
         })
 
@@ -116,7 +119,8 @@ class Result:
                    summary=doc.get("summary", ""), description=doc.get("description", ""),
                    environment=doc.get("environment", {}),
                    wall_time_s=doc.get("wall_time_s") or float("nan"),
-                   started=doc.get("started", ""), log=doc.get("log", []))
+                   started=doc.get("started", ""), log=doc.get("log", []),
+                   captions=doc.get("captions", {}))
 
 
 def fmt_value(v: Any, digits: int = 4) -> str:
@@ -176,6 +180,31 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     return str(obj)
+
+
+def normalize_table(name: str, data: Any) -> dict[str, list]:
+    """A dict of equal-length columns (lists) from columns or from a list of row dicts.
+
+    Example: ``normalize_table("t", [{"a": 1}, {"a": 2, "b": 3}])`` gives
+    ``{"a": [1, 2], "b": [None, 3]}``; ValueError for columns of different lengths.
+    """
+    if isinstance(data, dict):
+        cols = {str(k): to_jsonable(v) for k, v in data.items()}
+        for k, v in cols.items():
+            if not isinstance(v, list):
+                cols[k] = [v]
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"table {name!r}: columns have different lengths "
+                             f"{ {k: len(v) for k, v in cols.items()} }")
+        return cols
+    if isinstance(data, (list, tuple)) and all(isinstance(r, dict) for r in data):
+        keys: dict[str, None] = {}
+        for r in data:
+            keys.update(dict.fromkeys(str(k) for k in r))
+        return {k: [to_jsonable(r.get(k)) for r in data] for k in keys}
+    raise TypeError(f"table {name!r}: expected a dict of columns or a list of row dicts, "
+                    f"got {type(data).__name__}")
 
 
 def is_complete_run(path: Path) -> bool:
