@@ -29,6 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ntkit.layers.base import ActivationModule
+from ntkit.layers.branching import SerialModule
+from ntkit.layers.dense import DenseModule
+
 __all__ = ["Regions1D", "Regions2D", "activation_patterns", "count_linear_regions",
            "linear_regions_2d", "sawtooth", "tent_power", "zaslavsky_bound"]
 
@@ -39,8 +43,6 @@ _KINKED_SPECS = ("ReLU", "LeakyReLU", "ABReLU", "Abs")
 
 def _container_children(m: nn.Module) -> list[nn.Module] | None:
     """Children in call order if ``m`` only chains them, else None."""
-    from ntkit.layers.branching import SerialModule
-
     if isinstance(m, nn.Sequential):
         return list(m)
     if isinstance(m, SerialModule):
@@ -50,9 +52,6 @@ def _container_children(m: nn.Module) -> list[nn.Module] | None:
 
 def _flatten(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model as a chain of ('affine' | 'kink', module), checked for support."""
-    from ntkit.layers.base import ActivationModule
-    from ntkit.layers.dense import DenseModule
-
     out: list[tuple[str, nn.Module]] = []
 
     def visit(m: nn.Module) -> None:

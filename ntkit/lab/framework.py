@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import ntkit
 from ntkit.engine.threads import torch_threads
 from ntkit.lab import registry
 from ntkit.lab.data import digits_subset
@@ -114,8 +115,6 @@ def _as_float(x: Any) -> float:
 def environment() -> dict[str, Any]:
     """Versions and machine facts recorded with every run."""
     import matplotlib
-
-    import ntkit
 
     return {
         "python": platform.python_version(),

@@ -18,6 +18,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+__all__ = ["Experiment", "ExperimentFn", "UnknownExperimentError", "all_experiments", "discover",
+           "experiment", "get", "unregister"]
+
 ExperimentFn = Callable[..., "str | None"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -20,6 +20,8 @@ from typing import Any
 
 from ntkit.lab.records import REPORT_FILE, RESULT_FILE, fmt_value, is_complete_run
 
+__all__ = ["MAX_TABLE_ROWS", "find_runs", "render_run", "write_index"]
+
 MAX_TABLE_ROWS = 300
 
 _CSS = """

@@ -33,6 +33,7 @@ from ntkit.lab.registry import experiment
 from ntkit.theory.spectrum import (
     dot_product_eigenvalues,
     gegenbauer_normalized,
+    multiplicity,
     n_widths,
     sorted_axes,
 )
@@ -104,8 +105,6 @@ def _harmonic_basis(d: int, k_max: int, rng: np.random.Generator) -> tuple[list,
     """
     anchors, maps = [], []
     for k in range(k_max + 1):
-        from ntkit.theory.spectrum import multiplicity
-
         nk = multiplicity(d, k)
         z = _sphere(2 * nk + 2, d, rng)
         g = nk * gegenbauer_normalized(d, k, torch.tensor(z @ z.T))[k].numpy()
@@ -119,8 +118,6 @@ def _harmonic_basis(d: int, k_max: int, rng: np.random.Generator) -> tuple[list,
 def _eval_basis(x: np.ndarray, d: int, anchors, maps) -> list[np.ndarray]:
     out = []
     for k, (z, mp) in enumerate(zip(anchors, maps, strict=True)):
-        from ntkit.theory.spectrum import multiplicity
-
         zk = multiplicity(d, k) * gegenbauer_normalized(d, k, torch.tensor(x @ z.T))[k].numpy()
         out.append(zk @ mp)          # (n_points, N_k)
     return out
