@@ -1,8 +1,11 @@
 """Linear regions of ReLU networks: exact counting along segments, 2-D slices, Telgarsky's
-sawtooth and Zaslavsky's bound (notes 003, "linear regions").
+sawtooth (Telgarsky 2016, "Benefits of depth in neural networks") and Zaslavsky's bound
+(Zaslavsky 1975, "Facing up to arrangements: face-count formulas for partitions of space by
+hyperplanes"); see also Hanin & Rolnick 2019, "Complexity of linear regions in deep networks".
 
 A ReLU net is continuous and piecewise linear; its **activation regions** are the sets of
-inputs sharing one on/off pattern of all neurons (each a convex polytope, notes 003). Along a
+inputs sharing one on/off pattern of all neurons (each a convex polytope: on it every
+pre-activation is affine in x with a fixed sign, an intersection of half-spaces). Along a
 segment x(t) = start + t·(end − start), t ∈ [0, 1], the pre-activations of the first layer are
 affine in t; each ReLU adds breakpoints where an input pre-activation changes sign, and after
 it every later pre-activation is affine between consecutive breakpoints. `count_linear_regions`
@@ -26,6 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ntkit.layers.base import ActivationModule
+from ntkit.layers.branching import SerialModule
+from ntkit.layers.dense import DenseModule
+
 __all__ = ["Regions1D", "Regions2D", "activation_patterns", "count_linear_regions",
            "linear_regions_2d", "sawtooth", "tent_power", "zaslavsky_bound"]
 
@@ -36,8 +43,6 @@ _KINKED_SPECS = ("ReLU", "LeakyReLU", "ABReLU", "Abs")
 
 def _container_children(m: nn.Module) -> list[nn.Module] | None:
     """Children in call order if ``m`` only chains them, else None."""
-    from ntkit.layers.branching import SerialModule
-
     if isinstance(m, nn.Sequential):
         return list(m)
     if isinstance(m, SerialModule):
@@ -47,9 +52,6 @@ def _container_children(m: nn.Module) -> list[nn.Module] | None:
 
 def _flatten(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model as a chain of ('affine' | 'kink', module), checked for support."""
-    from ntkit.layers.base import ActivationModule
-    from ntkit.layers.dense import DenseModule
-
     out: list[tuple[str, nn.Module]] = []
 
     def visit(m: nn.Module) -> None:
@@ -208,9 +210,9 @@ class Regions2D:
 
     Attributes:
       count: number of distinct activation patterns seen on the grid. Each activation
-        region is convex (notes 003), so its trace on the plane is connected: this counts
-        the regions that contain at least one grid point, a lower bound on the true count
-        that is exact once the grid resolves every region.
+        region is convex (an intersection of half-spaces), so its trace on the plane is
+        connected: this counts the regions that contain at least one grid point, a lower
+        bound on the true count that is exact once the grid resolves every region.
       labels: (resolution, resolution) int64 image; pixel [i, j] is the region (pattern id,
         0 … count−1) at a = grid[j], b = grid[i].
       grid: (resolution,) coordinates along u and v.

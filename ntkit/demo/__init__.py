@@ -2,8 +2,12 @@
 compared with their infinite-width NTK prediction, written up as an HTML report.
 
 - `DemoConfig`, `run_demo_experiment` (:mod:`ntkit.demo.experiment`): the measurements;
-- `write_report` (:mod:`ntkit.demo.report`): figures, table and ``index.html``;
+- `write_report` (:mod:`ntkit.demo.report`): claims, tables and figures
+  (:mod:`ntkit.demo.figures`) as a lab document, rendered by the lab's report writer
+  into ``index.html``;
 - `run_demo`: both, as the command line runs them.
+
+The same experiment runs in the lab as ``ntkit lab run demo`` (`ntkit.lab.run("demo")`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from pathlib import Path
 from ntkit.demo.experiment import DemoConfig, DemoResult, run_demo_experiment
 from ntkit.demo.report import ReportExistsError, check_target, write_report
 
-__all__ = ["DemoConfig", "DemoResult", "ReportExistsError", "run_demo", "run_demo_experiment",
-           "write_report"]
+__all__ = ["DemoConfig", "DemoResult", "ReportExistsError", "check_target", "run_demo",
+           "run_demo_experiment", "write_report"]
 
 
 def run_demo(out_dir: str | os.PathLike = "ntkit-report", *, quick: bool = False,

@@ -3,8 +3,9 @@
 Setup (all float64):
 
 - data: scikit-learn's bundled digits (8×8 images, d = 64, 10 classes), a stratified
-  train/test split, features standardized with the training statistics, targets the
-  centred one-hot vectors onehot(y) − 1/10 (Arora et al. 2020);
+  train/test split (`ntkit.lab.data.load_digits_split`), features standardized with the
+  training statistics, targets the centred one-hot vectors onehot(y) − 1/10 (each row
+  sums to 0, so a zero function predicts the mean target);
 - architecture: one layer spec ``depth`` × [Dense(m), activation] + Dense(10), NTK
   parameterization. ``spec.build`` gives the finite network at width m and
   ``spec.kernel`` its infinite-width NNGP and NTK (which do not depend on m);
@@ -45,8 +46,12 @@ import numpy as np
 import torch
 
 from ntkit.engine.threads import torch_threads
+from ntkit.lab.data import load_digits_split
 from ntkit.predict import gp_inference, gradient_descent_mse
 from ntkit.sklearn import make_network
+
+__all__ = ["DemoConfig", "DemoResult", "NetRun", "checkpoint_steps", "fit_power_law",
+           "load_digits_split", "run_demo_experiment"]
 
 ProgressFactory = Callable[..., Any]  # tqdm-like: factory(total=..., desc=...) -> bar
 
@@ -190,28 +195,6 @@ def fit_power_law(x, y) -> tuple[float, float]:
     lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     slope, intercept = np.polyfit(lx, ly, 1)
     return float(slope), float(np.exp(intercept))
-
-
-def load_digits_split(n_train: int, n_test: int, seed: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                 np.ndarray]:
-    """Standardized digits split: (x_train, x_test, y_train, y_test, labels_tr, labels_te).
-
-    Targets are centred one-hot, (n, 10); labels are the class indices.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    x, labels = load_digits(return_X_y=True)
-    if n_train + n_test > len(x):
-        raise ValueError(f"n_train + n_test = {n_train + n_test} exceeds the {len(x)} digits")
-    x_tr, x_te, l_tr, l_te = train_test_split(x, labels, train_size=n_train, test_size=n_test,
-                                              random_state=seed, stratify=labels)
-    scaler = StandardScaler().fit(x_tr)  # constant pixels keep scale 1 (sklearn's rule)
-    onehot = np.eye(10) - 0.1
-    return (scaler.transform(x_tr), scaler.transform(x_te), onehot[l_tr], onehot[l_te],
-            l_tr, l_te)
 
 
 def checkpoint_steps(steps: int, n: int) -> np.ndarray:

@@ -9,7 +9,11 @@ import sys
 
 import click
 
+import ntkit.lab as nlab
+from ntkit.lab import registry
 from ntkit.lab.registry import UnknownExperimentError
+
+__all__ = ["lab"]
 
 
 @click.group("lab")
@@ -20,8 +24,6 @@ def lab() -> None:
 @lab.command("list")
 def list_cmd() -> None:
     """List the experiments with their one-line descriptions."""
-    import ntkit.lab as nlab
-
     items = nlab.list()
     width = max((len(n) for n, _ in items), default=0)
     for name, desc in items:
@@ -41,9 +43,6 @@ def list_cmd() -> None:
 def run_cmd(name: str, quick: bool, seed: int, out: str, progress: bool,
             threads: int | None, strict: bool) -> None:
     """Run experiment NAME, print its claims and the run folder."""
-    import ntkit.lab as nlab
-    from ntkit.lab import registry
-
     try:
         registry.get(name)
     except UnknownExperimentError as e:
@@ -65,6 +64,4 @@ def run_cmd(name: str, quick: bool, seed: int, out: str, progress: bool,
               help="Runs folder.")
 def report_cmd(out: str) -> None:
     """Write the index page over all finished runs and print its path."""
-    import ntkit.lab as nlab
-
     click.echo(str(nlab.report(out)))

@@ -29,8 +29,8 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,144 +38,32 @@ from typing import Any
 import numpy as np
 import torch
 
+import ntkit
 from ntkit.engine.threads import torch_threads
+from ntkit.lab import registry
+from ntkit.lab.data import digits_subset
+from ntkit.lab.records import (
+    REPORT_FILE,
+    RESULT_FILE,
+    Claim,
+    Result,
+    fmt_value,
+    format_claims,
+    is_complete_run,
+    normalize_table,
+)
+from ntkit.lab.report import render_run
 
-RESULT_FILE = "result.json"
-REPORT_FILE = "report.html"
-SCHEMA_VERSION = 1
+# Claim, Result, format_claims and is_complete_run live in ntkit.lab.records and
+# digits_subset in ntkit.lab.data; they are re-exported here because experiments and users
+# have always imported them from here.
+__all__ = ["REPORT_FILE", "RESULT_FILE", "Claim", "Context", "LogLogFit", "Result",
+           "digits_subset", "environment", "fmt_value", "format_claims", "is_complete_run",
+           "loglog_fit", "run_experiment"]
 
-
-# ---------------------------------------------------------------------------- records
-@dataclass
-class Claim:
-    """One prediction compared with one measurement.
-
-    Attributes:
-      name: what is claimed, e.g. "NTK error slope in width (ReLU, depth 1)".
-      predicted: the theory's value (a number) or statement (a string, e.g. "≤ 0.31").
-      measured: the measured number.
-      tolerance: allowed |measured − predicted| (a number), or a string explaining the
-        criterion when it is not symmetric (then ``holds`` is given explicitly).
-      holds: whether the measurement agrees with the prediction.
-      note: why the tolerance is what it is; what a disagreement means.
-    """
-
-    name: str
-    predicted: float | str
-    measured: float
-    tolerance: float | str
-    holds: bool
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-
-@dataclass
-class Result:
-    """What one run produced (also what `Result.load` reads back from ``result.json``).
-
-    ``run_dir`` is the final folder (None if the result was never written); ``figures``
-    are paths inside it. The extra fields carry the rest of ``result.json``.
-    """
-
-    name: str
-    config: dict
-    claims: list[Claim]
-    tables: dict[str, object]
-    figures: list[Path]
-    run_dir: Path | None
-    summary: str = ""
-    description: str = ""
-    environment: dict = field(default_factory=dict)
-    wall_time_s: float = float("nan")
-    started: str = ""
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def all_hold(self) -> bool:
-        """True when every claim holds (vacuously for no claims)."""
-        return all(c.holds for c in self.claims)
-
-    def claims_table(self) -> str:
-        """The claims as a plain-text table (✓/✗, predicted, measured, tolerance, note)."""
-        return format_claims(self.claims)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document written as ``result.json``."""
-        return _jsonable({
-            "schema": SCHEMA_VERSION,
-            "status": "complete",
-            "name": self.name,
-            "description": self.description,
-            "config": self.config,
-            "environment": self.environment,
-            "started": self.started,
-            "wall_time_s": self.wall_time_s,
-            "summary": self.summary,
-            "claims": [c.to_dict() for c in self.claims],
-            "n_claims": len(self.claims),
-            "n_holding": sum(bool(c.holds) for c in self.claims),
-            "tables": self.tables,
-            "figures": [p.name for p in self.figures],
-            "log": self.log,
-        })
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> Result:
-        """Read a finished run back from its folder."""
-        run_dir = Path(run_dir)
-        doc = json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
-        claims = [Claim(**{k: c.get(k) for k in ("name", "predicted", "measured",
-                                                 "tolerance", "holds", "note")})
-                  for c in doc.get("claims", [])]
-        for c in claims:
-            c.measured = float("nan") if c.measured is None else c.measured
-        return cls(name=doc["name"], config=doc.get("config", {}), claims=claims,
-                   tables=doc.get("tables", {}),
-                   figures=[run_dir / f for f in doc.get("figures", [])], run_dir=run_dir,
-                   summary=doc.get("summary", ""), description=doc.get("description", ""),
-                   environment=doc.get("environment", {}),
-                   wall_time_s=doc.get("wall_time_s") or float("nan"),
-                   started=doc.get("started", ""), log=doc.get("log", []))
 
 
 # ---------------------------------------------------------------------------- helpers
-def fmt_value(v: Any, digits: int = 4) -> str:
-    """A compact human form of a claim field (numbers to ``digits`` significant digits)."""
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, float, np.floating, np.integer)):
-        v = float(v)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-            return f"{v:.{digits - 1}e}"
-        return f"{v:.{digits}g}"
-    return "" if v is None else str(v)
-
-
-def format_claims(claims: Sequence[Claim]) -> str:
-    """Plain-text table of claims, one per line, with ✓/✗ in front."""
-    if not claims:
-        return "(no claims)"
-    head = ("", "claim", "predicted", "measured", "tolerance")
-    rows = [("✓" if c.holds else "✗", c.name, fmt_value(c.predicted), fmt_value(c.measured),
-             fmt_value(c.tolerance)) for c in claims]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(r: Sequence[str]) -> str:
-        return "  ".join(s.ljust(w) for s, w in zip(r, widths, strict=True)).rstrip()
-
-    out = [line(head), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
-    held = sum(bool(c.holds) for c in claims)
-    out.append(f"{held}/{len(claims)} claims hold")
-    return "\n".join(out)
-
-
 @dataclass(frozen=True)
 class LogLogFit:
     """Least-squares line log(y) = intercept + slope·log(x), with the slope's std. error."""
@@ -218,62 +106,15 @@ def loglog_fit(x: Any, y: Any) -> LogLogFit:
     return LogLogFit(slope, intercept, se, n)
 
 
-def _jsonable(obj: Any) -> Any:
-    """Convert tensors, arrays, numpy scalars, paths to JSON types; non-finite → None."""
-    if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, str) or obj is None:
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return str(obj)
-
-
 def _as_float(x: Any) -> float:
     if isinstance(x, torch.Tensor):
         return float(x.detach().cpu().reshape(()).item())
     return float(x)
 
 
-def _normalize_table(name: str, data: Any) -> dict[str, list]:
-    """A dict of equal-length columns (lists) from columns or from a list of row dicts."""
-    if isinstance(data, dict):
-        cols = {str(k): _jsonable(v) for k, v in data.items()}
-        for k, v in cols.items():
-            if not isinstance(v, list):
-                cols[k] = [v]
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"table {name!r}: columns have different lengths "
-                             f"{ {k: len(v) for k, v in cols.items()} }")
-        return cols
-    if isinstance(data, (list, tuple)) and all(isinstance(r, dict) for r in data):
-        keys: dict[str, None] = {}
-        for r in data:
-            keys.update(dict.fromkeys(str(k) for k in r))
-        return {k: [_jsonable(r.get(k)) for r in data] for k in keys}
-    raise TypeError(f"table {name!r}: expected a dict of columns or a list of row dicts, "
-                    f"got {type(data).__name__}")
-
-
 def environment() -> dict[str, Any]:
     """Versions and machine facts recorded with every run."""
     import matplotlib
-
-    import ntkit
 
     return {
         "python": platform.python_version(),
@@ -287,33 +128,6 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
     }
-
-
-# ---------------------------------------------------------------------------- data
-def digits_subset(n: int, seed: int, *, norm: str = "sphere",
-                  dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random images of scikit-learn's bundled digits (8×8, no download), as
-    ((n, 64) inputs, (n,) integer labels).
-
-    Features are centered over the whole data set; then each row is scaled so that
-    ``norm="sphere"``: ‖x‖² = d (input kernel x·x/d = 1, the convention of ntkit kernels), or
-    ``norm="unit"``: ‖x‖ = 1 (the lecture notes' linearization bounds assume ‖x‖ ≤ 1).
-    """
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = np.asarray(data.data, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    idx = np.random.default_rng(seed).choice(x.shape[0], size=int(n), replace=False)
-    x, y = x[idx], np.asarray(data.target)[idx]
-    r = np.linalg.norm(x, axis=1, keepdims=True)
-    if norm == "sphere":
-        x = x / r * math.sqrt(x.shape[1])
-    elif norm == "unit":
-        x = x / r
-    else:
-        raise ValueError(f"norm must be 'sphere' or 'unit', got {norm!r}")
-    return torch.tensor(x, dtype=dtype), torch.tensor(y, dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------- context
@@ -339,6 +153,7 @@ class Context:
         self.claims: list[Claim] = []
         self.tables: dict[str, dict[str, list]] = {}
         self.figures: list[str] = []
+        self.captions: dict[str, str] = {}
         self.messages: list[str] = []
         self._n_rng = 0
         self._t0 = time.perf_counter()
@@ -374,16 +189,19 @@ class Context:
         return np.random.default_rng(self.seed_for(key))
 
     # -- outputs ---------------------------------------------------------------------
-    def figure_path(self, name: str) -> Path:
-        """Where to save the PNG of figure ``name`` (no extension); records the figure."""
+    def figure_path(self, name: str, caption: str = "") -> Path:
+        """Where to save the PNG of figure ``name`` (no extension); records the figure and,
+        if given, the caption the report prints under it."""
         name = _safe_name(name)
         if name not in self.figures:
             self.figures.append(name)
+        if caption:
+            self.captions[name] = str(caption)
         return self.out_dir / f"{name}.png"
 
-    def savefig(self, fig: Any, name: str, dpi: int = 110) -> Path:
+    def savefig(self, fig: Any, name: str, dpi: int = 110, caption: str = "") -> Path:
         """Save a matplotlib figure as ``name``.png and close it (if pyplot manages it)."""
-        path = self.figure_path(name)
+        path = self.figure_path(name, caption)
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         if "matplotlib.pyplot" in sys.modules:
             import matplotlib.pyplot as plt
@@ -427,7 +245,7 @@ class Context:
 
     def table(self, name: str, data: Any) -> dict[str, list]:
         """Record raw numbers: a dict of columns (lists/arrays) or a list of row dicts."""
-        cols = _normalize_table(name, data)
+        cols = normalize_table(name, data)
         self.tables[str(name)] = cols
         return cols
 
@@ -517,9 +335,6 @@ def run_experiment(name: str, quick: bool = False, seed: int = 0, out: str | Pat
       UnknownExperimentError (a KeyError) for an unknown name; whatever the experiment
       raises (after removing the partial folder).
     """
-    from ntkit.lab import registry
-    from ntkit.lab.report import render_run
-
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
@@ -547,7 +362,9 @@ def run_experiment(name: str, quick: bool = False, seed: int = 0, out: str | Pat
                         figures=[partial / f"{f}.png" for f in figures], run_dir=None,
                         summary=str(summary or ""), description=exp.description,
                         environment=env, wall_time_s=wall, started=started,
-                        log=ctx.messages)
+                        log=ctx.messages,
+                        captions={f"{f}.png": ctx.captions[f] for f in figures
+                                  if f in ctx.captions})
         doc = result.to_dict()
         (partial / RESULT_FILE).write_text(json.dumps(doc, indent=1, ensure_ascii=False,
                                                       allow_nan=False), encoding="utf-8")
@@ -575,14 +392,3 @@ def _publish(partial: Path, exp_dir: Path, stamp: str) -> Path:
     raise RuntimeError(f"could not find a free run folder name under {exp_dir}")
 
 
-def is_complete_run(path: Path) -> bool:
-    """A visible folder holding a ``result.json`` whose status is complete."""
-    if path.name.startswith(".") or not path.is_dir():
-        return False
-    f = path / RESULT_FILE
-    if not f.is_file():
-        return False
-    try:
-        return json.loads(f.read_text(encoding="utf-8")).get("status") == "complete"
-    except (OSError, ValueError):
-        return False

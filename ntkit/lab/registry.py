@@ -5,7 +5,7 @@ module in it (pkgutil), so registering is just decorating a function there::
 
     from ntkit.lab.registry import experiment
 
-    @experiment("my_check", "one line: what claim from the notes this measures")
+    @experiment("my_check", "one line: which published claim this measures")
     def my_check(ctx):            # ctx: ntkit.lab.framework.Context
         ...
         return "a one-paragraph summary"   # or None
@@ -17,6 +17,9 @@ import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+__all__ = ["Experiment", "ExperimentFn", "UnknownExperimentError", "all_experiments", "discover",
+           "experiment", "get", "unregister"]
 
 ExperimentFn = Callable[..., "str | None"]
 

@@ -18,7 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ntkit.lab.framework import REPORT_FILE, RESULT_FILE, fmt_value, is_complete_run
+from ntkit.lab.records import REPORT_FILE, RESULT_FILE, fmt_value, is_complete_run
+
+__all__ = ["MAX_TABLE_ROWS", "find_runs", "render_run", "write_index"]
 
 MAX_TABLE_ROWS = 300
 
@@ -32,6 +34,7 @@ th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:t
 th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#11823b;font-weight:bold} .bad{color:#c62828;font-weight:bold}
 .fig{margin:1em 0} .fig img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.92em;color:#333;max-width:1000px}
 .summary{background:#f7f9fc;border-left:4px solid #5b8def;padding:.6em 1em;
  white-space:pre-wrap} details{margin:.5em 0} pre{background:#f6f6f6;padding:.6em;
  overflow:auto;font-size:.85em}
@@ -79,14 +82,15 @@ def _table_html(name: str, cols: dict[str, list]) -> str:
             f"<table>{''.join(rows)}</table>{more}</details>")
 
 
-def _figure_html(run_dir: Path, name: str) -> str:
+def _figure_html(run_dir: Path, name: str, caption: str = "") -> str:
     path = run_dir / name
     try:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
     except OSError:
         return f'<div class="fig"><p>(figure {_e(name)} missing)</p></div>'
-    return (f'<div class="fig"><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
-            f"<div>{_e(name)}</div></div>")
+    text = f"<b>{_e(name)}</b>" + (f". {_e(caption)}" if caption else "")
+    return (f'<figure class="fig"><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{text}</figcaption></figure>")
 
 
 def render_run(doc: dict, run_dir: str | Path) -> str:
@@ -110,7 +114,9 @@ def render_run(doc: dict, run_dir: str | Path) -> str:
     parts.append("<h2>Claims</h2>" + _claims_html(claims))
     figs = doc.get("figures", [])
     if figs:
-        parts.append("<h2>Figures</h2>" + "".join(_figure_html(run_dir, f) for f in figs))
+        caps = doc.get("captions") or {}
+        parts.append("<h2>Figures</h2>" + "".join(_figure_html(run_dir, f, caps.get(f, ""))
+                                                  for f in figs))
     tables = doc.get("tables", {})
     if tables:
         parts.append("<h2>Tables</h2>" + "".join(_table_html(k, v) for k, v in tables.items()))

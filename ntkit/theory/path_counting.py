@@ -1,6 +1,9 @@
-"""Path counting in random ReLU networks: exact gradient moments (Hanin; Hanin & Nica).
+"""Path counting in random ReLU networks: exact gradient moments (Hanin 2018, "Which neural net
+architectures give rise to exploding and vanishing gradients?"; Hanin & Nica 2020,
+"Products of many large random matrices and gradients in deep neural networks" and
+"Finite depth and width corrections to the neural tangent kernel").
 
-Setting (notes 003, "path counting"). A bias-free ReLU net with ``widths = [n_0, …, n_L]``
+Setting. A bias-free ReLU net with ``widths = [n_0, …, n_L]``
 (input, hidden n_1…n_{L−1}, output n_L) and He initialization
 
     z^(1) = W^(1) x,  z^(l) = W^(l) relu(z^(l−1)),  W^(l)_ij = √(2/n_{l−1}) Ŵ_ij,  Ŵ_ij ~ N(0, 1)
@@ -22,7 +25,7 @@ b_std=None))``).
 - E[(∂z/∂x · u)⁴] = 3·(2/n_0)²·E[Y²]·‖u‖⁴ for a scalar output (12/n_0² Π(1 + 5/n_l)).
 - The NTK diagonal: with all parameters Ŵ (no biases), Θ(x, x) = Σ_l ‖∂z/∂Ŵ^(l)‖² has
   E[Θ(x, x)] = 2·L·‖x‖²/n_0 for a scalar output, L = number of weight matrices
-  (each layer contributes 2‖x‖²/n_0; notes 003 write 2L with their own layer count).
+  (each layer contributes 2‖x‖²/n_0).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 from scipy.special import digamma, polygamma
 from scipy.stats import binom
 
-from ntkit.theory.random_matrix import _check_widths
+from ntkit.theory.random_matrix import check_widths
 
 __all__ = ["relu_gradient_moments"]
 
@@ -69,7 +72,7 @@ def relu_gradient_moments(widths: Sequence[int]) -> dict[str, float]:
         ``p_dead``: the probability of that event, 1 − Π(1 − 2^{−n_l});
         ``ntk_diagonal``: E[Θ(x, x)]/‖x‖² = 2L/n_0 (L weight matrices, scalar output).
     """
-    w = _check_widths(widths)
+    w = check_widths(widths)
     n0, hidden = w[0], w[1:-1]
     prod = float(np.prod([1.0 + 5.0 / n for n in hidden])) if hidden else 1.0
     lm = [_layer_log_moments(n) for n in hidden]

@@ -133,7 +133,9 @@ class LogNormMoments:
     per_layer_var: np.ndarray
 
 
-def _check_widths(widths: Sequence[int], min_len: int = 2) -> list[int]:
+def check_widths(widths: Sequence[int], min_len: int = 2) -> list[int]:
+    """``widths`` as a list of ints >= 1 with at least ``min_len`` entries (else a
+    TypeError/ValueError naming the problem), e.g. ``check_widths([64, 128, 10])``."""
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence | np.ndarray):
         raise TypeError(f"widths must be a sequence of ints, got {type(widths).__name__}")
     out = []
@@ -157,7 +159,7 @@ def product_log_norm_moments(widths: Sequence[int], sigma2: float = 1.0) -> LogN
 
     For square products of width n: mean ≈ −L/n and variance ≈ 2L/n, both ∝ L/n.
     """
-    w = _check_widths(widths)
+    w = check_widths(widths)
     _, s2 = _check_ratio_sigma(1.0, sigma2)
     n_in = np.array(w[:-1], dtype=np.float64)
     n_out = np.array(w[1:], dtype=np.float64)

@@ -1,14 +1,15 @@
 """SGD's noise: the exact second moment of a minibatch gradient, and batch-means errors.
 
-Notation (notes 003, lecture 11/16 "SGD Implicit Bias"; Yaida 2018). A loss
+Notation (Yaida 2018, "Fluctuation-dissipation relations for stochastic gradient descent"). A loss
 L(θ) = (1/n) Σ_i ℓ_i(θ) + R(θ) is minimized by θ ← θ − η g_B with the minibatch gradient
 g_B = (1/b) Σ_{i∈B} ∇ℓ_i + ∇R, an unbiased estimate of ∇L. Its second moment over the
 draw of B is C̃ = E_B[g_B g_Bᵀ] = ∇L ∇Lᵀ + Cov_B(g_B). For plain SGD (no momentum) in a
-stationary state, Yaida's FDR1 (the seeds' lemma (ii)) is the exact identity
+stationary state, Yaida's first fluctuation-dissipation relation (FDR1) is the exact identity
 
     ⟨θ·∇L(θ)⟩ = (η/2) ⟨tr C̃(θ)⟩,
 
-from E|θ_{t+1}|² = E|θ_t|², and lemma (i) is ⟨∇L⟩ = 0 (from E θ_{t+1} = E θ_t).
+from E|θ_{t+1}|² = E|θ_t|², and stationarity of the mean gives ⟨∇L⟩ = 0 (from
+E θ_{t+1} = E θ_t).
 `minibatch_second_moment_trace` gives tr C̃(θ) exactly from the n per-example gradients
 for three sampling schemes; `batch_means` gives the mean of an autocorrelated series
 with a standard error that accounts for the autocorrelation.
@@ -52,7 +53,7 @@ def minibatch_second_moment_trace(per_example_grads, batch_size: int,
         "without_replacement": a uniform random subset of size b;
         "with_replacement": b indices drawn uniformly and independently;
         "bernoulli": each i enters B independently with probability p = b/n, and the sum is
-          still divided by b (the seeds' definition of L^B).
+          still divided by b (the expected batch size, so that g_B stays unbiased).
       shared_grad: optional (P,) gradient s added to every minibatch gradient (e.g. of an L2
         term R), which is not resampled.
 

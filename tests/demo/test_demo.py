@@ -1,8 +1,10 @@
-"""`ntkit demo`: the report's files and structure (quick run), atomic writes, and, in the
+"""`ntkit demo`: the report's files and structure (quick run; the page is written by the
+lab's report writer), atomic writes, the demo as the lab experiment "demo", and, in the
 slow full run, that the measured gap shrinks with width."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -15,7 +17,9 @@ import ntkit.demo.report as report
 from ntkit.cli import main
 from ntkit.demo import DemoConfig, run_demo, run_demo_experiment
 from ntkit.demo.experiment import _discrete_linear, checkpoint_steps, fit_power_law
-from ntkit.demo.report import FIGURES, MARKER, recomputed_slope
+from ntkit.demo.figures import FIGURES
+from ntkit.demo.report import MARKER, SLOPE_TOL, recomputed_slope
+from ntkit.lab.report import render_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -36,26 +40,45 @@ def test_quick_demo_writes_report(quick_report):
     for name in FIGURES.values():
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
-        assert f'src="{name}"' in html
+        # embedded by the lab's writer: the page is self-contained
+        assert base64.b64encode(data).decode("ascii") in html
     assert html.count("<figure") == 3 and html.count("<figcaption>") == 3
-    assert "<table>" in html and "width 32" in html
-    assert "ntkit" in html and "run time" in html
+    assert "<h2>Claims</h2>" in html and "<b>by_width</b>" in html
+    assert "ntkit" in html and "scikit-learn" in html
     # Nothing else is left around: no temporary directories next to the report.
     assert sorted(p.name for p in out.parent.iterdir()) == ["report"]
 
 
+def test_page_is_the_lab_rendering_of_the_document(quick_report):
+    # One HTML writer: index.html is exactly what the lab renders from the stored document.
+    out, _ = quick_report
+    doc = json.loads((out / "results.json").read_text())
+    lab_doc = {k: v for k, v in doc.items() if k not in ("generator", "measurements")}
+    assert (out / "index.html").read_text() == render_run(lab_doc, out)
+
+
 def test_quick_results_are_self_consistent(quick_report):
     out, _ = quick_report
-    res = json.loads((out / "results.json").read_text())
-    assert res["generator"] == MARKER
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["generator"] == MARKER and doc["status"] == "complete"
+    res = doc["measurements"]
     cfg = DemoConfig.quick_config()
     assert [r["width"] for r in res["widths"]] == list(cfg.widths)
     assert [r["seeds"] for r in res["widths"]] == [cfg.seeds_for(m) for m in cfg.widths]
-    # The reported slope is the least-squares slope of the reported gaps ...
-    assert res["slope_test"] == pytest.approx(recomputed_slope(res), abs=1e-12)
-    # ... and is the number the page states.
+    assert doc["tables"]["by_width"]["width"] == list(cfg.widths)
+    # The claimed slope is the least-squares slope of the reported gaps, and its verdict
+    # is the stated comparison with -1/2 ± SLOPE_TOL ...
+    slope_claim, floor_claim = doc["claims"]
+    assert slope_claim["measured"] == pytest.approx(recomputed_slope(doc), abs=1e-12)
+    assert res["slope_test"] == slope_claim["measured"]
+    assert slope_claim["predicted"] == -0.5 and slope_claim["tolerance"] == SLOPE_TOL
+    assert slope_claim["holds"] == (abs(slope_claim["measured"] + 0.5) <= SLOPE_TOL)
+    ratio = min(r["gap_test"] / r["floor_test"] for r in res["widths"])
+    assert floor_claim["measured"] == pytest.approx(ratio, rel=1e-12)
+    assert floor_claim["holds"] == (ratio > 10)
+    # ... and the page states it.
     html = (out / "index.html").read_text()
-    assert f"{res['slope_test']:.2f}".replace("-", "\u2212") in html
+    assert f"fitted slope is {res['slope_test']:.2f}" in html
     for r in res["widths"]:
         assert r["gap_test"] > 0 and 0 <= r["test_acc"] <= 1
     assert 0 <= res["nngp_acc"] <= 1 and 0 <= res["ntk_inf_acc"] <= 1
@@ -82,7 +105,7 @@ def test_interrupted_report_leaves_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "_fig_kernel", boom)
+    monkeypatch.setattr(report, "render_run", boom)   # after the figures, before the page
     cfg = DemoConfig.quick_config(widths=(16, 32), steps=5, n_train=40, n_test=40)
     with pytest.raises(KeyboardInterrupt):
         run_demo(tmp_path / "rep", config=cfg)
@@ -119,6 +142,23 @@ def test_fit_power_law_exact():
     w = np.array([8, 16, 32, 64])
     slope, pref = fit_power_law(w, 3.0 * w ** -0.5)
     assert slope == pytest.approx(-0.5) and pref == pytest.approx(3.0)
+
+
+def test_demo_is_a_lab_experiment(tmp_path):
+    import ntkit.lab as lab
+
+    cfg = DemoConfig.quick_config()
+    res = lab.run("demo", quick=True, seed=0, out=tmp_path, progress=False, threads=1)
+    assert [c.name for c in res.claims][0].startswith("test-output gap")
+    assert len(res.claims) == 2 and res.config["widths"] == list(cfg.widths)
+    assert [p.name for p in res.figures] == list(FIGURES.values())
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in res.figures)
+    assert res.tables["by_width"]["width"] == list(cfg.widths)
+    html = (res.run_dir / "report.html").read_text()
+    assert html.count("<figcaption>") == 3
+    # The same numbers as the demo's own run at the same seed and configuration.
+    direct = run_demo_experiment(cfg)
+    assert res.claims[0].measured == direct.slope("gap_test")[0]
 
 
 @pytest.mark.slow

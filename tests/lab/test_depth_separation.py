@@ -22,7 +22,16 @@ def test_outputs_and_exact_claims(result):
     # The bound is a theorem: every fitted net must respect it.
     f = result.tables["shallow_fits"]
     assert all(e >= b for e, b in zip(f["l1_error"], f["lower_bound"], strict=True))
-    assert all(c.holds for c in result.claims if "≥ bound" in c.name or "pieces" in c.name)
+    # Count before filtering, so that renamed claims fail here instead of passing vacuously:
+    # three exact-representation claims, one bound claim per width where the bound is
+    # positive, the closed form of the constructed nets and the piece count of the fits.
+    cfg = result.config
+    n_bound = sum(l1_bound(cfg["k_fit"], m) > 0 for m in cfg["shallow_widths"])
+    assert n_bound == 3                      # widths 4, 8, 16 (the bound is 0 at 32)
+    assert len(result.claims) == 3 + n_bound + 2
+    exact = [c for c in result.claims if "≥ bound" in c.name or "pieces" in c.name]
+    assert len(exact) == n_bound + 2
+    assert all(c.holds for c in exact)
 
 
 @pytest.mark.parametrize("k", [3, 5])

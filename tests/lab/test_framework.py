@@ -43,7 +43,7 @@ def _ok(ctx: Context) -> str:
     fig, ax = ctx.new_figure()
     ax.plot([1, 2, 3], [1, 4, 9])
     ax.set_xlabel("x")
-    ctx.savefig(fig, "curve")
+    ctx.savefig(fig, "curve", caption="a parabola <x²>")
     for _ in ctx.progress(range(3), "loop"):
         pass
     ctx.log("done")
@@ -161,15 +161,18 @@ def test_run_folder_layout_and_json(tmp_path):
     assert doc["tables"]["rows"] == {"a": [1, 2], "b": [2.0, None], "c": [None, "z"]}
     assert doc["tables"]["draws"]["dtype"][0] == "torch.float64"   # runs in float64
     assert doc["figures"] == ["curve.png"]
+    assert doc["captions"] == {"curve.png": "a parabola <x²>"}
     assert any("done" in line for line in doc["log"])
 
     html = (res.run_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and "✓" in html and "✗" in html
     assert "numeric fails" in html and "summary text" in html
+    assert "<figcaption><b>curve.png</b>. a parabola &lt;x²&gt;</figcaption>" in html
 
     back = Result.load(res.run_dir)
     assert back.name == OK and [c.holds for c in back.claims] == [True, False, True]
     assert isinstance(back.claims[0], Claim) and back.figures == res.figures
+    assert back.captions == res.captions == {"curve.png": "a parabola <x²>"}
 
 
 def test_same_seed_same_numbers(tmp_path):

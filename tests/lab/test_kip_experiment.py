@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ntkit.lab as lab
-from ntkit.lab.experiments.kip import load_mnist_5k, mnist_5k_path
+from ntkit.lab.data import load_mnist_5k, mnist_5k_path
 
 EXPERIMENT = "kip"
 

@@ -1,16 +1,16 @@
-"""Deep linear networks: the prior's norm law, and exact Bayesian interpolation (seed 003,
-lecture 12/7; Hanin & Zlokapa, "Bayesian interpolation with deep linear networks", PNAS 2023).
+"""Deep linear networks: the prior's norm law, and exact Bayesian interpolation (Hanin &
+Zlokapa 2023, "Bayesian interpolation with deep linear networks", PNAS).
 
 Network z(x) = θᵀx with θᵀ = W^{(L+1)}⋯W^{(1)}, W^{(l)} ∈ R^{n_l × n_{l−1}}, entries
 N(0, 1/n_{l−1}) (fan-in), n_{L+1} = 1, input dimension n₀.
 
 **Prior norm.** By rotation invariance, ‖W^{(L+1)}⋯W^{(2)}‖² = ∏_{l=1}^{L} χ²_{n_l}/n_l
-(independent factors: the lecture's product of chi-squares), and given it θ ~ N(0, s² I)
+(independent factors: a product of chi-squares), and given it θ ~ N(0, s² I)
 with s² = ∏_{l=1}^{L}(χ²_{n_l}/n_l)/n₀... so ‖θ‖² = ∏_{l=0}^{L} χ²_{n_l}/n_l. For L layers of
 width n, log‖θ‖ = ½Σ log(χ²_n/n) ≈ N(−L/(2n), L/(2n)) (E log(χ²_n/n) ≈ −1/n,
-Var ≈ 2/n; consistent with E‖θ‖² = 1). The seed writes N(−L/4n, L/4n) — also
+Var ≈ 2/n; consistent with E‖θ‖² = 1). The half-variance form N(−L/4n, L/4n) is also
 consistent with E‖θ‖² = 1, but its variance is half the digamma/trigamma value; both are
-measured.
+measured, so that a factor-2 slip in the law shows up.
 
 **Bayesian interpolation (β → ∞).** Data X ∈ R^{n₀×P} (P < n₀), Y = Xᵀθ*. Given s², the
 prior is N(0, s² I) and conditioning on Xᵀθ = Y gives θ = θ_∥ + θ_⊥ with θ_∥ = X G⁻¹Y
@@ -23,7 +23,7 @@ prior is N(0, s² I) and conditioning on Xᵀθ = Y gives θ = θ_∥ + θ_⊥ w
 
 We compute these by quadrature over the exact density of log s² (numerical convolution of
 log-χ² densities) and check the evidence against Monte Carlo over real weight matrices.
-Trends from the lecture checked: the posterior depends on depth and width through L/n
+Trends from Hanin & Zlokapa (2023) checked: the posterior depends on depth and width through L/n
 (effective depth λ = P·L/n); with a data-agnostic prior (σ² = 1) the posterior scale tends
 to the optimally tuned one as λ grows; the optimally tuned evidence depends little on
 the architecture.
@@ -165,7 +165,7 @@ def _norm_law(ctx: Context) -> str:
     ctx.claim("‖θ‖² from real matrix products vs the product of independent χ²/n: min KS "
               f"p-value over {len(configs)} (n, L)", "> 1e-3 (same law)", min(ks_all),
               "> 1e-3", holds=min(ks_all) > 1e-3,
-              note="lecture 12/7 (rotation invariance ⇒ independent chi-square factors); "
+              note="Hanin & Zlokapa 2023 (rotation invariance ⇒ independent chi-square factors); "
                    f"two-sample KS with {samples} draws each; under the null the min of "
                    f"{len(configs)} p-values is < 1e-3 with probability ≈ 0.6%")
     zmax = max(max(abs(z) for z in z_mean), max(abs(z) for z in z_var))
@@ -182,7 +182,7 @@ def _norm_law(ctx: Context) -> str:
         lim_rows.append({"n": n, "exact_mean_per_layer": m_ex, "exact_var_per_layer": v_ex,
                          "limit_(-1/2n,1/2n)_rel_dev": max(abs(m_ex * 2 * n + 1),
                                                            abs(v_ex * 2 * n - 1)),
-                         "seed_(-1/4n,1/4n)_rel_dev": max(abs(m_ex * 4 * n + 1),
+                         "half_variance_(-1/4n,1/4n)_rel_dev": max(abs(m_ex * 4 * n + 1),
                                                           abs(v_ex * 4 * n - 1))})
     ctx.table("lognormal_limit", lim_rows)
     r40 = lim_rows[1]
@@ -192,12 +192,13 @@ def _norm_law(ctx: Context) -> str:
                    "variance ¼ψ'(n/2) = 1/(2n)(1 + 1/n + …): O(1/n) = 2.5% at n = 40, so 5%. "
                    "Deviations at n = 10, 40, 160: "
                    + ", ".join(f"{r['limit_(-1/2n,1/2n)_rel_dev']:.3f}" for r in lim_rows))
-    ctx.claim("n = 40: exact per-layer moments of log‖θ‖ vs the seed's N(−L/4n, L/4n): max "
-              "relative deviation", 0.0, r40["seed_(-1/4n,1/4n)_rel_dev"], 0.05,
-              note="the seed's OCR'd formula (lecture 12/7). Exact digamma/trigamma moments "
+    ctx.claim("n = 40: exact per-layer moments of log‖θ‖ vs the half-variance N(−L/4n, L/4n): "
+              "max relative deviation", 0.0,
+              r40["half_variance_(-1/4n,1/4n)_rel_dev"], 0.05,
+              note="the half-variance form (expected to fail). Exact digamma/trigamma moments "
                    "(confirmed by Monte Carlo above) give mean −L/2n and variance L/2n, twice "
-                   "the seed's; both versions keep E‖θ‖² = 1. A failure here is a factor 2 "
-                   "in the seed, not in the law")
+                   "the half-variance form's; both keep E‖θ‖² = 1. A failure here confirms that "
+                   "the law's variance is L/2n, not L/4n")
     big = [r for r in rows if r["n"] == 40]
     return (f"Norm law: KS min p {min(ks_all):.3f}; log‖θ‖ variance / (L/2n) at n = 40: "
             + ", ".join(f"L={r['L']}: {r['hidden_var'] / (r['L'] / 80):.3f}" for r in big)
@@ -288,9 +289,10 @@ def _interpolation(ctx: Context) -> str:
     tv_diff = 0.5 * np.abs(pa - pc).sum() * du
     ctx.claim("posterior of s²: TV(L=2,n=10 vs L=8,n=40) / TV(L=2,n=10 vs L=2,n=40)", "< 0.25",
               tv_same / tv_diff, "< 0.25", holds=tv_same / tv_diff < 0.25,
-              note=f"lecture 12/7: effective depth λ = P·L/n determines the posterior (same λ "
-                   f"= {p * 0.2:g} vs λ = {p * 0.05:g}); TV same λ {tv_same:.3f}, different "
-                   f"{tv_diff:.3f}; not exactly 0 at finite n (log-χ² skewness is O(n^-1/2))")
+              note=f"Hanin & Zlokapa 2023: effective depth λ = P·L/n determines the posterior "
+                   f"(same λ = {p * 0.2:g} vs λ = {p * 0.05:g}); TV same λ {tv_same:.3f}, "
+                   f"different {tv_diff:.3f}; not exactly 0 at finite n (log-χ² skewness is "
+                   "O(n^-1/2))")
 
     # (c) data-agnostic prior: the posterior scale → the tuned one as λ grows
     gaps = [abs(math.log(r["post_median_s2"] / s2_tuned)) for r in rows]
@@ -298,8 +300,8 @@ def _interpolation(ctx: Context) -> str:
     ctx.claim("σ² = 1 prior, teacher τ² = 4: |log(posterior median s² / tuned q/P)| at the "
               "largest L/n", "→ 0, decreasing in L/n", gaps[-1], "< 0.2 and monotone",
               holds=gaps[-1] < 0.2 and mono,
-              note=f"lecture 12/7: λ_post → ∞ gives from a data-agnostic prior the posterior of "
-                   f"the best data-dependent prior. Gaps over L/n = {ratios}: "
+              note=f"Hanin & Zlokapa 2023: λ_post → ∞ gives from a data-agnostic prior the "
+                   f"posterior of the best data-dependent prior. Gaps over L/n = {ratios}: "
                    + ", ".join(f"{g:.3f}" for g in gaps)
                    + "; residual ≈ the likelihood's own width in log s² (√(2/P)·…) "
                      "plus the prior's pull")
@@ -314,7 +316,7 @@ def _interpolation(ctx: Context) -> str:
     ctx.claim(f"optimally tuned σ²: per-point spread of log-evidence over L/n ∈ [0, 4], "
               f"P = {4 * p} / P = {p} (α = P/n₀ = {p / n0:g})", "< 0.5", ratio, "< 0.5",
               holds=ratio < 0.5,
-              note="lecture 12/7: with the best data-dependent prior the evidence does not "
+              note="Hanin & Zlokapa 2023: with the best data-dependent prior the evidence does not "
                    "depend on the architecture as P, n₀ → ∞. At finite P the log-normal scale "
                    "prior pays an Occam factor ≈ ½log(1 + λ)/P per point (λ = P·L/n), so the "
                    f"per-point spread shrinks like log P/P: Occam estimate "

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ntkit import layers as nl
 from ntkit import models
-from ntkit.lab.experiments.nn_vs_kernel import load_digits_data
+from ntkit.lab.data import load_digits_data
 from ntkit.lab.framework import Context
 from ntkit.lab.registry import experiment
 from ntkit.layers.base import Layer

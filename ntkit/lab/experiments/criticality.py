@@ -1,5 +1,7 @@
-"""Signal propagation through deep random networks, at and off criticality (notes 003, "Tuning
-to Criticality"; Poole et al. 2016, Schoenholz et al. 2017, Roberts–Yaida).
+"""Signal propagation through deep random networks, at and off criticality (Poole et al.
+2016, "Exponential expressivity in deep neural networks through transient chaos"; Schoenholz
+et al. 2017, "Deep information propagation"; Roberts, Yaida & Hanin 2022, "The Principles of
+Deep Learning Theory", ch. 5).
 
 Network: z¹ = √C_b b + √(C_w/d) W x, z^{ℓ+1} = √C_b b + √(C_w/n) W σ(z^ℓ), width n, W, b
 i.i.d. N(0, 1) (the 'ntk'-parameterized ``Dense(n, √C_w, √C_b)`` stack). At infinite width

@@ -1,4 +1,5 @@
-"""Deep linear networks: products of Gaussian matrices (notes 003, "Deep Linear Network").
+"""Deep linear networks: products of Gaussian matrices (Hanin & Nica 2020, "Products of
+many large random matrices and gradients in deep neural networks").
 
 W_l are n×n with i.i.d. N(0, 1/n) entries and P = W_L⋯W_1 (a deep linear net at
 initialization). Theory (`ntkit.theory.random_matrix.product_log_norm_moments`): by rotation

@@ -1,4 +1,5 @@
-"""Depth separation with Telgarsky's sawtooth (Telgarsky 2016; notes 000 and 003).
+"""Depth separation with Telgarsky's sawtooth (Telgarsky 2016, "Benefits of depth in neural
+networks").
 
 1. Δ^k, the k-fold tent map, is computed exactly by `ntkit.geometry.sawtooth(k)`: k layers
    of 2 ReLUs. Its linear pieces on [0, 1], counted exactly by breakpoint following

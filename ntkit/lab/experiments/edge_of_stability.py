@@ -1,5 +1,6 @@
 """edge_of_stability: full-batch GD drives the sharpness to 2/η and keeps it there
-(notes 003, lecture 10/5 "Sharpness"; Cohen, Kaur, Li, Kolter & Talwalkar 2021).
+(Cohen, Kaur, Li, Kolter & Talwalkar 2021, "Gradient descent on neural networks typically
+occurs at the edge of stability").
 
 A tanh MLP (PyTorch's default init) is trained by full-batch gradient descent on a digits
 subset with MSE on one-hot targets, at several step sizes η chosen so that 2/η is above the

@@ -1,17 +1,20 @@
-"""Entropy numbers and widths of NTK balls on the sphere (seed 003, lecture 11/28).
+"""Entropy numbers and widths of NTK balls on the sphere (Cohen, DeVore, Petrova &
+Wojtaszczyk 2022, "Optimal stable nonlinear approximation"; Carl 1981, "Entropy numbers,
+s-numbers, and eigenvalue problems").
 
 The RKHS unit ball of a dot-product kernel on S^{d−1}, seen in L²(σ), is the ellipsoid
 K = {Σ c_i σ_i φ_i : ‖c‖ ≤ 1} with semi-axes σ_i = √μ (Mercer eigenvalues, each repeated
 N(d, k) times; `ntkit.theory.spectrum`). For it:
 
 - the Kolmogorov and linear n-widths are δ_n = σ_{n+1} (orthogonal projection on the top n
-  axes is optimal, and it is 1-Lipschitz, so the lecture's *stable* width is ≤ δ_n too);
+  axes is optimal, and it is 1-Lipschitz, so the *stable* width of Cohen et al. 2022 is ≤ δ_n too);
 - the entropy numbers ε_n (2^n balls) are bracketed by volume arguments
   (`ntkit.theory.spectrum.n_widths`).
 
 Claims, on finite truncations (all degrees k ≤ k_max) of the depth-2 ReLU NTK ball:
 
-1. the lecture's theorem δ_{32n}(K) ≤ 3 ε_n(K) (JL + Kirszbraun), checked as
+1. the Hilbert-space bound of stable widths by entropy numbers, δ_{32n}(K) ≤ 3 ε_n(K)
+   (Johnson–Lindenstrauss + Kirszbraun; Cohen et al. 2022), checked as
    σ_{32n+1} ≤ 3·(lower bound of ε_n) — a stronger statement than the theorem;
 2. "ε and δ go to 0 together": equal power-law rates of ε_n and δ_n;
 3. an actual n-parameter scheme — least squares on the top n eigenfunctions from m = 4n
@@ -30,6 +33,7 @@ from ntkit.lab.registry import experiment
 from ntkit.theory.spectrum import (
     dot_product_eigenvalues,
     gegenbauer_normalized,
+    multiplicity,
     n_widths,
     sorted_axes,
 )
@@ -57,7 +61,7 @@ def run(ctx: Context) -> str:
                          "eps_lower": w.entropy_lower[i], "eps_upper": w.entropy_upper[i]})
         ctx.claim(f"d = {d} (k ≤ {k_max}, dim {m_axes}): max over n of δ_32n / (3·ε_n lower "
                   "bound)", "≤ 1", float(ratio.max()), "≤ 1", holds=bool(ratio.max() <= 1),
-                  note="lecture 11/28: δ_32n ≤ 3 ε_n for any compact K; checked with the "
+                  note="Cohen et al. 2022: δ_32n ≤ 3 ε_n for any compact K; checked with the "
                        "volume lower bound of ε_n, so ≤ 1 proves it for these n. The margin "
                        "is large: for ellipsoids δ_n and ε_n are equivalent up to constants")
         big = ns >= ns[len(ns) // 3]   # skip the first few n: σ is a staircase at small n
@@ -68,8 +72,9 @@ def run(ctx: Context) -> str:
         for lab_, f in (("lower", f_lo), ("upper", f_hi)):
             ctx.claim(f"d = {d}: power-law rate of ε_n ({lab_} bound) − rate of δ_n", 0.0,
                       f.slope - f_d.slope, 0.1,
-                      note=f"lecture 11/28: δ_n ≤ n^-a ⇒ ε_n ≤ (n/log n)^-a and δ_32n ≤ 3ε_n: "
-                           f"equal rates. Slopes over n ∈ [{ns[big][0]}, {ns[-1]}]: δ "
+                      note=f"Carl 1981 and Cohen et al. 2022: δ_n ≤ n^-a ⇒ ε_n ≤ (n/log n)^-a "
+                           f"and δ_32n ≤ 3ε_n: equal rates. Slopes over "
+                           f"n ∈ [{ns[big][0]}, {ns[-1]}]: δ "
                            f"{f_d.slope:.3f}, ε {f.slope:.3f}; tolerance 0.1 for the "
                            f"staircase of σ (degree blocks) and the log factor. Asymptotic "
                            f"rate of δ_n from μ_k ≍ k^-d: {asym:.3f} (not yet reached at "
@@ -100,8 +105,6 @@ def _harmonic_basis(d: int, k_max: int, rng: np.random.Generator) -> tuple[list,
     """
     anchors, maps = [], []
     for k in range(k_max + 1):
-        from ntkit.theory.spectrum import multiplicity
-
         nk = multiplicity(d, k)
         z = _sphere(2 * nk + 2, d, rng)
         g = nk * gegenbauer_normalized(d, k, torch.tensor(z @ z.T))[k].numpy()
@@ -115,8 +118,6 @@ def _harmonic_basis(d: int, k_max: int, rng: np.random.Generator) -> tuple[list,
 def _eval_basis(x: np.ndarray, d: int, anchors, maps) -> list[np.ndarray]:
     out = []
     for k, (z, mp) in enumerate(zip(anchors, maps, strict=True)):
-        from ntkit.theory.spectrum import multiplicity
-
         zk = multiplicity(d, k) * gegenbauer_normalized(d, k, torch.tensor(x @ z.T))[k].numpy()
         out.append(zk @ mp)          # (n_points, N_k)
     return out
@@ -182,7 +183,7 @@ def _scheme(ctx: Context, ax) -> str:
     ctx.claim("rate of the scheme's worst error − rate of δ_n", 0.0, f_s.slope - f_w.slope,
               0.1, note=f"slopes {f_s.slope:.3f} vs {f_w.slope:.3f} over n ∈ [{ns[0]}, {ns[-1]}] "
                         "(whole degree blocks); an optimal linear scheme has δ_n's rate "
-                        "(lecture 11/28); tolerance for the few block sizes fitted")
+                        "(Carl 1981); tolerance for the few block sizes fitted")
     ax.loglog(ns, widths, "o-", label="δ_n = σ_{n+1}")
     ax.loglog(ns, worst, "s-", label="LS scheme: worst error")
     ax.loglog(ns, mean, "^-", label="LS scheme: mean over random f")

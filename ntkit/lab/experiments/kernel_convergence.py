@@ -1,6 +1,9 @@
 """kernel_convergence: finite-width NNGP/NTK → the analytic kernels, and NTK drift in training.
 
-Claims measured (notes 001 "NTK as the width → ∞", 003 NNGP theorem and NTK):
+Claims measured (the NNGP limit: Lee et al. 2018, "Deep neural networks as Gaussian
+processes", Matthews et al. 2018, "Gaussian process behaviour in wide deep neural networks";
+the NTK limit: Jacot, Gabriel & Hongler 2018, "Neural tangent kernel: convergence and
+generalization in neural networks"):
 
 1. At initialization the empirical kernels of a width-m network approach the analytic
    infinite-width kernels with relative Frobenius error ∝ m^(−1/2) (a central limit

@@ -1,4 +1,6 @@
-"""What kernels cannot do (notes 004 §6, after Ghorbani, Mei, Misiakiewicz & Montanari 2019).
+"""What kernels cannot do (Ghorbani, Mei, Misiakiewicz & Montanari 2021, "Linearized
+two-layers neural networks in high dimension", Ann. Statist.; and 2019, "Limitations of lazy
+training of two-layers neural networks").
 
 (a) **Staircase.** Inputs uniform on the sphere of radius √d. The target is
 f* = √e₁·h₁ + √e₂·h₂ + √e₃·h₃ with h_k a unit-variance degree-k spherical harmonic
@@ -123,7 +125,7 @@ def _staircase(ctx: Context) -> str:
             v, err = min(pts, key=lambda p: abs(math.log(p[0] / mid)))
             ctx.claim(f"{method}: relative test error at {label} = {v} ≈ d^{ell}.5 "
                       f"(d = {d}) vs energy above degree {ell}", plateau[ell], err, 0.1,
-                      note=f"Ghorbani et al. 2019 (notes 004 §6): for d^ℓ ≪ {label} ≪ "
+                      note=f"Ghorbani et al. 2021 (linearized two-layer nets): for d^ℓ ≪ {label} ≪ "
                            f"d^(ℓ+1) only the degree-≤ℓ part is learned, error → E_>ℓ = "
                            f"{plateau[ell]:.2f}. Tolerance 0.1 of ‖f*‖² = 1: at d = {d} the "
                            f"window is one decade wide ({label}/d^ℓ = √d ≈ {math.sqrt(d):.1f}"
@@ -201,8 +203,9 @@ def _single_neuron(ctx: Context) -> str:
     ctx.claim(f"trained 2-layer net, n = {mid['n']} ≈ {mid['n_over_dlogd']:.0f}·d log d "
               f"(d = {d}): |cos(top EGOP eigenvector, w*)|", "→ 1 (≥ 0.95)",
               mid["nn_cosine_w_star"], "≥ 0.95", holds=mid["nn_cosine_w_star"] >= 0.95,
-              note="notes 004 §6 / Ghorbani et al.: networks learn a single neuron from "
-                   "O(d log d) samples (feature learning); 0.95 leaves room for the finite "
+              note="Ghorbani et al. 2019 (limitations of lazy training): networks learn a "
+                   "single neuron from O(d log d) samples (feature learning); 0.95 leaves "
+                   "room for the finite "
                    "training budget (Adam, full batch)")
     ctx.claim(f"NTK regression at n = {mid['n']} < d²/2 = {d * d // 2}: relative test error "
               "vs ReLU's energy above degree 1", RELU_TAIL, mid["ntk_rel_test_error"], 0.08,
@@ -214,8 +217,8 @@ def _single_neuron(ctx: Context) -> str:
     gap = last["ntk_rel_test_error"] / max(last["nn_rel_test_error"], 1e-12)
     ctx.claim(f"gap at the largest n = {last['n']}: NTK error / trained-net error", "> 3", gap,
               "> 3", holds=gap > 3,
-              note="the separation between kernels and networks (notes 004 §6); at n ≤ d²/2 "
-                   "the measured ratio is "
+              note="the separation between kernels and networks (Ghorbani et al. 2019); at "
+                   "n ≤ d²/2 the measured ratio is "
                    f"{mid['ntk_rel_test_error'] / mid['nn_rel_test_error']:.2f}"
                    " (the net has found w* but its 64-unit fit of the link still overfits)")
     fig, ax = ctx.new_figure(1, 1, (5.6, 4.0))

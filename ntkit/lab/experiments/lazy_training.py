@@ -1,4 +1,5 @@
-"""lazy_training: the Chizat–Bach α-scaling (notes 004 §5.3, 001 "lazy training").
+"""lazy_training: the α-scaling of Chizat, Oyallon & Bach 2019, "On lazy training in
+differentiable programming".
 
 For a network f(θ; x) at initialization θ0 define the rescaled model and risk
 

@@ -1,4 +1,6 @@
-"""Linear regions of ReLU nets (Hanin & Rolnick 2019; Zaslavsky; notes 003).
+"""Linear regions of ReLU nets (Hanin & Rolnick 2019, "Complexity of linear regions in deep
+networks" and "Deep ReLU networks have surprisingly few activation patterns"; Zaslavsky
+1975, "Facing up to arrangements: face-count formulas for partitions of space by hyperplanes").
 
 1. **At initialization.** He-initialized ReLU nets (ntkit ``Dense(n, w_std=√2, b_std=0.1)`` +
    ``ReLU``) with a fixed total number of neurons N split over depths 1 … 8. Regions along

@@ -1,6 +1,8 @@
-"""linearization: how far trained two-layer nets are from their linearization (notes 001, 002).
+"""linearization: how far trained two-layer nets are from their linearization (Lee et al.
+2019, "Wide neural networks of any depth evolve as linear models under gradient descent";
+Telgarsky 2021, "Deep learning theory lecture notes", §4).
 
-The model of the notes (Telgarsky's lecture notes §4):
+The model (Telgarsky 2021, §4):
 
     f(x; W) = (1/√m) Σ_j a_j σ(w_jᵀx),   a_j = ±1 fixed, W0 with i.i.d. N(0, 1) entries,
 
@@ -73,7 +75,7 @@ def limit_ntk(act: nl.Activation, x: torch.Tensor) -> torch.Tensor:
 
 
 def relu_bound(b: float, m: int, delta: float) -> float:
-    """Telgarsky's Lemma 4.1 bound (2B^(4/3) + B log(1/δ)^(1/4)) / m^(1/6)."""
+    """Telgarsky's (2021) Lemma 4.1 bound (2B^(4/3) + B log(1/δ)^(1/4)) / m^(1/6)."""
     return (2.0 * b ** (4.0 / 3.0) + b * math.log(1.0 / delta) ** 0.25) / m ** (1.0 / 6.0)
 
 
@@ -108,9 +110,9 @@ def _train(ctx: Context, act_name: str, m: int, s: int, x_tr: torch.Tensor, y_tr
 
 @experiment("linearization",
             "Trained 2-layer nets stay near their linearization: ‖W−W0‖ = O(1), and the "
-            "gap |f − f_lin| vs the notes' bounds (smooth: β‖W−W0‖²/(2√m); ReLU: m^(-1/6))")
+            "gap |f − f_lin| vs Telgarsky's bounds (smooth: β‖W−W0‖²/(2√m); ReLU: m^(-1/6))")
 def linearization(ctx: Context) -> str:
-    """Train the notes' two-layer model at several widths and compare f with f_lin."""
+    """Train the two-layer model of Telgarsky (2021, §4) at several widths; compare f, f_lin."""
     if ctx.quick:
         cfg = {"n_train": 60, "n_test": 60, "widths": [2 ** k for k in range(6, 11)],
                "seeds": 2, "steps": 150, "activations": ["tanh", "relu"]}
@@ -199,7 +201,7 @@ def linearization(ctx: Context) -> str:
     ax_b.set_ylabel("‖W_T − W_0‖_F (mean over seeds)")
     ax_b.set_title("distance travelled by the weights")
     ax_e.set_ylabel("sup over train+test of |f(x; W_T) − f_lin(x; W_T)|")
-    ax_e.set_title("linearization gap vs the notes' bounds")
+    ax_e.set_title("linearization gap vs Telgarsky's bounds")
     ctx.savefig(fig, "linearization_vs_width")
     bounds = [c for c in ctx.claims if "ratio ≤ 1" == c.predicted]
     verdict = ("every bound holds numerically" if all(c.holds for c in bounds)

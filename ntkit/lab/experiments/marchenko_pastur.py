@@ -1,5 +1,5 @@
 """Marchenko–Pastur spectra: Gaussian data and the activations of a wide random ReLU layer
-(notes 003, "Ex 1 (Marchenko–Pastur)").
+(Marchenko & Pastur 1967, "Distribution of eigenvalues for some sets of random matrices").
 
 1. X p×n with i.i.d. N(0, 1), S = XXᵀ/n: the eigenvalues follow MP(ratio p/n) — KS distance
    to `marchenko_pastur_cdf`, and the extreme eigenvalues against the edges (1 ± √ratio)²

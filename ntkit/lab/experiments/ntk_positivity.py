@@ -1,10 +1,13 @@
-"""NTK positivity and the convergence of wide networks (Du et al. 2019; notes 003, "NTK ⇒ L → 0").
+"""NTK positivity and the convergence of wide networks (Du, Zhai, Poczos &
+Singh 2019, "Gradient descent provably optimizes over-parameterized neural networks";
+Jacot, Gabriel & Hongler 2018, "Neural tangent kernel: convergence and generalization in
+neural networks").
 
 Three measurements.
 
 1. **Positivity for non-polynomial activations.** For a non-polynomial σ and distinct,
    pairwise non-parallel unit-norm inputs, the features σ(w·x_α) are linearly independent
-   in L²(N(0, I)) (the Hermite argument of the notes), so the infinite-width NTK Gram
+   in L²(N(0, I)) (a Hermite-expansion argument), so the infinite-width NTK Gram
    matrix is positive definite: λ_min > 0. Checked on the analytic NTK (`net.kernel`) of
    bias-free nets with one and two hidden layers, against the round-off floor of a
    symmetric eigensolver, c·n·ε·λ_max.
@@ -246,7 +249,7 @@ def _run(ctx: Context) -> str:
 def _du_training(ctx: Context) -> dict:
     """Full-batch GD on wide one-hidden-layer erf nets; loss decay vs λ_min, kernel motion.
 
-    A smooth activation, as in the notes' version of the argument (|σ|, |σ'|, |σ''|
+    A smooth activation, as the convergence argument assumes (|σ|, |σ'|, |σ''|
     bounded). With ReLU we measured that the kernel's prediction of one step, −(η/N) K_t r,
     is off by a relative amount that falls only like (step size)^0.8 instead of linearly
     (pre-activations sitting near the kink flip during the step), and at the step sizes

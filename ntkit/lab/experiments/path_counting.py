@@ -1,4 +1,6 @@
-"""Path counting in random ReLU nets (notes 003; Hanin 2018): E[(∂z/∂x)²] = 2/n₀ and the
+"""Path counting in random ReLU nets (Hanin 2018, "Which neural net architectures give rise to
+exploding and vanishing gradients?"; Hanin & Nica 2020, "Finite depth and width corrections
+to the neural tangent kernel"): E[(∂z/∂x)²] = 2/n₀ and the
 NTK's diagonal mean, whatever the widths.
 
 He-initialized, bias-free ReLU nets (W^(l) = √(2/n_{l−1})·Ŵ, Ŵ ~ N(0, 1); in ntkit
@@ -108,13 +110,13 @@ def run(ctx: Context) -> str:
                      "fraction_zero_gradient": float((g2 == 0).mean()),
                      "p_dead_exact": pred["p_dead"]})
         ctx.claim(f"E[(∂z/∂x_p)²], {name}", pred["second_moment"], mg, hg,
-                  note=f"prediction 2/n0 (path counting, notes 003 lemma); tolerance = 99% CI "
+                  note=f"prediction 2/n0 (path counting, Hanin 2018); tolerance = 99% CI "
                        f"half-width over {n_nets} nets (per-net mean over the n0 coordinates); "
                        f"{rows[-1]['fraction_zero_gradient']:.3f} of nets have a dead layer "
                        "(zero gradient), which the exact statement includes")
         ctx.claim(f"E[Θ(x,x)]/‖x‖², {name}", pred["ntk_diagonal"], mt, ht,
                   note="prediction 2L/n0, L = weight matrices (Θ = Σ_l ‖∂z/∂Ŵ^(l)‖², NTK "
-                       "parameterization, no biases; notes 003 NTK lemma); tolerance = 99% CI")
+                       "parameterization, no biases; Hanin & Nica 2020); tolerance = 99% CI")
     ctx.table("path_counting", rows)
     fig, (ax1, ax2) = ctx.new_figure(2, 1, (5.2, 3.8))
     names = list(out)

@@ -1,4 +1,5 @@
-"""Random features: kernel approximation, ridge regression, and RF vs NTK features (notes 004).
+"""Random features: kernel approximation, ridge regression, and RF vs NTK features (Rahimi & Recht
+2007, "Random features for large-scale kernel machines").
 
 1. **Kernel approximation** (Rahimi & Recht 2008). For m random features φ, K̂ = φ(x)·φ(y)
    is an average of m i.i.d. terms with mean k(x, y), so sup_{x,y ∈ S} |K̂ − K| over a fixed
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ntkit.features import RandomFeaturesRegressor, exact_kernel, kernel_ridge, make_features
-from ntkit.lab.experiments.nn_vs_kernel import load_digits_data
+from ntkit.lab.data import load_digits_data
 from ntkit.lab.framework import Context, loglog_fit
 from ntkit.lab.registry import experiment
 

@@ -1,5 +1,5 @@
 """sgd_noise: SGD's steady state — fluctuation–dissipation, zero mean gradient, and the
-"entropic force" on tr H (notes 003, lecture 11/16 "SGD Implicit Bias"; Yaida 2018,
+"entropic force" on tr H (Yaida 2018,
 "Fluctuation-dissipation relations for stochastic gradient descent").
 
 A tanh MLP (64 → 32 → 10, PyTorch's default init) is trained on a digits subset with
@@ -7,7 +7,8 @@ cross-entropy by plain SGD (no momentum, constant η, batches of b examples draw
 without replacement at every step).
 
 (i), (ii) With an L2 term, L(θ) = CE(θ) + (λ/2)‖θ‖², SGD reaches a stationary state. The
-seeds' lemma (Yaida's FDR1, exact for plain SGD at any η) says
+first fluctuation-dissipation relation of Yaida 2018 (FDR1, exact for plain SGD at any η)
+says
 
     (i)  ⟨θ·∇L⟩ = (η/2) ⟨tr C̃⟩,   C̃ = E_B[∇L_B ∇L_Bᵀ] the minibatch gradient's *second
          moment* (not its covariance);
@@ -21,7 +22,7 @@ window shows up as a drift of ‖θ‖²: E‖θ_{t+1}‖² − E‖θ_t‖² = 
 
 (iii) Entropic force: from one init, without L2, SGD and full-batch GD with the same η; tr H
 of the training loss (Hutchinson estimate, the same Rademacher probes for both runs) is
-compared at matched training-loss levels. The seeds' proposition: E[tr H(t+1) − tr H(t)] ≤ 0
+compared at matched training-loss levels. The prediction: E[tr H(t+1) − tr H(t)] ≤ 0
 under SGD's noise (C ∝ H near minima), so SGD should sit at smaller tr H than GD at the same
 loss. The sign measured is reported as it is.
 """
@@ -143,7 +144,7 @@ def _at_level(rows: list[dict], level: float) -> tuple[float, float]:
 
 @experiment("sgd_noise",
             "SGD's steady state: fluctuation–dissipation ⟨θ·∇L⟩ = (η/2)⟨tr C̃⟩, ⟨∇L⟩ = 0, "
-            "and tr H at matched loss, SGD vs GD (lecture 11/16; Yaida 2018)")
+            "and tr H at matched loss, SGD vs GD (Yaida 2018)")
 def sgd_noise(ctx: Context) -> str:
     if ctx.quick:
         cfg = {"n_train": 256, "hidden": 32, "batch": 16, "eta": 0.2, "l2": 0.02,
@@ -177,7 +178,7 @@ def sgd_noise(ctx: Context) -> str:
                    f"{bm_c.mean:.5g} ± {bm_c.stderr:.2g}, difference {bm_d.mean:.3g} ± "
                    f"{bm_d.stderr:.2g} ({bm_d.mean / bm_a.mean:+.2%} of ⟨θ·∇L⟩); batch means, "
                    f"{cfg['n_batches']} batches of {bm_d.batch_length} samples (autocorrelation "
-                   f"time ≈ {bm_d.tau:.1f} samples). Seeds' lemma (ii) / Yaida 2018 FDR1, exact "
+                   f"time ≈ {bm_d.tau:.1f} samples). Yaida 2018 FDR1, exact "
                    "for plain SGD in a stationary state, with C̃ the minibatch gradient's "
                    "second moment (computed exactly from per-example gradients). 3 s.e.: a "
                    "99.7% two-sided band if the batch means are Gaussian. ‖θ‖² drift over the "
@@ -192,7 +193,7 @@ def sgd_noise(ctx: Context) -> str:
               mean_norm / floor, "one-sided", holds=bool(mean_norm / floor <= 2.0),
               note=f"‖⟨∇L⟩‖ = {mean_norm:.3g} = {mean_norm / rms:.3f} × rms‖∇L‖ "
                    f"({rms:.3g}); floor √Σ_j s.e.(⟨∂_j L⟩)² = {floor:.3g} (batch means per "
-                   f"component, P = {fdr['n_params']}). Seeds' lemma (i). Under it "
+                   f"component, P = {fdr['n_params']}). Stationarity of the mean. Under it "
                    "E‖mean‖² = floor², so the ratio is ≈ 1; 2 allows for the "
                    f"~{1 / np.sqrt(2 * (cfg['n_batches'] - 1)):.0%} error of "
                    f"{cfg['n_batches']}-batch standard errors and correlated components")
@@ -234,7 +235,7 @@ def sgd_noise(ctx: Context) -> str:
                    f"{[round(m[f'ratio b={b_small}'], 3) for m in matched]}; with the weaker "
                    f"noise of b = {b_big}: "
                    f"{[round(m[f'ratio b={b_big}'], 3) for m in matched]}. "
-                   "Seeds' proposition (lecture 11/16): SGD's noise (covariance ∝ H near "
+                   "Prediction: SGD's noise (covariance ∝ H near "
                    "minima) drives E tr H down, more so for larger η/b; GD has no such force. "
                    f"Same init, same η = {cfg['eta_h']}, no L2")
     fig, (a1, a2) = ctx.new_figure(ncols=2)
