@@ -47,11 +47,14 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ntkit.engine.memory import check_memory_budget
+from ntkit.hyperparameters import fit_marginal_likelihood
 from ntkit.layers import activations as _act
 from ntkit.layers.base import Layer
 from ntkit.layers.branching import serial
 from ntkit.layers.dense import Dense
 from ntkit.predict import gradient_descent_mse_ensemble
+from ntkit.solvers.checks import check_kernel, ridge_shift
 from ntkit.solvers.kernel_ridge import (
     check_solver,
     predict_batched,
@@ -244,40 +247,61 @@ class _KernelEstimator(BaseEstimator):
         self.solver_ = self._check_solver_params(X.shape[0])
         self.X_train_ = np.array(X, dtype=np.float64, order="C")
         if self.optimize_hyperparameters is not False:
-            from ntkit.hyperparameters import fit_estimator
-
-            reg = fit_estimator(self, Y)  # sets spec_, w_std_, b_std_, noise_, diag_reg_
+            reg = self._fit_hyperparameters(Y)
         self.kernel_train_ = None
         self.predictor_ = None
         self.solution_ = None
         # sklearn's convention for estimators with max_iter: n_iter_ >= 1; a direct
         # solve (Cholesky, Nyström) counts as one.
         self.n_iter_ = 1
+        y = torch.tensor(Y, dtype=torch.float64)
         if self.solver_ == "cholesky":
-            self.kernel_train_ = self._kernel(self.X_train_)
+            self.kernel_train_ = check_kernel(self._kernel(self.X_train_), "kernel")
+        if t is not None:
+            # Finite training time: the closed-form flow (an eigendecomposition of K).
             # The class's kernel plays the part of the "nngp" (prior and flow) kernel of
             # the ensemble predictor: its "nngp" mode is exactly the GP-trained-by-flow
             # formulas of the module docstring, for either kernel.
             self.predictor_ = gradient_descent_mse_ensemble(
-                None, None, torch.tensor(Y, dtype=torch.float64), learning_rate=lr,
-                diag_reg=reg, k_train_train={"nngp": self.kernel_train_})
+                None, None, y, learning_rate=lr, diag_reg=reg,
+                k_train_train={"nngp": self.kernel_train_})
             return
-        op = KernelOperator(self.spec_, self._rows(self.X_train_), get=self._kernel_name,
-                            memory_budget=self.memory_budget, client=self.client)
-        # ntkit's ridge convention: δ = diag_reg · mean(diag K) (as in ntkit.predict).
-        op.shift = reg * float(op.diagonal().mean())
+        # t = ∞: kernel ridge regression through the one solver dispatch.
+        if self.solver_ == "cholesky":
+            op = KernelOperator(kernel=self.kernel_train_, memory_budget=self.memory_budget)
+            # The same δ as ntkit.predict's: diag_reg · mean(diag K).
+            op.shift = ridge_shift(torch.diagonal(self.kernel_train_), reg)
+        else:
+            op = KernelOperator(self.spec_, self._rows(self.X_train_), get=self._kernel_name,
+                                memory_budget=self.memory_budget, client=self.client)
+            op.shift = ridge_shift(op.diagonal(), reg)
         n = X.shape[0]
         m = min(n, DEFAULT_CENTERS) if self.n_centers is None else int(self.n_centers)
         if self.solver_ == "pcg" and op.shift == 0:
             m = None  # the Nyström preconditioner needs a ridge: plain CG
-        self.solution_ = solve_ridge(op, torch.tensor(Y, dtype=torch.float64), self.solver_,
-                                     n_centers=m, max_iter=self.max_iter, tol=self.tol)
+        self.solution_ = solve_ridge(op, y, self.solver_, n_centers=m,
+                                     max_iter=self.max_iter, tol=self.tol)
         info = self.solution_.info
         self.n_iter_ = 1 if info is None else max(1, info.iterations)
         if info is not None and not info.converged:
             warnings.warn(f"PCG did not reach tol={self.tol:g} in {info.iterations} "
                           f"iterations (relative residual {float(info.residual.max()):.2e}); "
                           f"raise max_iter or n_centers", RuntimeWarning, stacklevel=3)
+
+    def _fit_hyperparameters(self, Y: np.ndarray) -> float:
+        """Fit spec_'s tied w_std, b_std and the noise by marginal likelihood; set the
+        fitted attributes; return diag_reg_ (the noise relative to mean(diag K))."""
+        if not isinstance(self.optimize_hyperparameters, bool):
+            raise ValueError(f"optimize_hyperparameters must be True or False, got "
+                             f"{self.optimize_hyperparameters!r}")
+        x = torch.tensor(self._rows(self.X_train_), dtype=torch.float64)
+        fit = fit_marginal_likelihood(self.spec_, x, torch.as_tensor(Y, dtype=torch.float64),
+                                      kind=self._kernel_name)
+        self.spec_ = fit.net
+        self.hyperparameter_fit_ = fit
+        self.w_std_, self.b_std_, self.noise_ = fit.w_std[0], fit.b_std[0], fit.noise
+        self.diag_reg_ = fit.relative_noise(x)
+        return self.diag_reg_
 
     def _test_kernel_fn(self, cols: np.ndarray):
         ref = torch.tensor(self._rows(cols), dtype=torch.float64)
@@ -290,7 +314,7 @@ class _KernelEstimator(BaseEstimator):
 
     def _predict_mean(self, X: np.ndarray) -> np.ndarray:
         """Mean predictions in test batches (a (batch, n_train) kernel block at a time)."""
-        if self.solver_ == "cholesky":
+        if self.t_ is not None:
             def fn(xb):
                 k_td = self._kernel(xb.numpy(), self.X_train_)
                 return self.predictor_(self.t_, get="nngp", k_test_train={"nngp": k_td})
@@ -303,6 +327,20 @@ class _KernelEstimator(BaseEstimator):
         return predict_batched(self._test_kernel_fn(cols), X, sol.coef, n_cols=len(cols),
                                memory_budget=self.memory_budget).numpy()
 
+    def _posterior(self, xs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (m, ...), covariance (m, m)) of the latent function at test rows xs."""
+        k_td = self._kernel(xs, self.X_train_)
+        k_tt = self._kernel(xs)
+        if self.t_ is not None:
+            g = self.predictor_(self.t_, get="nngp", compute_cov=True,
+                                k_test_train={"nngp": k_td}, k_test_test={"nngp": k_tt})
+            return g.mean, g.covariance
+        # t = ∞: the GP posterior K_** − K_*d (K_dd + δ I)⁻¹ K_d*, with the factor of the
+        # fit (the formula of ntkit.predict.gp_inference's "nngp" mode).
+        k_tt = check_kernel(k_tt, "kernel")
+        cov = k_tt - k_td @ self.solution_.factor.solve(k_td.T)
+        return k_td @ self.solution_.coef, 0.5 * (cov + cov.T)
+
     def _predict_var(self, X: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
         """(mean, variance (m,)) or, with ``full``, (mean, covariance (m, m))."""
         if self.solver_ != "cholesky":
@@ -312,12 +350,9 @@ class _KernelEstimator(BaseEstimator):
             slice(i, min(i + _STD_CHUNK, len(X))) for i in range(0, len(X), _STD_CHUNK)]
         means, covs = [], []
         for sl in chunks:
-            xs = X[sl]
-            g = self.predictor_(self.t_, get="nngp", compute_cov=True,
-                                k_test_train={"nngp": self._kernel(xs, self.X_train_)},
-                                k_test_test={"nngp": self._kernel(xs)})
-            means.append(g.mean.numpy())
-            cov = g.covariance.numpy()
+            mean, cov = self._posterior(X[sl])
+            means.append(mean.numpy())
+            cov = cov.numpy()
             covs.append(cov if full else np.diagonal(cov).copy())
         mean = np.concatenate(means, axis=0)
         if full:
@@ -333,8 +368,6 @@ class _KernelEstimator(BaseEstimator):
 def _batches(m: int, n_cols: int, memory_budget: int | None) -> list[slice]:
     """Test-row slices so that a (batch, n_cols) float64 block (×4 for its working
     copies) fits the memory budget."""
-    from ntkit.engine.memory import check_memory_budget
-
     b = max(1, min(m, check_memory_budget(memory_budget) // (32 * max(1, n_cols))))
     return [slice(i, min(i + b, m)) for i in range(0, m, b)]
 

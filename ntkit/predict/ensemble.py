@@ -41,7 +41,7 @@ from ntkit.predict._utils import (
     phi_flow,
 )
 from ntkit.predict.gp import GPPredictor
-from ntkit.solvers.checks import add_diagonal_regularizer
+from ntkit.solvers.checks import add_diagonal_regularizer, check_diag_reg
 from ntkit.solvers.eigh import PSDEigh, eigh_psd
 from ntkit.solvers.products import t_matmul
 
@@ -103,7 +103,7 @@ class EnsemblePredictor:
         self.learning_rate = check_learning_rate(learning_rate)
         self.diag_reg = float(diag_reg)
         self.diag_reg_absolute_scale = diag_reg_absolute_scale
-        add_diagonal_regularizer(torch.ones(1, 1), self.diag_reg)  # validates diag_reg
+        check_diag_reg(self.diag_reg)
         self._given_train = k_train_train
         self._computed_train: dict[str, Any] = {}
         self._gp = GPPredictor(_TrainKernels(self), y_train, self.diag_reg,

@@ -35,9 +35,11 @@ from ntkit.predict._utils import (
     pack_output,
     require_field,
 )
-from ntkit.solvers.checks import add_diagonal_regularizer, check_kernel
-from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
-from ntkit.solvers.kernel_ridge import dense_ridge_solver
+from ntkit.solvers.checks import check_diag_reg, check_kernel
+from ntkit.solvers.cholesky import CholeskyFactor
+from ntkit.solvers.kernel_ridge import DENSE_SOLVERS, RidgeSolver, check_solver, ridge_solver
+
+__all__ = ["GP_GETS", "GPPredictor", "gp_inference"]
 
 GP_GETS = ("nngp", "ntk", "ntkgp")
 
@@ -55,17 +57,17 @@ class GPPredictor:
                  solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
                  n_centers: int | None = None):
         self.dtype = dtype
-        dense_ridge_solver(torch.eye(1), 1.0, solver)  # validates the name early
+        check_solver(solver, DENSE_SOLVERS)
         self.solver, self._pcg_options = solver, dict(tol=tol, max_iter=max_iter,
                                                       n_centers=n_centers)
-        self._solvers: dict = {}
+        self._solvers: dict[str, RidgeSolver] = {}
         self.diag_reg = float(diag_reg)
         self.diag_reg_absolute_scale = diag_reg_absolute_scale
         self._source = k_train_train
         self._k: dict[str, Tensor] = {}
         self._chol: dict[str, CholeskyFactor] = {}
         self._kinv_y: dict[str, Tensor] = {}
-        add_diagonal_regularizer(torch.ones(1, 1), self.diag_reg)  # validates diag_reg
+        check_diag_reg(self.diag_reg)
         # The number of training points comes from y; kernels are checked against it.
         self.device = y_train.device if isinstance(y_train, Tensor) else torch.device("cpu")
         if eager:
@@ -90,8 +92,6 @@ class GPPredictor:
         if other is None:
             return False
         self._k[g] = self._k[other]
-        if other in self._chol:
-            self._chol[g] = self._chol[other]
         return True
 
     def kernel(self, g: str, why: str = "") -> Tensor:
@@ -107,26 +107,28 @@ class GPPredictor:
 
     def cholesky(self, g: str) -> CholeskyFactor:
         """Cached Cholesky factor of the regularized train-train kernel ``g``."""
-        if g not in self._chol and self._k.get(g) is not None:
-            other = next((h for h in self._chol if self._k.get(h) is self._k[g]), None)
-            if other is not None:
-                self._chol[g] = self._chol[other]
+        factor = self.solve(g).factor
+        if factor is not None:
+            return factor
         if g not in self._chol:
-            k = add_diagonal_regularizer(self.kernel(g), self.diag_reg,
-                                         self.diag_reg_absolute_scale)
-            self._chol[g] = cholesky_jitter(k, f"k_train_train.{g}", validate=False)
+            other = next((h for h in self._chol if self._k.get(h) is self.kernel(g)), None)
+            self._chol[g] = (self._chol[other] if other is not None
+                             else self._ridge_solver(g, "cholesky").factor)
         return self._chol[g]
 
-    def solve(self, g: str):
-        """``b ↦ (K_g + δ I)⁻¹ b`` by the chosen solver (cached Cholesky, or PCG)."""
+    def _ridge_solver(self, g: str, solver: str) -> RidgeSolver:
+        return ridge_solver(self.kernel(g), self.diag_reg, solver,
+                            absolute_scale=self.diag_reg_absolute_scale,
+                            name=f"k_train_train.{g}", **self._pcg_options)
+
+    def solve(self, g: str) -> RidgeSolver:
+        """``b ↦ (K_g + δ I)⁻¹ b`` by the chosen solver, from `ntkit.solvers.ridge_solver`
+        (cached; modes that share one bare matrix share one solver)."""
         if g not in self._solvers:
             k = self.kernel(g)
-            fn = None
-            if self.solver != "cholesky":
-                delta = self.diag_reg if self.diag_reg_absolute_scale else \
-                    self.diag_reg * float(torch.diagonal(k).mean())
-                fn = dense_ridge_solver(k, delta, self.solver, **self._pcg_options)
-            self._solvers[g] = fn if fn is not None else self.cholesky(g).solve
+            other = next((h for h in self._solvers if self._k.get(h) is k), None)
+            self._solvers[g] = (self._solvers[other] if other is not None
+                                else self._ridge_solver(g, self.solver))
         return self._solvers[g]
 
     def _k_inv_y(self, g: str) -> Tensor:
