@@ -22,6 +22,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -197,7 +198,8 @@ class MarginalLikelihoodFit:
         return self.noise / float(k.diagonal().mean())
 
 
-def fit_marginal_likelihood(net: Layer, x, y, *, kind: str = "nngp", per_layer: bool = False,
+def fit_marginal_likelihood(net: Layer, x: Any, y: Any, *, kind: str = "nngp",
+                            per_layer: bool = False,
                             noise: float | None = None, init_noise: float | None = None,
                             max_iter: int = 100, dtype: torch.dtype = torch.float64
                             ) -> MarginalLikelihoodFit:

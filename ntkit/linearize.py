@@ -26,6 +26,7 @@ used), as the empirical NTK does; the original module is not modified.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch  # noqa: F401 - the docstring examples use it
 from torch import Tensor, nn
@@ -104,7 +105,7 @@ class TaylorModel(nn.Module):
         return c
 
     # ---- evaluation -------------------------------------------------------------------------
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         consts = self._constants()
 
         def f(p: dict[str, Tensor]):

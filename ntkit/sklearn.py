@@ -31,6 +31,12 @@ flow on MSE. At t = None this is the GP posterior: the NNGP posterior for the NN
 estimators and the NTK-GP posterior (He et al. 2020) for the NTK ones. The variance is
 that of the latent function: it does not include the ``diag_reg`` "noise". These are
 `ntkit.predict.gradient_descent_mse_ensemble` in its "nngp" mode with K as the kernel.
+
+"NTK std" has two meanings, chosen by ``predict(..., uncertainty=)``: "gp" (default,
+above: the NTK-GP posterior for the NTK estimators) or "ensemble" (the spread of an
+infinite ensemble of randomly initialized networks trained by the NTK flow, i.e.
+``gradient_descent_mse_ensemble(...)(t, X, "ntk", compute_cov=True)``). They coincide
+for the NNGP estimators.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from ntkit.solvers.operator import KernelOperator
 
 __all__ = [
     "ACTIVATIONS",
+    "UNCERTAINTIES",
     "NNGPClassifier",
     "NNGPRegressor",
     "NTKClassifier",
@@ -86,6 +93,9 @@ ACTIVATIONS: dict[str, type[Layer]] = {
     "sin": _act.Sin,
     "sign": _act.Sign,
 }
+
+#: The two meanings of a predictive spread (`_KernelRegressor.predict`'s ``uncertainty``).
+UNCERTAINTIES = ("gp", "ensemble")
 
 # Test rows per kernel evaluation when a predictive variance is requested: the
 # test-test block is only (chunk, chunk), so memory stays O(chunk · n_train).
@@ -255,6 +265,9 @@ class _KernelEstimator(BaseEstimator):
         # solve (Cholesky, Nyström) counts as one.
         self.n_iter_ = 1
         y = torch.tensor(Y, dtype=torch.float64)
+        # What the "ensemble" uncertainty needs later (built on first use).
+        self.y_fit_, self.learning_rate_, self.diag_reg_fit_ = Y, lr, reg
+        self.ensemble_ = None
         if self.solver_ == "cholesky":
             self.kernel_train_ = check_kernel(self._kernel(self.X_train_), "kernel")
         if t is not None:
@@ -360,6 +373,35 @@ class _KernelEstimator(BaseEstimator):
         # Round-off can make a vanishing variance slightly negative.
         return mean, np.maximum(np.concatenate(covs), 0.0)
 
+    def _predict_ensemble_var(self, X: np.ndarray, full: bool
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """Like `_predict_var`, with the covariance of the ensemble of randomly
+        initialized networks trained by the NTK flow (`gradient_descent_mse_ensemble`'s
+        "ntk" mode, the NNGP as prior)."""
+        if self.solver_ != "cholesky":
+            raise ValueError(f"return_std / return_cov need solver='cholesky' (fitted with "
+                             f"solver={self.solver_!r}, which solves for the mean only)")
+        if getattr(self, "ensemble_", None) is None:
+            x = torch.tensor(self._rows(self.X_train_), dtype=torch.float64)
+            self.ensemble_ = gradient_descent_mse_ensemble(
+                self.spec_, x, torch.tensor(self.y_fit_, dtype=torch.float64),
+                learning_rate=self.learning_rate_, diag_reg=self.diag_reg_fit_,
+                k_train_train={"ntk": self.kernel_train_})
+        ens = self.ensemble_
+        chunks = [slice(0, len(X))] if full else [
+            slice(i, min(i + _STD_CHUNK, len(X))) for i in range(0, len(X), _STD_CHUNK)]
+        means, covs = [], []
+        for sl in chunks:
+            xs = torch.tensor(self._rows(X[sl]), dtype=torch.float64)
+            g = ens(self.t_, xs, "ntk", compute_cov=True)
+            means.append(g.mean.numpy())
+            cov = g.covariance.numpy()
+            covs.append(cov if full else np.diagonal(cov).copy())
+        mean = np.concatenate(means, axis=0)
+        if full:
+            return mean, covs[0]
+        return mean, np.maximum(np.concatenate(covs), 0.0)
+
     def _validate_predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "solver_")
         return validate_data(self, X, reset=False, dtype=np.float64)
@@ -380,7 +422,8 @@ class _KernelRegressor(RegressorMixin, _KernelEstimator):
         self._fit_targets(X, y)
         return self
 
-    def predict(self, X: Any, return_std: bool = False, return_cov: bool = False):
+    def predict(self, X: Any, return_std: bool = False, return_cov: bool = False,
+                uncertainty: str = "gp"):
         """Predictive mean at X (m, d): (m,) for 1-D y, (m, k) for 2-D y.
 
         Args:
@@ -388,16 +431,36 @@ class _KernelRegressor(RegressorMixin, _KernelEstimator):
             function, of the mean's shape (the same for every output column).
           return_cov: also return the (m, m) predictive covariance (shared by every
             output column). At most one of the two.
+          uncertainty: which spread ``return_std``/``return_cov`` give; the two differ
+            for the NTK estimators and coincide for the NNGP ones:
+
+            - "gp" (default): the posterior of a GP whose prior covariance is the
+              class's kernel, trained by gradient flow for time t (t = None: the exact
+              posterior). For `NTKRegressor` this is the NTK-GP (He et al. 2020,
+              "Bayesian deep ensembles via the neural tangent kernel"):
+              ``ntkit.predict.gp_inference(...)("ntkgp", ...)``.
+            - "ensemble": the spread of an infinite ensemble of infinitely wide
+              networks, each initialized at random (the NNGP prior) and trained by
+              gradient flow (Lee et al. 2019): the covariance of
+              ``ntkit.predict.gradient_descent_mse_ensemble(...)(t, x, "ntk",
+              compute_cov=True)``. Needs the NNGP kernel too (computed on demand).
 
         Returns:
           ``mean``, ``(mean, std)`` or ``(mean, cov)``.
         """
         if return_std and return_cov:
             raise ValueError("at most one of return_std and return_cov may be True")
+        if uncertainty not in UNCERTAINTIES:
+            raise ValueError(f"unknown uncertainty {uncertainty!r}; expected 'gp' (the GP "
+                             "posterior with the class's kernel as prior) or 'ensemble' "
+                             "(the spread of randomly initialized wide networks)")
         X = self._validate_predict(X)
         if not (return_std or return_cov):
             return self._predict_mean(X)
-        mean, var = self._predict_var(X, full=return_cov)
+        if uncertainty == "ensemble" and self._kernel_name == "ntk":
+            mean, var = self._predict_ensemble_var(X, full=return_cov)
+        else:
+            mean, var = self._predict_var(X, full=return_cov)
         if return_cov:
             return mean, var
         std = np.sqrt(var)
@@ -476,10 +539,10 @@ _PARAMS_DOC = """
 
     Attributes (after fit):
       X_train_: (n, d) training inputs; solver_: the solver used; kernel_train_: (n, n)
-      train kernel and predictor_: the `ntkit.predict` ensemble predictor (Cholesky
-      only, else None); solution_: the `ntkit.solvers.RidgeSolution` (iterative
-      solvers only, else None); n_iter_: PCG iterations (1 for the
-      direct solvers); spec_: the layer spec;
+      train kernel (Cholesky only, else None); predictor_: the `ntkit.predict`
+      ensemble predictor (finite t only, else None); solution_: the
+      `ntkit.solvers.RidgeSolution` of the t = ∞ solve (every solver; None at finite
+      t); n_iter_: PCG iterations (1 for the direct solvers); spec_: the layer spec;
       input_shape_: the validated input_shape (a tuple) or None; n_features_in_.
       With optimize_hyperparameters: w_std_, b_std_ (fitted floats; b_std_ None without
       biases), noise_ (noise variance), diag_reg_, and hyperparameter_fit_ (the
@@ -487,26 +550,51 @@ _PARAMS_DOC = """
 """
 
 
+_EXAMPLE = """
+    Example:
+      >>> from sklearn.datasets import make_regression
+      >>> X, y = make_regression(n_samples=60, n_features=4, noise=0.1, random_state=0)
+      >>> reg = {cls}(depth=2, diag_reg=1e-3).fit(X[:50], y[:50])
+      >>> reg.predict(X[50:]).shape
+      (10,)
+      >>> mean, std = reg.predict(X[50:], return_std=True)   # "gp" uncertainty
+      >>> std.shape
+      (10,)
+"""
+
+_CLASSIFIER_EXAMPLE = """
+    Example:
+      >>> from sklearn.datasets import make_classification
+      >>> X, y = make_classification(n_samples=60, n_features=5, random_state=0)
+      >>> clf = {cls}(depth=1).fit(X[:50], y[:50])
+      >>> clf.predict(X[50:]).shape, clf.classes_.tolist()
+      ((10,), [0, 1])
+"""
+
+
 class NTKRegressor(_KernelRegressor):
     __doc__ = ("Regression with the infinite-width NTK: the mean of wide networks trained "
-               "for time t,\nwith NTK-GP predictive uncertainty.\n" + _PARAMS_DOC)
+               "for time t,\nwith NTK-GP predictive uncertainty (or, with "
+               "``predict(..., uncertainty='ensemble')``,\nthe spread of randomly "
+               "initialized networks).\n" + _PARAMS_DOC
+               + _EXAMPLE.format(cls="NTKRegressor"))
     _kernel_name = "ntk"
 
 
 class NNGPRegressor(_KernelRegressor):
     __doc__ = ("Regression with the NNGP kernel: the Bayesian posterior of an infinitely "
                "wide network\n(t = None), or its readout-only training for time t.\n"
-               + _PARAMS_DOC)
+               + _PARAMS_DOC + _EXAMPLE.format(cls="NNGPRegressor"))
     _kernel_name = "nngp"
 
 
 class NTKClassifier(_KernelClassifier):
     __doc__ = ("Classification by NTK regression on centred one-hot targets, argmax "
-               "decision.\n" + _PARAMS_DOC)
+               "decision.\n" + _PARAMS_DOC + _CLASSIFIER_EXAMPLE.format(cls="NTKClassifier"))
     _kernel_name = "ntk"
 
 
 class NNGPClassifier(_KernelClassifier):
     __doc__ = ("Classification by NNGP regression on centred one-hot targets, argmax "
-               "decision.\n" + _PARAMS_DOC)
+               "decision.\n" + _PARAMS_DOC + _CLASSIFIER_EXAMPLE.format(cls="NNGPClassifier"))
     _kernel_name = "nngp"

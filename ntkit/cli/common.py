@@ -41,7 +41,7 @@ class CLIError(click.ClickException):
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # always one line
 
-    def show(self, file=None) -> None:
+    def show(self, file: Any = None) -> None:
         click.echo(f"ntkit: error: {self.format_message()}", err=True)
 
 
@@ -132,7 +132,7 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def numeric_column(name: str, cells: list[str], path: Path,
-                   hint: str = "encode categorical features as numbers first"):
+                   hint: str = "encode categorical features as numbers first") -> Any:
     import numpy as np
 
     out = np.empty(len(cells))
@@ -153,7 +153,7 @@ def numeric_column(name: str, cells: list[str], path: Path,
     return out
 
 
-def load_table(path: Path, target: str):
+def load_table(path: Path, target: str) -> tuple[Any, list[str], list[str]]:
     """(X (n, d), target cells, feature names) from a CSV with a header row."""
     import numpy as np
 
@@ -240,7 +240,7 @@ def is_float(s: str) -> bool:
         return False
 
 
-def progress_bar(total: int, desc: str, unit: str = "it"):
+def progress_bar(total: int, desc: str, unit: str = "it") -> Any:
     from tqdm.auto import tqdm
 
     # disable=None: draw on a terminal, stay silent when stderr is a file or a pipe.

@@ -19,6 +19,7 @@ from the same budget. The (n1, n2) result is allocated in addition.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -102,7 +103,7 @@ def _costs(fm: FunctionalModel, plan: StructuredPlan | None, n1: int, n2: int,
     return costs
 
 
-def estimate_costs(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
+def estimate_costs(model: nn.Module, x1: Any, x2: Any = None, *, trace_outputs: bool = True,
                    params: ParamSelection = None, memory_budget: int | None = None
                    ) -> dict[str, tuple[float, float]]:
     """The cost model behind ``method="auto"``: {method: (FLOPs, peak bytes)}, untiled.
@@ -177,7 +178,7 @@ def _tiles(n: int, tile: int) -> list[slice]:
     return [slice(s, min(s + tile, n)) for s in range(0, n, tile)]
 
 
-def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
+def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "auto",
                   trace_outputs: bool = True, params: ParamSelection = None,
                   batch_size: int | None = None, progress: bool = False,
                   memory_budget: int | None = None, projection_dim: int | None = None,
@@ -356,7 +357,7 @@ def _progress(total: int, on: bool, desc: str):
     return tqdm(total=total, desc=desc)
 
 
-def empirical_nngp(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
+def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, trace_outputs: bool = True,
                    batch_size: int | None = None, memory_budget: int | None = None
                    ) -> Tensor:
     """Empirical NNGP kernel: the covariance of the model's outputs between x1 and x2.

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -167,7 +168,7 @@ def _chunk(fm: FunctionalModel, n: int, budget: int) -> int:
     return int(max(1, min(n, budget // max(per_example, 1))))
 
 
-def projected_gradients(model: nn.Module, x, k: int, *, seed: int = 0,
+def projected_gradients(model: nn.Module, x: Any, k: int, *, seed: int = 0,
                         projection: str = DEFAULT_PROJECTION, params: ParamSelection = None,
                         chunk_size: int | None = None,
                         memory_budget: int | None = None) -> Tensor:

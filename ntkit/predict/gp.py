@@ -177,7 +177,7 @@ class GPPredictor:
         v = require_field(k, g, "k_test_test", why)
         return check_test_test(v, m, f"k_test_test.{g}", self.dtype, self.device)
 
-    def __call__(self, get: Any = None, k_test_train: Any = None, k_test_test: Any = None):
+    def __call__(self, get: Any = None, k_test_train: Any = None, k_test_test: Any = None) -> Any:
         """Posterior on a test set.
 
         Args:
@@ -224,9 +224,29 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
         Nyström preconditioner centers (None: plain CG; needs diag_reg > 0).
 
     Returns:
-      `GPPredictor` ``gp``; ``out = gp(get, k_test_train, k_test_test)``; see
+      `GPPredictor` ``gp``; ``out = gp(get, k_test_train, k_test_test)``: the mean
+      (m, *y.shape[1:]) or a `Gaussian` (mean, covariance (m, m)); see
       `GPPredictor.__call__`. Cholesky factors are cached across calls; a singular
       kernel is factored with jitter and a `NumericalWarning` giving the jitter used.
+
+    "ntk" is the distribution of trained randomly initialized networks (its covariance
+    is the ensemble's spread, as `gradient_descent_mse_ensemble`'s); "ntkgp" is the
+    Bayesian posterior of a GP with the NTK as prior (what
+    ``ntkit.sklearn.NTKRegressor.predict(X, return_std=True)`` returns by default).
+
+    Example:
+      >>> import ntkit.layers as nl
+      >>> net = nl.serial(nl.Dense(512), nl.ReLU(), nl.Dense(1))
+      >>> g = torch.Generator().manual_seed(0)
+      >>> x = torch.randn(20, 3, dtype=torch.float64, generator=g)
+      >>> xt = torch.randn(5, 3, dtype=torch.float64, generator=g)
+      >>> gp = gp_inference(net.kernel(x, get=("nngp", "ntk")), torch.sin(x[:, :1]),
+      ...                   diag_reg=1e-4)
+      >>> post = gp("ntkgp", net.kernel(xt, x, get="ntk"), net.kernel(xt, get="ntk"))
+      >>> post.mean.shape, post.covariance.shape
+      (torch.Size([5, 1]), torch.Size([5, 5]))
+      >>> gp("nngp", net.kernel(xt, x, get="nngp")).shape     # mean only
+      torch.Size([5, 1])
     """
     return GPPredictor(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, dtype=dtype,
                        solver=solver, tol=tol, max_iter=max_iter, n_centers=n_centers)

@@ -192,9 +192,20 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
       fx_test_0=None, k_test_train=None)``; see `MSEPredictor.__call__`.
 
     Example:
-      >>> fn = gradient_descent_mse(k_train_train, y_train, learning_rate=0.1)
-      >>> f_train, f_test = fn([0., 10., 100.], fx_train_0=f0, k_test_train=k_te_tr)
-      >>> f_test.shape   # (3, m, k)
+      >>> import ntkit.layers as nl
+      >>> net = nl.serial(nl.Dense(512), nl.ReLU(), nl.Dense(2))
+      >>> g = torch.Generator().manual_seed(0)
+      >>> x = torch.randn(20, 3, dtype=torch.float64, generator=g)
+      >>> xt = torch.randn(5, 3, dtype=torch.float64, generator=g)
+      >>> y = torch.randn(20, 2, dtype=torch.float64, generator=g)
+      >>> fn = gradient_descent_mse(net.kernel(x, get="ntk"), y, learning_rate=0.1)
+      >>> f_train, f_test = fn([0., 10., 100.], fx_train_0=0.0,
+      ...                      k_test_train=net.kernel(xt, x, get="ntk"))
+      >>> f_train.shape, f_test.shape               # (T, n, k), (T, m, k)
+      (torch.Size([3, 20, 2]), torch.Size([3, 5, 2]))
+      >>> f_train_inf, _ = fn(None)                  # t = ∞ interpolates the targets
+      >>> bool(torch.allclose(f_train_inf, y))
+      True
     """
     return MSEPredictor(k_train_train, y_train, learning_rate, diag_reg,
                         diag_reg_absolute_scale, dtype=dtype, solver=solver, tol=tol,
