@@ -69,15 +69,8 @@ from ntkit.solvers.kernel_ridge import (
 )
 from ntkit.solvers.operator import KernelOperator
 
-__all__ = [
-    "ACTIVATIONS",
-    "UNCERTAINTIES",
-    "NNGPClassifier",
-    "NNGPRegressor",
-    "NTKClassifier",
-    "NTKRegressor",
-    "make_network",
-]
+__all__ = ["ACTIVATIONS", "UNCERTAINTIES", "NNGPClassifier", "NNGPRegressor", "NTKClassifier",
+           "NTKRegressor", "make_network"]
 
 # Activation names accepted by the estimators and the CLI -> no-argument spec factories.
 ACTIVATIONS: dict[str, type[Layer]] = {

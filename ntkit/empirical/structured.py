@@ -54,15 +54,8 @@ from torch.utils._pytree import tree_flatten
 
 from ntkit.empirical._common import FunctionalModel, contract, vmap_examples
 
-__all__ = [
-    "StructuredFeatures",
-    "StructuredMethod",
-    "StructuredPlan",
-    "choose_routes",
-    "discover",
-    "route_cost",
-    "route_mem",
-]
+__all__ = ["StructuredFeatures", "StructuredMethod", "StructuredPlan", "choose_routes", "discover",
+           "route_cost", "route_mem"]
 
 # ---- what the tracer understands --------------------------------------------------------
 
