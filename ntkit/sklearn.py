@@ -258,9 +258,8 @@ class _KernelEstimator(BaseEstimator):
         # solve (Cholesky, Nyström) counts as one.
         self.n_iter_ = 1
         y = torch.tensor(Y, dtype=torch.float64)
-        # What the "ensemble" uncertainty needs later (built on first use).
+        # What the "ensemble" uncertainty needs at predict time.
         self.y_fit_, self.learning_rate_, self.diag_reg_fit_ = Y, lr, reg
-        self.ensemble_ = None
         if self.solver_ == "cholesky":
             self.kernel_train_ = check_kernel(self._kernel(self.X_train_), "kernel")
         if t is not None:
@@ -374,13 +373,13 @@ class _KernelEstimator(BaseEstimator):
         if self.solver_ != "cholesky":
             raise ValueError(f"return_std / return_cov need solver='cholesky' (fitted with "
                              f"solver={self.solver_!r}, which solves for the mean only)")
-        if getattr(self, "ensemble_", None) is None:
-            x = torch.tensor(self._rows(self.X_train_), dtype=torch.float64)
-            self.ensemble_ = gradient_descent_mse_ensemble(
-                self.spec_, x, torch.tensor(self.y_fit_, dtype=torch.float64),
-                learning_rate=self.learning_rate_, diag_reg=self.diag_reg_fit_,
-                k_train_train={"ntk": self.kernel_train_})
-        ens = self.ensemble_
+        # Built per call (predict leaves the fitted estimator unchanged, as scikit-learn
+        # expects); its NNGP train kernel is computed here.
+        x = torch.tensor(self._rows(self.X_train_), dtype=torch.float64)
+        ens = gradient_descent_mse_ensemble(
+            self.spec_, x, torch.tensor(self.y_fit_, dtype=torch.float64),
+            learning_rate=self.learning_rate_, diag_reg=self.diag_reg_fit_,
+            k_train_train={"ntk": self.kernel_train_})
         chunks = [slice(0, len(X))] if full else [
             slice(i, min(i + _STD_CHUNK, len(X))) for i in range(0, len(X), _STD_CHUNK)]
         means, covs = [], []
@@ -536,7 +535,9 @@ _PARAMS_DOC = """
       ensemble predictor (finite t only, else None); solution_: the
       `ntkit.solvers.RidgeSolution` of the t = ∞ solve (every solver; None at finite
       t); n_iter_: PCG iterations (1 for the direct solvers); spec_: the layer spec;
-      input_shape_: the validated input_shape (a tuple) or None; n_features_in_.
+      input_shape_: the validated input_shape (a tuple) or None; n_features_in_;
+      y_fit_, learning_rate_, diag_reg_fit_: the targets, step size and ridge of the
+      solve (``uncertainty="ensemble"`` rebuilds the ensemble predictor from them).
       With optimize_hyperparameters: w_std_, b_std_ (fitted floats; b_std_ None without
       biases), noise_ (noise variance), diag_reg_, and hyperparameter_fit_ (the
       `ntkit.hyperparameters.MarginalLikelihoodFit`).
