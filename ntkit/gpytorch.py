@@ -26,6 +26,8 @@ Needs ``gpytorch`` (imported here only; install the ``gpytorch`` extra).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -62,7 +64,7 @@ class InfiniteWidthKernel(gpytorch.kernels.Kernel):
 
     def __init__(self, net: Layer, kind: str = "nngp", per_layer: bool = False,
                  input_shape: tuple[int, ...] | None = None,
-                 w_std_constraint=None, b_std_constraint=None, **kwargs):
+                 w_std_constraint: Any = None, b_std_constraint: Any = None, **kwargs: Any):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         super().__init__(**kwargs)
@@ -91,7 +93,7 @@ class InfiniteWidthKernel(gpytorch.kernels.Kernel):
         return self._shape(self.raw_w_std_constraint.transform(self.raw_w_std))
 
     @w_std.setter
-    def w_std(self, value) -> None:
+    def w_std(self, value: Any) -> None:
         self._set("raw_w_std", value)
 
     @property
@@ -101,7 +103,7 @@ class InfiniteWidthKernel(gpytorch.kernels.Kernel):
         return self._shape(self.raw_b_std_constraint.transform(self.raw_b_std))
 
     @b_std.setter
-    def b_std(self, value) -> None:
+    def b_std(self, value: Any) -> None:
         if not any(self._has_b):
             raise AttributeError("the network has no biases (every b_std is None)")
         self._set("raw_b_std", value)
@@ -127,7 +129,7 @@ class InfiniteWidthKernel(gpytorch.kernels.Kernel):
         return self._binding.apply(list(w), b)
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False,
-                last_dim_is_batch: bool = False, **params) -> Tensor:
+                last_dim_is_batch: bool = False, **params: Any) -> Tensor:
         if last_dim_is_batch:
             raise ValueError("InfiniteWidthKernel does not support last_dim_is_batch")
         if x1.ndim != 2 or x2.ndim != 2:

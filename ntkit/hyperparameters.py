@@ -12,7 +12,8 @@ minimized over (w_std, b_std, σ²) by L-BFGS on their logarithms (positivity fo
   (one w_std, one b_std for all of them, started from the first layer's values) or per
   layer; `binding.apply(w, b)` writes tensors into the copy. `ntkit.gpytorch` uses it too.
 - `gp_negative_log_likelihood(K, y, noise)`: the formula above.
-- `fit_marginal_likelihood(net, x, y, ...)`: the fit; returns a `MarginalLikelihoodFit`.
+- `fit_marginal_likelihood(net, x, y, ...)`: the fit; returns a `MarginalLikelihoodFit`
+  (the `ntkit.sklearn` estimators copy what they need from it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +31,16 @@ from ntkit.engine.inputs import as_batch
 from ntkit.layers.base import Layer
 from ntkit.layers.conv import Conv
 from ntkit.layers.dense import Dense
+
+__all__ = [
+    "B_STD_FLOOR",
+    "KINDS",
+    "HyperparameterBinding",
+    "MarginalLikelihoodFit",
+    "affine_layers",
+    "fit_marginal_likelihood",
+    "gp_negative_log_likelihood",
+]
 
 #: Where a learnable b_std whose initial value is 0 starts: a log (or any positivity)
 #: parameterization cannot start at 0 itself.
@@ -175,9 +187,19 @@ class MarginalLikelihoodFit:
     nll: float
     net: Layer
     history: list[float] = field(default_factory=list)
+    kind: str = "nngp"
+
+    def relative_noise(self, x: Tensor) -> float:
+        """The noise relative to the fitted kernel's mean diagonal on ``x`` (n, ...):
+        ``noise / mean(diag K)``, the ``diag_reg`` that gives the same ridge in ntkit's
+        relative convention (`ntkit.predict`, `ntkit.sklearn`)."""
+        with torch.no_grad():
+            k = self.net.kernel(x, get=self.kind)
+        return self.noise / float(k.diagonal().mean())
 
 
-def fit_marginal_likelihood(net: Layer, x, y, *, kind: str = "nngp", per_layer: bool = False,
+def fit_marginal_likelihood(net: Layer, x: Any, y: Any, *, kind: str = "nngp",
+                            per_layer: bool = False,
                             noise: float | None = None, init_noise: float | None = None,
                             max_iter: int = 100, dtype: torch.dtype = torch.float64
                             ) -> MarginalLikelihoodFit:
@@ -251,30 +273,5 @@ def fit_marginal_likelihood(net: Layer, x, y, *, kind: str = "nngp", per_layer: 
     w_list = [float(v) for v in w]
     b_list = [None if v is None else float(v) for v in b]
     return MarginalLikelihoodFit(w_std=w_list, b_std=b_list, noise=float(s2), nll=final,
-                                 net=binding.frozen(w_list, b_list), history=history)
-
-
-def fit_estimator(est, y) -> float:
-    """The fit hook of the `ntkit.sklearn` estimators (``optimize_hyperparameters=True``).
-
-    Fits est.spec_'s tied w_std, b_std and the noise on est.X_train_ and targets ``y``
-    ((n,) or (n, k)) under est's kernel, then sets ``spec_`` (the fitted network),
-    ``w_std_``, ``b_std_``, ``noise_``, ``diag_reg_`` and ``hyperparameter_fit_`` on
-    ``est``. Returns diag_reg_ (the noise relative to the mean diagonal of the kernel,
-    the estimators' convention for diag_reg).
-    """
-    if not isinstance(est.optimize_hyperparameters, bool):
-        raise ValueError(f"optimize_hyperparameters must be True or False, got "
-                         f"{est.optimize_hyperparameters!r}")
-    x = torch.tensor(est.X_train_, dtype=torch.float64)
-    if est.input_shape_ is not None:
-        x = x.reshape(-1, *est.input_shape_)
-    fit = fit_marginal_likelihood(est.spec_, x, torch.as_tensor(y, dtype=torch.float64),
-                                  kind=est._kernel_name)
-    est.spec_ = fit.net
-    est.hyperparameter_fit_ = fit
-    est.w_std_, est.b_std_, est.noise_ = fit.w_std[0], fit.b_std[0], fit.noise
-    with torch.no_grad():
-        k = fit.net.kernel(x, get=est._kernel_name)
-    est.diag_reg_ = fit.noise / float(k.diagonal().mean())
-    return est.diag_reg_
+                                 net=binding.frozen(w_list, b_list), history=history,
+                                 kind=kind)

@@ -26,11 +26,13 @@ used), as the empirical NTK does; the original module is not modified.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import torch  # noqa: F401 - the docstring examples use it
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from ntkit.empirical._common import eval_mode
+from ntkit.empirical import eval_mode
 
 
 def _escape(names: list[str]) -> list[str]:
@@ -103,7 +105,7 @@ class TaylorModel(nn.Module):
         return c
 
     # ---- evaluation -------------------------------------------------------------------------
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         consts = self._constants()
 
         def f(p: dict[str, Tensor]):
@@ -143,16 +145,72 @@ def _tree_sum(terms: list, weights: list[float]):
 
 
 def linearize(model: nn.Module) -> TaylorModel:
-    """The model linearized in its parameters: f(x; θ0) + J(x)(θ − θ0), θ trainable.
+    """The model linearized in its parameters: f_lin(x; θ) = f(x; θ0) + J(x)(θ − θ0).
 
-    See the module docstring; equals ``taylor_expand(model, degree=1)``.
+    θ0 are the model's parameters (those with ``requires_grad``) at the time of the
+    call; the returned module holds trainable copies θ, initialized at θ0, and frozen
+    copies of θ0, of the other parameters and of the buffers. The model itself is not
+    modified and not registered as a submodule. Gradient descent on the returned module
+    follows the dynamics of the empirical NTK at θ0 exactly (`ntkit.empirical_ntk`;
+    `ntkit.predict.gradient_descent_mse` gives them in closed form).
+
+    Its forward computes J(x)(θ − θ0) by forward mode (``torch.func.jvp``), never
+    forming J: about three forward passes of the model, differentiable in θ. The model
+    runs in eval mode (dropout off, running statistics used), as for the empirical NTK.
+
+    Coming from neural-tangents: ``nt.linearize(apply_fn, params)`` returns a function
+    of (params, x); here the parameters live in the returned ``nn.Module``, so train it
+    with any torch optimizer.
+
+    Args:
+      model: any ``nn.Module`` with at least one floating parameter that requires grad.
+
+    Returns:
+      A `TaylorModel` of degree 1 (equal to ``taylor_expand(model, degree=1)``): call it
+      as the model, on the same inputs (e.g. (n, d) or (n, C, H, W)), for outputs of the
+      model's shape and structure. ``.delta()`` gives θ − θ0 by parameter name.
+
+    Raises:
+      TypeError: ``model`` is not an ``nn.Module``, or has a non-floating parameter
+        that requires grad.
+      ValueError: no parameter requires grad.
+
+    Example:
+      >>> model = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1))
+      >>> lin = linearize(model)
+      >>> x = torch.randn(5, 3)
+      >>> torch.allclose(lin(x), model(x))     # equal at θ0
+      True
+      >>> opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+      >>> loss = ((lin(x) - 1.0) ** 2).mean()
+      >>> loss.backward(); opt.step()           # trains θ; the model is untouched
+      >>> lin(x).shape
+      torch.Size([5, 1])
     """
     return TaylorModel(model, degree=1)
 
 
 def taylor_expand(model: nn.Module, degree: int = 2) -> TaylorModel:
-    """Degree-``degree`` Taylor expansion in the parameters (2: the quadratic model
-    f0 + J Δθ + ½ Δθᵀ H Δθ). See the module docstring for costs and conventions."""
+    """Degree-``degree`` Taylor expansion of ``model`` in its parameters around θ0.
+
+    ``Σ_{j ≤ m} D^j f(x; θ0)[Δθ, …, Δθ] / j!`` with Δθ = θ − θ0; degree 2 is the
+    quadratic model f0 + J Δθ + ½ Δθᵀ H Δθ (Dyer and Gur-Ari 2020, "Asymptotics of wide
+    networks from Feynman diagrams"; Roberts, Yaida and Hanin 2022, "The principles of
+    deep learning theory"). Parameters, buffers and eval mode as in `linearize`; a
+    forward costs about 2^m forward passes of the model.
+
+    Args:
+      model: any ``nn.Module`` with a floating parameter that requires grad.
+      degree: m >= 1.
+
+    Returns:
+      A `TaylorModel`, called as the model (same inputs, same output structure).
+
+    Example:
+      >>> quad = taylor_expand(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)))
+      >>> quad(torch.randn(4, 3)).shape
+      torch.Size([4, 1])
+    """
     return TaylorModel(model, degree=degree)
 
 

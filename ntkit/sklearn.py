@@ -31,6 +31,12 @@ flow on MSE. At t = None this is the GP posterior: the NNGP posterior for the NN
 estimators and the NTK-GP posterior (He et al. 2020) for the NTK ones. The variance is
 that of the latent function: it does not include the ``diag_reg`` "noise". These are
 `ntkit.predict.gradient_descent_mse_ensemble` in its "nngp" mode with K as the kernel.
+
+"NTK std" has two meanings, chosen by ``predict(..., uncertainty=)``: "gp" (default,
+above: the NTK-GP posterior for the NTK estimators) or "ensemble" (the spread of an
+infinite ensemble of randomly initialized networks trained by the NTK flow, i.e.
+``gradient_descent_mse_ensemble(...)(t, X, "ntk", compute_cov=True)``). They coincide
+for the NNGP estimators.
 """
 
 from __future__ import annotations
@@ -47,11 +53,14 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ntkit.engine.memory import check_memory_budget
+from ntkit.hyperparameters import fit_marginal_likelihood
 from ntkit.layers import activations as _act
 from ntkit.layers.base import Layer
 from ntkit.layers.branching import serial
 from ntkit.layers.dense import Dense
 from ntkit.predict import gradient_descent_mse_ensemble
+from ntkit.solvers.checks import check_kernel, ridge_shift
 from ntkit.solvers.kernel_ridge import (
     check_solver,
     predict_batched,
@@ -60,14 +69,8 @@ from ntkit.solvers.kernel_ridge import (
 )
 from ntkit.solvers.operator import KernelOperator
 
-__all__ = [
-    "ACTIVATIONS",
-    "NNGPClassifier",
-    "NNGPRegressor",
-    "NTKClassifier",
-    "NTKRegressor",
-    "make_network",
-]
+__all__ = ["ACTIVATIONS", "UNCERTAINTIES", "NNGPClassifier", "NNGPRegressor", "NTKClassifier",
+           "NTKRegressor", "make_network"]
 
 # Activation names accepted by the estimators and the CLI -> no-argument spec factories.
 ACTIVATIONS: dict[str, type[Layer]] = {
@@ -83,6 +86,9 @@ ACTIVATIONS: dict[str, type[Layer]] = {
     "sin": _act.Sin,
     "sign": _act.Sign,
 }
+
+#: The two meanings of a predictive spread (`_KernelRegressor.predict`'s ``uncertainty``).
+UNCERTAINTIES = ("gp", "ensemble")
 
 # Test rows per kernel evaluation when a predictive variance is requested: the
 # test-test block is only (chunk, chunk), so memory stays O(chunk · n_train).
@@ -244,40 +250,63 @@ class _KernelEstimator(BaseEstimator):
         self.solver_ = self._check_solver_params(X.shape[0])
         self.X_train_ = np.array(X, dtype=np.float64, order="C")
         if self.optimize_hyperparameters is not False:
-            from ntkit.hyperparameters import fit_estimator
-
-            reg = fit_estimator(self, Y)  # sets spec_, w_std_, b_std_, noise_, diag_reg_
+            reg = self._fit_hyperparameters(Y)
         self.kernel_train_ = None
         self.predictor_ = None
         self.solution_ = None
         # sklearn's convention for estimators with max_iter: n_iter_ >= 1; a direct
         # solve (Cholesky, Nyström) counts as one.
         self.n_iter_ = 1
+        y = torch.tensor(Y, dtype=torch.float64)
+        # What the "ensemble" uncertainty needs at predict time.
+        self.y_fit_, self.learning_rate_, self.diag_reg_fit_ = Y, lr, reg
         if self.solver_ == "cholesky":
-            self.kernel_train_ = self._kernel(self.X_train_)
+            self.kernel_train_ = check_kernel(self._kernel(self.X_train_), "kernel")
+        if t is not None:
+            # Finite training time: the closed-form flow (an eigendecomposition of K).
             # The class's kernel plays the part of the "nngp" (prior and flow) kernel of
             # the ensemble predictor: its "nngp" mode is exactly the GP-trained-by-flow
             # formulas of the module docstring, for either kernel.
             self.predictor_ = gradient_descent_mse_ensemble(
-                None, None, torch.tensor(Y, dtype=torch.float64), learning_rate=lr,
-                diag_reg=reg, k_train_train={"nngp": self.kernel_train_})
+                None, None, y, learning_rate=lr, diag_reg=reg,
+                k_train_train={"nngp": self.kernel_train_})
             return
-        op = KernelOperator(self.spec_, self._rows(self.X_train_), get=self._kernel_name,
-                            memory_budget=self.memory_budget, client=self.client)
-        # ntkit's ridge convention: δ = diag_reg · mean(diag K) (as in ntkit.predict).
-        op.shift = reg * float(op.diagonal().mean())
+        # t = ∞: kernel ridge regression through the one solver dispatch.
+        if self.solver_ == "cholesky":
+            op = KernelOperator(kernel=self.kernel_train_, memory_budget=self.memory_budget)
+            # The same δ as ntkit.predict's: diag_reg · mean(diag K).
+            op.shift = ridge_shift(torch.diagonal(self.kernel_train_), reg)
+        else:
+            op = KernelOperator(self.spec_, self._rows(self.X_train_), get=self._kernel_name,
+                                memory_budget=self.memory_budget, client=self.client)
+            op.shift = ridge_shift(op.diagonal(), reg)
         n = X.shape[0]
         m = min(n, DEFAULT_CENTERS) if self.n_centers is None else int(self.n_centers)
         if self.solver_ == "pcg" and op.shift == 0:
             m = None  # the Nyström preconditioner needs a ridge: plain CG
-        self.solution_ = solve_ridge(op, torch.tensor(Y, dtype=torch.float64), self.solver_,
-                                     n_centers=m, max_iter=self.max_iter, tol=self.tol)
+        self.solution_ = solve_ridge(op, y, self.solver_, n_centers=m,
+                                     max_iter=self.max_iter, tol=self.tol)
         info = self.solution_.info
         self.n_iter_ = 1 if info is None else max(1, info.iterations)
         if info is not None and not info.converged:
             warnings.warn(f"PCG did not reach tol={self.tol:g} in {info.iterations} "
                           f"iterations (relative residual {float(info.residual.max()):.2e}); "
                           f"raise max_iter or n_centers", RuntimeWarning, stacklevel=3)
+
+    def _fit_hyperparameters(self, Y: np.ndarray) -> float:
+        """Fit spec_'s tied w_std, b_std and the noise by marginal likelihood; set the
+        fitted attributes; return diag_reg_ (the noise relative to mean(diag K))."""
+        if not isinstance(self.optimize_hyperparameters, bool):
+            raise ValueError(f"optimize_hyperparameters must be True or False, got "
+                             f"{self.optimize_hyperparameters!r}")
+        x = torch.tensor(self._rows(self.X_train_), dtype=torch.float64)
+        fit = fit_marginal_likelihood(self.spec_, x, torch.as_tensor(Y, dtype=torch.float64),
+                                      kind=self._kernel_name)
+        self.spec_ = fit.net
+        self.hyperparameter_fit_ = fit
+        self.w_std_, self.b_std_, self.noise_ = fit.w_std[0], fit.b_std[0], fit.noise
+        self.diag_reg_ = fit.relative_noise(x)
+        return self.diag_reg_
 
     def _test_kernel_fn(self, cols: np.ndarray):
         ref = torch.tensor(self._rows(cols), dtype=torch.float64)
@@ -290,7 +319,7 @@ class _KernelEstimator(BaseEstimator):
 
     def _predict_mean(self, X: np.ndarray) -> np.ndarray:
         """Mean predictions in test batches (a (batch, n_train) kernel block at a time)."""
-        if self.solver_ == "cholesky":
+        if self.t_ is not None:
             def fn(xb):
                 k_td = self._kernel(xb.numpy(), self.X_train_)
                 return self.predictor_(self.t_, get="nngp", k_test_train={"nngp": k_td})
@@ -303,6 +332,20 @@ class _KernelEstimator(BaseEstimator):
         return predict_batched(self._test_kernel_fn(cols), X, sol.coef, n_cols=len(cols),
                                memory_budget=self.memory_budget).numpy()
 
+    def _posterior(self, xs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (m, ...), covariance (m, m)) of the latent function at test rows xs."""
+        k_td = self._kernel(xs, self.X_train_)
+        k_tt = self._kernel(xs)
+        if self.t_ is not None:
+            g = self.predictor_(self.t_, get="nngp", compute_cov=True,
+                                k_test_train={"nngp": k_td}, k_test_test={"nngp": k_tt})
+            return g.mean, g.covariance
+        # t = ∞: the GP posterior K_** − K_*d (K_dd + δ I)⁻¹ K_d*, with the factor of the
+        # fit (the formula of ntkit.predict.gp_inference's "nngp" mode).
+        k_tt = check_kernel(k_tt, "kernel")
+        cov = k_tt - k_td @ self.solution_.factor.solve(k_td.T)
+        return k_td @ self.solution_.coef, 0.5 * (cov + cov.T)
+
     def _predict_var(self, X: np.ndarray, full: bool) -> tuple[np.ndarray, np.ndarray]:
         """(mean, variance (m,)) or, with ``full``, (mean, covariance (m, m))."""
         if self.solver_ != "cholesky":
@@ -312,17 +355,43 @@ class _KernelEstimator(BaseEstimator):
             slice(i, min(i + _STD_CHUNK, len(X))) for i in range(0, len(X), _STD_CHUNK)]
         means, covs = [], []
         for sl in chunks:
-            xs = X[sl]
-            g = self.predictor_(self.t_, get="nngp", compute_cov=True,
-                                k_test_train={"nngp": self._kernel(xs, self.X_train_)},
-                                k_test_test={"nngp": self._kernel(xs)})
+            mean, cov = self._posterior(X[sl])
+            means.append(mean.numpy())
+            cov = cov.numpy()
+            covs.append(cov if full else np.diagonal(cov).copy())
+        mean = np.concatenate(means, axis=0)
+        if full:
+            return mean, covs[0]
+        # Round-off can make a vanishing variance slightly negative.
+        return mean, np.maximum(np.concatenate(covs), 0.0)
+
+    def _predict_ensemble_var(self, X: np.ndarray, full: bool
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """Like `_predict_var`, with the covariance of the ensemble of randomly
+        initialized networks trained by the NTK flow (`gradient_descent_mse_ensemble`'s
+        "ntk" mode, the NNGP as prior)."""
+        if self.solver_ != "cholesky":
+            raise ValueError(f"return_std / return_cov need solver='cholesky' (fitted with "
+                             f"solver={self.solver_!r}, which solves for the mean only)")
+        # Built per call (predict leaves the fitted estimator unchanged, as scikit-learn
+        # expects); its NNGP train kernel is computed here.
+        x = torch.tensor(self._rows(self.X_train_), dtype=torch.float64)
+        ens = gradient_descent_mse_ensemble(
+            self.spec_, x, torch.tensor(self.y_fit_, dtype=torch.float64),
+            learning_rate=self.learning_rate_, diag_reg=self.diag_reg_fit_,
+            k_train_train={"ntk": self.kernel_train_})
+        chunks = [slice(0, len(X))] if full else [
+            slice(i, min(i + _STD_CHUNK, len(X))) for i in range(0, len(X), _STD_CHUNK)]
+        means, covs = [], []
+        for sl in chunks:
+            xs = torch.tensor(self._rows(X[sl]), dtype=torch.float64)
+            g = ens(self.t_, xs, "ntk", compute_cov=True)
             means.append(g.mean.numpy())
             cov = g.covariance.numpy()
             covs.append(cov if full else np.diagonal(cov).copy())
         mean = np.concatenate(means, axis=0)
         if full:
             return mean, covs[0]
-        # Round-off can make a vanishing variance slightly negative.
         return mean, np.maximum(np.concatenate(covs), 0.0)
 
     def _validate_predict(self, X: Any) -> np.ndarray:
@@ -333,8 +402,6 @@ class _KernelEstimator(BaseEstimator):
 def _batches(m: int, n_cols: int, memory_budget: int | None) -> list[slice]:
     """Test-row slices so that a (batch, n_cols) float64 block (×4 for its working
     copies) fits the memory budget."""
-    from ntkit.engine.memory import check_memory_budget
-
     b = max(1, min(m, check_memory_budget(memory_budget) // (32 * max(1, n_cols))))
     return [slice(i, min(i + b, m)) for i in range(0, m, b)]
 
@@ -347,7 +414,8 @@ class _KernelRegressor(RegressorMixin, _KernelEstimator):
         self._fit_targets(X, y)
         return self
 
-    def predict(self, X: Any, return_std: bool = False, return_cov: bool = False):
+    def predict(self, X: Any, return_std: bool = False, return_cov: bool = False,
+                uncertainty: str = "gp"):
         """Predictive mean at X (m, d): (m,) for 1-D y, (m, k) for 2-D y.
 
         Args:
@@ -355,16 +423,36 @@ class _KernelRegressor(RegressorMixin, _KernelEstimator):
             function, of the mean's shape (the same for every output column).
           return_cov: also return the (m, m) predictive covariance (shared by every
             output column). At most one of the two.
+          uncertainty: which spread ``return_std``/``return_cov`` give; the two differ
+            for the NTK estimators and coincide for the NNGP ones:
+
+            - "gp" (default): the posterior of a GP whose prior covariance is the
+              class's kernel, trained by gradient flow for time t (t = None: the exact
+              posterior). For `NTKRegressor` this is the NTK-GP (He et al. 2020,
+              "Bayesian deep ensembles via the neural tangent kernel"):
+              ``ntkit.predict.gp_inference(...)("ntkgp", ...)``.
+            - "ensemble": the spread of an infinite ensemble of infinitely wide
+              networks, each initialized at random (the NNGP prior) and trained by
+              gradient flow (Lee et al. 2019): the covariance of
+              ``ntkit.predict.gradient_descent_mse_ensemble(...)(t, x, "ntk",
+              compute_cov=True)``. Needs the NNGP kernel too (computed on demand).
 
         Returns:
           ``mean``, ``(mean, std)`` or ``(mean, cov)``.
         """
         if return_std and return_cov:
             raise ValueError("at most one of return_std and return_cov may be True")
+        if uncertainty not in UNCERTAINTIES:
+            raise ValueError(f"unknown uncertainty {uncertainty!r}; expected 'gp' (the GP "
+                             "posterior with the class's kernel as prior) or 'ensemble' "
+                             "(the spread of randomly initialized wide networks)")
         X = self._validate_predict(X)
         if not (return_std or return_cov):
             return self._predict_mean(X)
-        mean, var = self._predict_var(X, full=return_cov)
+        if uncertainty == "ensemble" and self._kernel_name == "ntk":
+            mean, var = self._predict_ensemble_var(X, full=return_cov)
+        else:
+            mean, var = self._predict_var(X, full=return_cov)
         if return_cov:
             return mean, var
         std = np.sqrt(var)
@@ -443,37 +531,64 @@ _PARAMS_DOC = """
 
     Attributes (after fit):
       X_train_: (n, d) training inputs; solver_: the solver used; kernel_train_: (n, n)
-      train kernel and predictor_: the `ntkit.predict` ensemble predictor (Cholesky
-      only, else None); solution_: the `ntkit.solvers.RidgeSolution` (iterative
-      solvers only, else None); n_iter_: PCG iterations (1 for the
-      direct solvers); spec_: the layer spec;
-      input_shape_: the validated input_shape (a tuple) or None; n_features_in_.
+      train kernel (Cholesky only, else None); predictor_: the `ntkit.predict`
+      ensemble predictor (finite t only, else None); solution_: the
+      `ntkit.solvers.RidgeSolution` of the t = ∞ solve (every solver; None at finite
+      t); n_iter_: PCG iterations (1 for the direct solvers); spec_: the layer spec;
+      input_shape_: the validated input_shape (a tuple) or None; n_features_in_;
+      y_fit_, learning_rate_, diag_reg_fit_: the targets, step size and ridge of the
+      solve (``uncertainty="ensemble"`` rebuilds the ensemble predictor from them).
       With optimize_hyperparameters: w_std_, b_std_ (fitted floats; b_std_ None without
       biases), noise_ (noise variance), diag_reg_, and hyperparameter_fit_ (the
       `ntkit.hyperparameters.MarginalLikelihoodFit`).
 """
 
 
+_EXAMPLE = """
+    Example:
+      >>> from sklearn.datasets import make_regression
+      >>> X, y = make_regression(n_samples=60, n_features=4, noise=0.1, random_state=0)
+      >>> reg = {cls}(depth=2, diag_reg=1e-3).fit(X[:50], y[:50])
+      >>> reg.predict(X[50:]).shape
+      (10,)
+      >>> mean, std = reg.predict(X[50:], return_std=True)   # "gp" uncertainty
+      >>> std.shape
+      (10,)
+"""
+
+_CLASSIFIER_EXAMPLE = """
+    Example:
+      >>> from sklearn.datasets import make_classification
+      >>> X, y = make_classification(n_samples=60, n_features=5, random_state=0)
+      >>> clf = {cls}(depth=1).fit(X[:50], y[:50])
+      >>> clf.predict(X[50:]).shape, clf.classes_.tolist()
+      ((10,), [0, 1])
+"""
+
+
 class NTKRegressor(_KernelRegressor):
     __doc__ = ("Regression with the infinite-width NTK: the mean of wide networks trained "
-               "for time t,\nwith NTK-GP predictive uncertainty.\n" + _PARAMS_DOC)
+               "for time t,\nwith NTK-GP predictive uncertainty (or, with "
+               "``predict(..., uncertainty='ensemble')``,\nthe spread of randomly "
+               "initialized networks).\n" + _PARAMS_DOC
+               + _EXAMPLE.format(cls="NTKRegressor"))
     _kernel_name = "ntk"
 
 
 class NNGPRegressor(_KernelRegressor):
     __doc__ = ("Regression with the NNGP kernel: the Bayesian posterior of an infinitely "
                "wide network\n(t = None), or its readout-only training for time t.\n"
-               + _PARAMS_DOC)
+               + _PARAMS_DOC + _EXAMPLE.format(cls="NNGPRegressor"))
     _kernel_name = "nngp"
 
 
 class NTKClassifier(_KernelClassifier):
     __doc__ = ("Classification by NTK regression on centred one-hot targets, argmax "
-               "decision.\n" + _PARAMS_DOC)
+               "decision.\n" + _PARAMS_DOC + _CLASSIFIER_EXAMPLE.format(cls="NTKClassifier"))
     _kernel_name = "ntk"
 
 
 class NNGPClassifier(_KernelClassifier):
     __doc__ = ("Classification by NNGP regression on centred one-hot targets, argmax "
-               "decision.\n" + _PARAMS_DOC)
+               "decision.\n" + _PARAMS_DOC + _CLASSIFIER_EXAMPLE.format(cls="NNGPClassifier"))
     _kernel_name = "nngp"

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_iris
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ntkit.cli import main
-from ntkit.sklearn import make_network
+from ntkit.sklearn import NTKClassifier, make_network
 
 MY_COMMANDS = ["demo", "fit", "kernel"]
 
@@ -147,9 +150,19 @@ def test_fit_classify_saves_model(iris_csv, tmp_path):
         assert name in result.stdout
     ntk_line = next(line for line in result.stdout.splitlines() if "NTK (ntkit)" in line)
     assert float(ntk_line.split()[2]) > 0.85  # iris accuracy
-    assert "depth=1" in ntk_line or "depth=2" in ntk_line
+    # The chosen depth is the one scikit-learn's own grid search picks on the same
+    # pipeline, grid and folds (computed here without the CLI).
+    x, codes = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[codes]
+    ref = GridSearchCV(Pipeline([("scale", StandardScaler()), ("model", NTKClassifier())]),
+                       {"model__depth": [1, 2], "model__diag_reg": [1e-3, 1e-1]},
+                       scoring="accuracy",
+                       cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+                       ).fit(x, labels)
+    depth = ref.best_params_["model__depth"]
+    assert f"depth={depth}," in ntk_line, (ref.best_params_, ntk_line)
     model = joblib.load(out)
-    x, _ = load_iris(return_X_y=True)
+    assert model.named_steps["model"].depth == depth
     assert set(model.predict(x)) <= {"setosa", "versicolor", "virginica"}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 

@@ -6,13 +6,19 @@ convolution layers), chosen with ``method=`` or automatically by a cost model; `
 projections of per-example gradients, ``projection_dim=``) for models too large for them.
 """
 
+from ntkit.empirical._common import eval_mode
 from ntkit.empirical.api import (
     METHODS,
     empirical_nngp,
     empirical_ntk,
     estimate_costs,
 )
-from ntkit.empirical.projected import PROJECTIONS, projected_gradients, projection_matrix
+from ntkit.empirical.projected import (
+    DEFAULT_PROJECTION,
+    PROJECTIONS,
+    projected_gradients,
+    projection_matrix,
+)
 
-__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "METHODS", "PROJECTIONS",
-           "projected_gradients", "projection_matrix"]
+__all__ = ["empirical_ntk", "empirical_nngp", "estimate_costs", "eval_mode", "METHODS",
+           "PROJECTIONS", "DEFAULT_PROJECTION", "projected_gradients", "projection_matrix"]

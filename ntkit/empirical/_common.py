@@ -300,3 +300,63 @@ def contract(a: Tensor, b: Tensor, traced: bool) -> Tensor:
     if traced:
         return (a.reshape(n1, k * m) @ b.reshape(n2, k * m).T) / k
     return (a.reshape(n1 * k, m) @ b.reshape(n2 * k, m).T).reshape(n1, k, n2, k).permute(0, 2, 1, 3)
+
+
+#: Fragments of torch's messages for inputs of the wrong shape (matmul, conv, reshape).
+_SHAPE_MESSAGES = ("cannot be multiplied", "shape", "to have", "channels", "size mismatch",
+                   "must match the size", "doesn't match")
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first registered leaf module with parameters: (qualified name, module)."""
+    for name, mod in model.named_modules():
+        if not list(mod.children()) and any(True for _ in mod.parameters(recurse=False)):
+            return name or type(model).__name__, mod
+    return None
+
+
+def expected_input(model: nn.Module, shape: tuple[int, ...]) -> str | None:
+    """What the model's first layer expects, when it is a Linear or ConvNd that
+    ``shape`` (a batch's shape) does not fit; None when that cannot be said."""
+    first = _first_layer(model)
+    if first is None:
+        return None
+    name, mod = first
+    if isinstance(mod, nn.Linear):
+        if shape[-1] == mod.in_features:
+            return None
+        return (f"the model's first layer {name!r} is Linear(in_features={mod.in_features}): "
+                f"it expects inputs of shape (n, ..., {mod.in_features})")
+    conv = {nn.Conv1d: ("L",), nn.Conv2d: ("H", "W"), nn.Conv3d: ("D", "H", "W")}
+    for cls, axes in conv.items():
+        if isinstance(mod, cls):
+            c = mod.in_channels
+            if len(shape) in (len(axes) + 2,) and shape[1] == c:
+                return None
+            msg = (f"the model's first layer {name!r} is {cls.__name__}(in_channels={c}): it "
+                   f"expects inputs of shape (n, {c}, {', '.join(axes)}), channels first")
+            if len(shape) == len(axes) + 2 and shape[-1] == c:
+                perm = ", ".join(["0", str(len(shape) - 1)] + [str(i) for i in
+                                                               range(1, len(shape) - 1)])
+                msg += f" (a channels-last batch needs x.permute({perm}))"
+            return msg
+    return None
+
+
+def check_input_shape(fm: FunctionalModel, x: Tensor, name: str) -> None:
+    """Run the model on one example of ``x``; if that fails for a shape reason, raise a
+    ValueError naming the argument, the shape given and what the first layer expects.
+
+    Other failures (a model that needs several examples, say) are left to the caller's
+    own handling, unchanged.
+    """
+    try:
+        fm.probe(x)
+    except (RuntimeError, ValueError) as e:
+        msg = str(e).split("\n")[0]
+        hint = expected_input(fm.model, tuple(x.shape))
+        if hint is None and not any(m in msg for m in _SHAPE_MESSAGES):
+            return
+        head = f"{name} has shape {tuple(x.shape)}, which the model cannot take"
+        raise ValueError(f"{head}: {hint}. (torch: {msg})" if hint else
+                         f"{head} (torch: {msg})") from e

@@ -19,6 +19,7 @@ from the same budget. The (n1, n2) result is allocated in addition.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,13 +29,14 @@ from ntkit.empirical._common import (
     ParamSelection,
     as_batch,
     check_independent,
+    check_input_shape,
     contract,
     eval_mode,
     raise_if_mixing,
 )
 from ntkit.empirical.jacobian import JacobianMethod
 from ntkit.empirical.ntk_vp import NtkVpMethod
-from ntkit.empirical.projected import projected_gradients
+from ntkit.empirical.projected import DEFAULT_PROJECTION, projected_gradients
 from ntkit.empirical.structured import (
     StructuredMethod,
     StructuredPlan,
@@ -59,6 +61,9 @@ def _inputs(fm: FunctionalModel, x1, x2) -> tuple[Tensor, Tensor | None]:
                              f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")
         if x1.dtype != x2.dtype:
             raise TypeError(f"x1 and x2 have different dtypes ({x1.dtype}, {x2.dtype})")
+    # One example through the model first, so that a wrong input shape is reported
+    # against the argument and the first layer, not as a matmul deep in a method.
+    check_input_shape(fm, x1, "x1")
     return x1, x2
 
 
@@ -98,7 +103,7 @@ def _costs(fm: FunctionalModel, plan: StructuredPlan | None, n1: int, n2: int,
     return costs
 
 
-def estimate_costs(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
+def estimate_costs(model: nn.Module, x1: Any, x2: Any = None, *, trace_outputs: bool = True,
                    params: ParamSelection = None, memory_budget: int | None = None
                    ) -> dict[str, tuple[float, float]]:
     """The cost model behind ``method="auto"``: {method: (FLOPs, peak bytes)}, untiled.
@@ -173,11 +178,11 @@ def _tiles(n: int, tile: int) -> list[slice]:
     return [slice(s, min(s + tile, n)) for s in range(0, n, tile)]
 
 
-def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
+def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "auto",
                   trace_outputs: bool = True, params: ParamSelection = None,
                   batch_size: int | None = None, progress: bool = False,
                   memory_budget: int | None = None, projection_dim: int | None = None,
-                  seed: int | None = None, projection: str = "gaussian") -> Tensor:
+                  seed: int | None = None, projection: str | None = None) -> Tensor:
     """Empirical neural tangent kernel Θ(x1, x2) = J(x1) J(x2)ᵀ of a finite network.
 
     J(x) is the per-example Jacobian of the model's outputs (flattened and, for tuple/dict
@@ -228,15 +233,32 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
         examples whose Jacobians are held at once. See `ntkit.empirical.projected`.
       seed: selects R (only with ``projection_dim``; None: 0). The same seed gives the
         same R for x1 and x2 and across calls.
-      projection: "gaussian", "rademacher" or "countsketch" (only with ``projection_dim``).
+      projection: "countsketch" (None, the default, with ``projection_dim``: the
+        fastest at equal error, see `ntkit.empirical.projected.DEFAULT_PROJECTION`),
+        "gaussian" (the default before ntkit 0.2) or "rademacher". Only with
+        ``projection_dim``.
 
     Returns:
       (n1, n2) or (n1, n2, k, k) tensor in the parameters' dtype.
 
     Raises:
       ValueError: unknown method, empty parameter selection, empty batch, NaN/inf
-        inputs, feature-shape mismatch, batch-mixing model.
+        inputs, feature-shape mismatch, batch-mixing model, and inputs the model cannot
+        take: one example of x1 runs through the model first, and a shape failure names
+        the argument, its shape and what the first Linear/ConvNd layer expects, e.g.
+        ``x1 has shape (96, 8), which the model cannot take: the model's first layer
+        '0' is Linear(in_features=64): it expects inputs of shape (n, ..., 64).``
       TypeError: non-floating selected parameters, non-tensor inputs or outputs.
+
+    Example:
+      >>> model = nn.Sequential(nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 3))
+      >>> x1, x2 = torch.randn(20, 8), torch.randn(5, 8)
+      >>> empirical_ntk(model, x1, x2).shape                          # traced: (n1, n2)
+      torch.Size([20, 5])
+      >>> empirical_ntk(model, x1, x2, trace_outputs=False).shape     # (n1, n2, k, k)
+      torch.Size([20, 5, 3, 3])
+      >>> empirical_ntk(model, x1, projection_dim=512, seed=0).shape  # count-sketch estimate
+      torch.Size([20, 20])
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -246,9 +268,9 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
             raise ValueError(f"projection_dim= computes projected gradients; method={method!r} "
                              "does not apply (leave method='auto')")
         return _projected_ntk(model, x1, x2, projection_dim, 0 if seed is None else seed,
-                              projection, bool(trace_outputs), params, batch_size,
-                              memory_budget)
-    if seed is not None or projection != "gaussian":
+                              DEFAULT_PROJECTION if projection is None else projection,
+                              bool(trace_outputs), params, batch_size, memory_budget)
+    if seed is not None or projection is not None:
         raise ValueError("seed= and projection= only apply with projection_dim= (the exact "
                          "kernel is not random)")
     fm = FunctionalModel(model, params)
@@ -261,9 +283,9 @@ def empirical_ntk(model: nn.Module, x1, x2=None, *, method: str = "auto",
 def _projected_ntk(model: nn.Module, x1, x2, k, seed, projection: str, traced: bool,
                    params: ParamSelection, chunk: int | None, budget: int | None) -> Tensor:
     """Φ(x1) Φ(x2)ᵀ from `projected_gradients`, traced or untraced as `empirical_ntk`."""
-    if x2 is not None and x2 is not x1:
-        fm = FunctionalModel(model, params)
-        _inputs(fm, x1, x2)   # same feature shape and dtype, as the exact kernel
+    # Same checks as the exact kernel: input shapes against the model, x1 against x2.
+    with eval_mode(model):
+        _inputs(FunctionalModel(model, params), x1, x2)
     kw = dict(seed=seed, projection=projection, params=params, chunk_size=chunk,
               memory_budget=budget)
     f1 = projected_gradients(model, x1, k, **kw)
@@ -335,7 +357,7 @@ def _progress(total: int, on: bool, desc: str):
     return tqdm(total=total, desc=desc)
 
 
-def empirical_nngp(model: nn.Module, x1, x2=None, *, trace_outputs: bool = True,
+def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, trace_outputs: bool = True,
                    batch_size: int | None = None, memory_budget: int | None = None
                    ) -> Tensor:
     """Empirical NNGP kernel: the covariance of the model's outputs between x1 and x2.

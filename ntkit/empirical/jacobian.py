@@ -25,6 +25,11 @@ from torch.func import jacrev
 
 from ntkit.empirical._common import FunctionalModel, contract, vmap_examples
 
+__all__ = [
+    "JacobianFeatures",
+    "JacobianMethod",
+]
+
 
 @dataclass
 class JacobianFeatures:

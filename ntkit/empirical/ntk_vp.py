@@ -29,6 +29,11 @@ from torch.func import jvp, vjp, vmap
 
 from ntkit.empirical._common import FunctionalModel, vmap_examples
 
+__all__ = [
+    "NtkVpFeatures",
+    "NtkVpMethod",
+]
+
 
 @dataclass
 class NtkVpFeatures:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ntkit.empirical._common import FunctionalModel, contract, vmap_examples
+
+__all__ = ["StructuredFeatures", "StructuredMethod", "StructuredPlan", "choose_routes", "discover",
+           "route_cost", "route_mem"]
 
 # ---- what the tracer understands --------------------------------------------------------
 
@@ -514,7 +518,7 @@ class StructuredMethod:
     def __init__(self, fm: FunctionalModel, traced: bool, plan: StructuredPlan):
         self.fm, self.traced, self.plan = fm, traced, plan
 
-    def capture(self, x: Tensor):
+    def capture(self, x: Tensor) -> Any:
         """Per-example outputs, layer inputs, layer-output cotangents, direct gradients."""
         fm, plan = self.fm, self.plan
         consts = {n: fm.sel[n] for n in plan.structured}

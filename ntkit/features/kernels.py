@@ -27,11 +27,24 @@ features give, since Θ(w·0) = 0.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ntkit.engine.inputs import as_batch
+
+__all__ = [
+    "FOURIER_KINDS",
+    "activation_ntk_two_layer",
+    "arccos_kernel",
+    "cauchy_kernel",
+    "check_gamma",
+    "fourier_kernel",
+    "gaussian_kernel",
+    "laplacian_kernel",
+    "relu_ntk_two_layer",
+]
 
 FOURIER_KINDS = ("gaussian", "laplacian", "cauchy")
 
@@ -45,7 +58,7 @@ def _pair(x, y, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def check_gamma(gamma) -> float:
+def check_gamma(gamma: Any) -> float:
     """Validate a positive finite bandwidth / scale ``gamma``."""
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
         raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
@@ -55,7 +68,7 @@ def check_gamma(gamma) -> float:
     return gamma
 
 
-def gaussian_kernel(x, y=None, gamma: float = 1.0, *, dtype: torch.dtype = torch.float64
+def gaussian_kernel(x: Any, y: Any = None, gamma: float = 1.0, *, dtype: torch.dtype = torch.float64
                     ) -> Tensor:
     """k(x, y) = exp(−γ ‖x − y‖₂²); returns (n1, n2)."""
     gamma = check_gamma(gamma)
@@ -66,7 +79,8 @@ def gaussian_kernel(x, y=None, gamma: float = 1.0, *, dtype: torch.dtype = torch
     return torch.exp(-gamma * d2)
 
 
-def laplacian_kernel(x, y=None, gamma: float = 1.0, *, dtype: torch.dtype = torch.float64
+def laplacian_kernel(x: Any, y: Any = None, gamma: float = 1.0, *,
+                     dtype: torch.dtype = torch.float64
                      ) -> Tensor:
     """k(x, y) = exp(−γ ‖x − y‖₁); returns (n1, n2)."""
     gamma = check_gamma(gamma)
@@ -74,7 +88,7 @@ def laplacian_kernel(x, y=None, gamma: float = 1.0, *, dtype: torch.dtype = torc
     return torch.exp(-gamma * (x[:, None, :] - y[None, :, :]).abs().sum(-1))
 
 
-def cauchy_kernel(x, y=None, gamma: float = 1.0, *, dtype: torch.dtype = torch.float64
+def cauchy_kernel(x: Any, y: Any = None, gamma: float = 1.0, *, dtype: torch.dtype = torch.float64
                   ) -> Tensor:
     """k(x, y) = Π_i 1 / (1 + γ² (x_i − y_i)²); returns (n1, n2).
 
@@ -128,7 +142,8 @@ def _angle_terms(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return s, dot, theta, nn
 
 
-def arccos_kernel(x, y=None, degree: int = 1, *, dtype: torch.dtype = torch.float64) -> Tensor:
+def arccos_kernel(x: Any, y: Any = None, degree: int = 1, *,
+                  dtype: torch.dtype = torch.float64) -> Tensor:
     """Arc-cosine kernel k_n(x, y) = (1/π) ‖x‖ⁿ‖y‖ⁿ J_n(θ) of degree n ∈ {0, 1, 2}.
 
     Equals 2 E_w[Θ(w·x)Θ(w·y)(w·x)ⁿ(w·y)ⁿ] with w ~ N(0, I_d): the expectation of
@@ -154,7 +169,7 @@ def arccos_kernel(x, y=None, degree: int = 1, *, dtype: torch.dtype = torch.floa
     return (3.0 * s * dot + (math.pi - theta) * (nn * nn + 2.0 * dot * dot)) / math.pi
 
 
-def relu_ntk_two_layer(x, y=None, *, train_output: bool = True,
+def relu_ntk_two_layer(x: Any, y: Any = None, *, train_output: bool = True,
                        dtype: torch.dtype = torch.float64) -> Tensor:
     """Analytic NTK of f(x) = (1/√m) Σ a_j ReLU(w_jᵀx), w_j ~ N(0, I), a_j ~ N(0, 1), m → ∞.
 
@@ -169,7 +184,7 @@ def relu_ntk_two_layer(x, y=None, *, train_output: bool = True,
     return k
 
 
-def activation_ntk_two_layer(activation, x, y=None, *, train_output: bool = True,
+def activation_ntk_two_layer(activation: Any, x: Any, y: Any = None, *, train_output: bool = True,
                              dtype: torch.dtype = torch.float64) -> Tensor:
     """Analytic two-layer NTK (module docstring) for any ntkit `Activation` spec, via its dual."""
     x, y = _pair(x, y, dtype)
@@ -181,7 +196,7 @@ def activation_ntk_two_layer(activation, x, y=None, *, train_output: bool = True
     return k + t if train_output else k
 
 
-def fourier_kernel(kind: str, x, y=None, gamma: float = 1.0, *,
+def fourier_kernel(kind: str, x: Any, y: Any = None, gamma: float = 1.0, *,
                    dtype: torch.dtype = torch.float64) -> Tensor:
     """The shift-invariant kernel named ``kind`` ('gaussian', 'laplacian', 'cauchy')."""
     fns = {"gaussian": gaussian_kernel, "laplacian": laplacian_kernel, "cauchy": cauchy_kernel}

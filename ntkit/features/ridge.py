@@ -13,6 +13,8 @@ by least squares, never by a singular inverse).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -21,6 +23,11 @@ from torch import Tensor
 
 from ntkit.engine.inputs import as_batch
 from ntkit.features.samplers import KINDS, exact_kernel, make_features
+
+__all__ = [
+    "RandomFeaturesRegressor",
+    "kernel_ridge",
+]
 
 
 def _check_alpha(alpha) -> float:
@@ -49,8 +56,8 @@ def _solve_psd(a: Tensor, b: Tensor, alpha: float) -> Tensor:
     return evecs @ (inv[:, None] * (evecs.T @ b))
 
 
-def kernel_ridge(x_train, y_train, x_test, kind: str = "fourier_gaussian", alpha: float = 1.0,
-                 gamma: float = 1.0):
+def kernel_ridge(x_train: Any, y_train: Any, x_test: Any, kind: str = "fourier_gaussian",
+                 alpha: float = 1.0, gamma: float = 1.0) -> Tensor:
     """Exact kernel ridge regression with the closed-form kernel of ``kind``.
 
     Args:
@@ -102,7 +109,7 @@ class RandomFeaturesRegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, kind: str = "fourier_gaussian", n_features: int = 512,
-                 alpha: float = 1.0, gamma: float = 1.0, random_state=None):
+                 alpha: float = 1.0, gamma: float = 1.0, random_state: Any = None):
         self.kind = kind
         self.n_features = n_features
         self.alpha = alpha
@@ -114,7 +121,7 @@ class RandomFeaturesRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True  # y may be (n, k); predictions keep its shape
         return tags
 
-    def fit(self, X, y):
+    def fit(self, X: Any, y: Any) -> RandomFeaturesRegressor:
         """Fit on X: (n, d), y: (n,) or (n, k). Returns self."""
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
                              dtype=np.float64)
@@ -150,7 +157,7 @@ class RandomFeaturesRegressor(RegressorMixin, BaseEstimator):
             self._x_fit = xt
         return self
 
-    def predict(self, X):
+    def predict(self, X: Any) -> Any:
         """Predictions (n,) or (n, k) for X: (n, d)."""
         check_is_fitted(self, "features_")
         X = validate_data(self, X, reset=False, dtype=np.float64)

@@ -24,12 +24,25 @@ Kinds (see `make_features`):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ntkit.engine.inputs import as_batch
 from ntkit.features import kernels as K
+
+__all__ = [
+    "FOURIER_VARIANTS",
+    "KINDS",
+    "ArcCosineFeatures",
+    "NTKFeatures",
+    "RandomFeatureMap",
+    "RandomFourierFeatures",
+    "TwoLayerNet",
+    "exact_kernel",
+    "make_features",
+]
 
 KINDS = ("fourier_gaussian", "fourier_laplacian", "fourier_cauchy", "relu", "step", "ntk")
 FOURIER_VARIANTS = ("cos_sin", "cos")
@@ -84,16 +97,16 @@ class RandomFeatureMap:
     def features(self, x: Tensor) -> Tensor:  # x already validated
         raise NotImplementedError
 
-    def __call__(self, x) -> Tensor:
+    def __call__(self, x: Any) -> Tensor:
         """φ(x): (n, n_features) for x: (n, in_features)."""
         return self.features(self._input(x))
 
-    def gram(self, x, y=None) -> Tensor:
+    def gram(self, x: Any, y: Any = None) -> Tensor:
         """Random-features kernel φ(x)·φ(y)ᵀ: (n1, n2); y=None means y = x."""
         px = self(x)
         return px @ px.T if y is None else px @ self(y).T
 
-    def exact_kernel(self, x, y=None) -> Tensor:
+    def exact_kernel(self, x: Any, y: Any = None) -> Tensor:
         """The kernel k(x, y) that φ(x)·φ(y) estimates: (n1, n2)."""
         raise NotImplementedError
 
@@ -180,7 +193,7 @@ class RandomFourierFeatures(RandomFeatureMap):
             return scale * torch.cos(proj + self.phase)
         return scale * torch.cat([torch.cos(proj), torch.sin(proj)], dim=1)
 
-    def exact_kernel(self, x, y=None) -> Tensor:
+    def exact_kernel(self, x: Any, y: Any = None) -> Tensor:
         x = self._input(x)
         y = None if y is None else self._input(y, "y")
         return K.fourier_kernel(self.base_kind, x, y, self.gamma, dtype=self.dtype)
@@ -224,7 +237,7 @@ class ArcCosineFeatures(RandomFeatureMap):
             return scale * torch.relu(pre)
         return scale * (pre > 0).to(pre.dtype)
 
-    def exact_kernel(self, x, y=None) -> Tensor:
+    def exact_kernel(self, x: Any, y: Any = None) -> Tensor:
         x = self._input(x) * math.sqrt(self.gamma)
         y = None if y is None else self._input(y, "y") * math.sqrt(self.gamma)
         return K.arccos_kernel(x, y, self.degree, dtype=self.dtype)
@@ -237,7 +250,7 @@ class TwoLayerNet(nn.Module):
     parameterization); ``forward`` maps (n, d) → (n,).
     """
 
-    def __init__(self, weight: Tensor, output: Tensor, gamma: float, act):
+    def __init__(self, weight: Tensor, output: Tensor, gamma: float, act: Any):
         super().__init__()
         self.weight = nn.Parameter(weight.clone())
         self.output = nn.Parameter(output.clone())
@@ -279,7 +292,7 @@ class NTKFeatures(RandomFeatureMap):
     kind = "ntk"
 
     def __init__(self, in_features: int, width: int, gamma: float = 1.0,
-                 seed: int | None = 0, *, activation="relu", train_output: bool = True,
+                 seed: int | None = 0, *, activation: Any = "relu", train_output: bool = True,
                  dtype: torch.dtype = torch.float64):
         width = _check_count("width", width)
         in_features = _check_count("in_features", in_features)
@@ -327,7 +340,7 @@ class NTKFeatures(RandomFeatureMap):
             parts.append(scale * act)
         return torch.cat(parts, dim=1)
 
-    def gram(self, x, y=None) -> Tensor:
+    def gram(self, x: Any, y: Any = None) -> Tensor:
         """Empirical NTK φ(x)·φ(y) without forming φ: (n1, n2)."""
         x = self._input(x)
         yv = x if y is None else self._input(y, "y")
@@ -339,7 +352,7 @@ class NTKFeatures(RandomFeatureMap):
             g = g + (ax @ ay.T) / self.width
         return g
 
-    def exact_kernel(self, x, y=None) -> Tensor:
+    def exact_kernel(self, x: Any, y: Any = None) -> Tensor:
         x = self._input(x) * math.sqrt(self.gamma)
         y = None if y is None else self._input(y, "y") * math.sqrt(self.gamma)
         if isinstance(self.activation, str):
@@ -355,7 +368,7 @@ class NTKFeatures(RandomFeatureMap):
 
 def make_features(kind: str, in_features: int, n_features: int, gamma: float = 1.0,
                   seed: int | None = 0, *, dtype: torch.dtype = torch.float64,
-                  **options) -> RandomFeatureMap:
+                  **options: Any) -> RandomFeatureMap:
     """A random feature map of the given kind (one of `KINDS`).
 
     For 'ntk', ``n_features`` is the hidden width m (the map has m·d + m features);
@@ -375,7 +388,7 @@ def make_features(kind: str, in_features: int, n_features: int, gamma: float = 1
     raise ValueError(f"unknown random-features kind {kind!r}; expected one of {KINDS}")
 
 
-def exact_kernel(kind: str, x, y=None, gamma: float = 1.0, *,
+def exact_kernel(kind: str, x: Any, y: Any = None, gamma: float = 1.0, *,
                  dtype: torch.dtype = torch.float64) -> Tensor:
     """Closed-form kernel of ``kind`` (one of `KINDS`) between x (n1, d) and y (n2, d).
 

@@ -41,9 +41,11 @@ from ntkit.predict._utils import (
     phi_flow,
 )
 from ntkit.predict.gp import GPPredictor
-from ntkit.solvers.checks import add_diagonal_regularizer
+from ntkit.solvers.checks import add_diagonal_regularizer, check_diag_reg
 from ntkit.solvers.eigh import PSDEigh, eigh_psd
 from ntkit.solvers.products import t_matmul
+
+__all__ = ["EnsemblePredictor", "gradient_descent_mse_ensemble"]
 
 
 class _TrainKernels:
@@ -103,7 +105,7 @@ class EnsemblePredictor:
         self.learning_rate = check_learning_rate(learning_rate)
         self.diag_reg = float(diag_reg)
         self.diag_reg_absolute_scale = diag_reg_absolute_scale
-        add_diagonal_regularizer(torch.ones(1, 1), self.diag_reg)  # validates diag_reg
+        check_diag_reg(self.diag_reg)
         self._given_train = k_train_train
         self._computed_train: dict[str, Any] = {}
         self._gp = GPPredictor(_TrainKernels(self), y_train, self.diag_reg,
@@ -223,7 +225,7 @@ class EnsemblePredictor:
     # ---- predictions -------------------------------------------------------------------
     def __call__(self, t: Any = None, x_test: Any = None, get: Any = None,
                  compute_cov: bool = False, *, k_test_train: Any = None,
-                 k_test_test: Any = None):
+                 k_test_test: Any = None) -> Any:
         """Mean [and covariance] of the ensemble's outputs at time(s) ``t``.
 
         Args:
@@ -232,7 +234,13 @@ class EnsemblePredictor:
             the training inputs (unregularized, as in neural-tangents; for regularized
             ones pass x_test=x_train).
           get: "nngp", "ntk", or a tuple of them; None = ("nngp", "ntk").
-          compute_cov: also return the (m, m) covariance across test points.
+          compute_cov: also return the (m, m) covariance across test points: the
+            spread of the ensemble of randomly initialized networks (its outputs at
+            initialization are the NNGP prior), not a Bayesian posterior. For get="ntk"
+            it differs from the NTK-GP posterior that ``NTKRegressor.predict(X,
+            return_std=True)`` gives by default (``uncertainty="gp"``; the same as
+            ``gp_inference(...)("ntkgp", ...)``); ``uncertainty="ensemble"`` there gives
+            this one.
           k_test_train: precomputed (m, n) test-train kernels (a dict / namedtuple /
             Kernel with the needed 'nngp'/'ntk'); missing ones are computed from x_test.
           k_test_test: precomputed (m, m) test-test kernels (its 'nngp' is used).
@@ -339,8 +347,28 @@ def gradient_descent_mse_ensemble(net: Any, x_train: Any, y_train: Any,
 
     Returns:
       `EnsemblePredictor` ``ens``; ``mean, cov = ens(t, x_test, get="ntk",
-      compute_cov=True)``; see `EnsemblePredictor.__call__`. "ntk" with covariance
-      needs both the NTK and the NNGP; "nngp" needs only the NNGP.
+      compute_cov=True)``: mean (*t.shape, m, *y.shape[1:]) and covariance
+      (*t.shape, m, m); see `EnsemblePredictor.__call__`. "ntk" with covariance needs
+      both the NTK and the NNGP; "nngp" needs only the NNGP.
+
+    Two meanings of "NTK std": the covariance here is the ensemble's spread over random
+    initializations (Lee et al. 2019). The NTK-GP posterior (He et al. 2020), a GP with
+    the NTK as prior, is ``gp_inference(...)("ntkgp", ...)`` and what
+    ``ntkit.sklearn.NTKRegressor.predict(X, return_std=True)`` returns by default; pass
+    ``uncertainty="ensemble"`` there for this one.
+
+    Example:
+      >>> import ntkit.layers as nl
+      >>> net = nl.serial(nl.Dense(512), nl.ReLU(), nl.Dense(1))
+      >>> g = torch.Generator().manual_seed(0)
+      >>> x_train = torch.randn(20, 3, dtype=torch.float64, generator=g)
+      >>> x_test = torch.randn(5, 3, dtype=torch.float64, generator=g)
+      >>> ens = gradient_descent_mse_ensemble(net, x_train, torch.sin(x_train[:, :2]))
+      >>> out = ens([10.0, 100.0], x_test, "ntk", compute_cov=True)
+      >>> out.mean.shape, out.covariance.shape      # (T, m, k), (T, m, m)
+      (torch.Size([2, 5, 2]), torch.Size([2, 5, 5]))
+      >>> ens(None, x_test, "nngp").shape            # t = ∞: the NNGP posterior mean
+      torch.Size([5, 2])
     """
     return EnsemblePredictor(net, x_train, y_train, learning_rate, diag_reg,
                              diag_reg_absolute_scale, k_train_train=k_train_train,

@@ -35,9 +35,11 @@ from ntkit.predict._utils import (
     pack_output,
     require_field,
 )
-from ntkit.solvers.checks import add_diagonal_regularizer, check_kernel
-from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
-from ntkit.solvers.kernel_ridge import dense_ridge_solver
+from ntkit.solvers.checks import check_diag_reg, check_kernel
+from ntkit.solvers.cholesky import CholeskyFactor
+from ntkit.solvers.kernel_ridge import DENSE_SOLVERS, RidgeSolver, check_solver, ridge_solver
+
+__all__ = ["GP_GETS", "GPPredictor", "gp_inference"]
 
 GP_GETS = ("nngp", "ntk", "ntkgp")
 
@@ -55,17 +57,17 @@ class GPPredictor:
                  solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
                  n_centers: int | None = None):
         self.dtype = dtype
-        dense_ridge_solver(torch.eye(1), 1.0, solver)  # validates the name early
+        check_solver(solver, DENSE_SOLVERS)
         self.solver, self._pcg_options = solver, dict(tol=tol, max_iter=max_iter,
                                                       n_centers=n_centers)
-        self._solvers: dict = {}
+        self._solvers: dict[str, RidgeSolver] = {}
         self.diag_reg = float(diag_reg)
         self.diag_reg_absolute_scale = diag_reg_absolute_scale
         self._source = k_train_train
         self._k: dict[str, Tensor] = {}
         self._chol: dict[str, CholeskyFactor] = {}
         self._kinv_y: dict[str, Tensor] = {}
-        add_diagonal_regularizer(torch.ones(1, 1), self.diag_reg)  # validates diag_reg
+        check_diag_reg(self.diag_reg)
         # The number of training points comes from y; kernels are checked against it.
         self.device = y_train.device if isinstance(y_train, Tensor) else torch.device("cpu")
         if eager:
@@ -90,8 +92,6 @@ class GPPredictor:
         if other is None:
             return False
         self._k[g] = self._k[other]
-        if other in self._chol:
-            self._chol[g] = self._chol[other]
         return True
 
     def kernel(self, g: str, why: str = "") -> Tensor:
@@ -107,26 +107,28 @@ class GPPredictor:
 
     def cholesky(self, g: str) -> CholeskyFactor:
         """Cached Cholesky factor of the regularized train-train kernel ``g``."""
-        if g not in self._chol and self._k.get(g) is not None:
-            other = next((h for h in self._chol if self._k.get(h) is self._k[g]), None)
-            if other is not None:
-                self._chol[g] = self._chol[other]
+        factor = self.solve(g).factor
+        if factor is not None:
+            return factor
         if g not in self._chol:
-            k = add_diagonal_regularizer(self.kernel(g), self.diag_reg,
-                                         self.diag_reg_absolute_scale)
-            self._chol[g] = cholesky_jitter(k, f"k_train_train.{g}", validate=False)
+            other = next((h for h in self._chol if self._k.get(h) is self.kernel(g)), None)
+            self._chol[g] = (self._chol[other] if other is not None
+                             else self._ridge_solver(g, "cholesky").factor)
         return self._chol[g]
 
-    def solve(self, g: str):
-        """``b ↦ (K_g + δ I)⁻¹ b`` by the chosen solver (cached Cholesky, or PCG)."""
+    def _ridge_solver(self, g: str, solver: str) -> RidgeSolver:
+        return ridge_solver(self.kernel(g), self.diag_reg, solver,
+                            absolute_scale=self.diag_reg_absolute_scale,
+                            name=f"k_train_train.{g}", **self._pcg_options)
+
+    def solve(self, g: str) -> RidgeSolver:
+        """``b ↦ (K_g + δ I)⁻¹ b`` by the chosen solver, from `ntkit.solvers.ridge_solver`
+        (cached; modes that share one bare matrix share one solver)."""
         if g not in self._solvers:
             k = self.kernel(g)
-            fn = None
-            if self.solver != "cholesky":
-                delta = self.diag_reg if self.diag_reg_absolute_scale else \
-                    self.diag_reg * float(torch.diagonal(k).mean())
-                fn = dense_ridge_solver(k, delta, self.solver, **self._pcg_options)
-            self._solvers[g] = fn if fn is not None else self.cholesky(g).solve
+            other = next((h for h in self._solvers if self._k.get(h) is k), None)
+            self._solvers[g] = (self._solvers[other] if other is not None
+                                else self._ridge_solver(g, self.solver))
         return self._solvers[g]
 
     def _k_inv_y(self, g: str) -> Tensor:
@@ -175,7 +177,7 @@ class GPPredictor:
         v = require_field(k, g, "k_test_test", why)
         return check_test_test(v, m, f"k_test_test.{g}", self.dtype, self.device)
 
-    def __call__(self, get: Any = None, k_test_train: Any = None, k_test_test: Any = None):
+    def __call__(self, get: Any = None, k_test_train: Any = None, k_test_test: Any = None) -> Any:
         """Posterior on a test set.
 
         Args:
@@ -222,9 +224,29 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
         Nyström preconditioner centers (None: plain CG; needs diag_reg > 0).
 
     Returns:
-      `GPPredictor` ``gp``; ``out = gp(get, k_test_train, k_test_test)``; see
+      `GPPredictor` ``gp``; ``out = gp(get, k_test_train, k_test_test)``: the mean
+      (m, *y.shape[1:]) or a `Gaussian` (mean, covariance (m, m)); see
       `GPPredictor.__call__`. Cholesky factors are cached across calls; a singular
       kernel is factored with jitter and a `NumericalWarning` giving the jitter used.
+
+    "ntk" is the distribution of trained randomly initialized networks (its covariance
+    is the ensemble's spread, as `gradient_descent_mse_ensemble`'s); "ntkgp" is the
+    Bayesian posterior of a GP with the NTK as prior (what
+    ``ntkit.sklearn.NTKRegressor.predict(X, return_std=True)`` returns by default).
+
+    Example:
+      >>> import ntkit.layers as nl
+      >>> net = nl.serial(nl.Dense(512), nl.ReLU(), nl.Dense(1))
+      >>> g = torch.Generator().manual_seed(0)
+      >>> x = torch.randn(20, 3, dtype=torch.float64, generator=g)
+      >>> xt = torch.randn(5, 3, dtype=torch.float64, generator=g)
+      >>> gp = gp_inference(net.kernel(x, get=("nngp", "ntk")), torch.sin(x[:, :1]),
+      ...                   diag_reg=1e-4)
+      >>> post = gp("ntkgp", net.kernel(xt, x, get="ntk"), net.kernel(xt, get="ntk"))
+      >>> post.mean.shape, post.covariance.shape
+      (torch.Size([5, 1]), torch.Size([5, 5]))
+      >>> gp("nngp", net.kernel(xt, x, get="nngp")).shape     # mean only
+      torch.Size([5, 1])
     """
     return GPPredictor(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, dtype=dtype,
                        solver=solver, tol=tol, max_iter=max_iter, n_centers=n_centers)

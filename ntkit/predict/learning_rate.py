@@ -8,6 +8,10 @@ import torch
 
 from ntkit.solvers.checks import check_kernel
 
+__all__ = [
+    "max_learning_rate",
+]
+
 
 def max_learning_rate(ntk_train_train: Any, y_train_size: int | None = None,
                       momentum: float = 0.0, eps: float = 1e-12) -> float:

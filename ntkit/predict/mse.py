@@ -32,9 +32,11 @@ from ntkit.predict._utils import (
     phi_flow,
 )
 from ntkit.solvers.checks import add_diagonal_regularizer, check_kernel
-from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
+from ntkit.solvers.cholesky import CholeskyFactor
 from ntkit.solvers.eigh import PSDEigh, eigh_psd
-from ntkit.solvers.kernel_ridge import dense_ridge_solver
+from ntkit.solvers.kernel_ridge import DENSE_SOLVERS, RidgeSolver, check_solver, ridge_solver
+
+__all__ = ["MSEPredictor", "gradient_descent_mse"]
 
 
 class MSEPredictor:
@@ -50,7 +52,7 @@ class MSEPredictor:
                  dtype: torch.dtype = torch.float64, solver: str = "cholesky",
                  tol: float = 1e-10, max_iter: int | None = None,
                  n_centers: int | None = None):
-        dense_ridge_solver(torch.eye(1), 1.0, solver)  # validates the name early
+        check_solver(solver, DENSE_SOLVERS)
         k = check_kernel(k_train_train, "k_train_train", dtype=dtype)
         self.dtype = dtype
         self.device = k.device
@@ -58,14 +60,12 @@ class MSEPredictor:
         self.learning_rate = check_learning_rate(learning_rate)
         self.k_train_train = k
         self._k_reg = add_diagonal_regularizer(k, diag_reg, diag_reg_absolute_scale)
-        # The same δ as add_diagonal_regularizer's, for the matrix-free PCG path.
-        self._delta = float(diag_reg) * (1.0 if diag_reg_absolute_scale else
-                                         float(torch.diagonal(k).mean()))
+        self._diag_reg = (float(diag_reg), diag_reg_absolute_scale)
         self._eigh: PSDEigh | None = None
         self._chol: CholeskyFactor | None = None
         self.solver = solver
         self._pcg_options = dict(tol=tol, max_iter=max_iter, n_centers=n_centers)
-        self._solve = None
+        self._solve: RidgeSolver | None = None
 
     @property
     def n_train(self) -> int:
@@ -78,22 +78,26 @@ class MSEPredictor:
             self._eigh = eigh_psd(self._k_reg, "k_train_train", validate=False)
         return self._eigh
 
+    def _ridge_solver(self, solver: str) -> RidgeSolver:
+        reg, absolute = self._diag_reg
+        return ridge_solver(self.k_train_train, reg, solver, absolute_scale=absolute,
+                            name="k_train_train", regularized=self._k_reg,
+                            factor=self._chol, **self._pcg_options)
+
     @property
     def cholesky(self) -> CholeskyFactor:
         """Cached Cholesky factor of the regularized train-train kernel (with its jitter)."""
         if self._chol is None:
-            self._chol = cholesky_jitter(self._k_reg, "k_train_train", validate=False)
+            self._chol = self._ridge_solver("cholesky").factor
         return self._chol
 
     def solve(self, b: Tensor) -> Tensor:
-        """(K + δ I)⁻¹ b by the chosen solver (cached Cholesky, or PCG); used at t = ∞."""
+        """(K + δ I)⁻¹ b by the chosen solver (from `ntkit.solvers.ridge_solver`: the
+        cached Cholesky factor, or PCG); used at t = ∞."""
         if self._solve is None:
-            delta = self._delta
-            fn = None
-            if self.solver != "cholesky":
-                fn = dense_ridge_solver(self.k_train_train, delta, self.solver,
-                                        **self._pcg_options)
-            self._solve = fn if fn is not None else self.cholesky.solve
+            self._solve = self._ridge_solver(self.solver)
+            if self._chol is None:
+                self._chol = self._solve.factor
         return self._solve(b)
 
     def __call__(self, t: Any = None, fx_train_0: Any = 0.0, fx_test_0: Any = None,
@@ -188,9 +192,20 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
       fx_test_0=None, k_test_train=None)``; see `MSEPredictor.__call__`.
 
     Example:
-      >>> fn = gradient_descent_mse(k_train_train, y_train, learning_rate=0.1)
-      >>> f_train, f_test = fn([0., 10., 100.], fx_train_0=f0, k_test_train=k_te_tr)
-      >>> f_test.shape   # (3, m, k)
+      >>> import ntkit.layers as nl
+      >>> net = nl.serial(nl.Dense(512), nl.ReLU(), nl.Dense(2))
+      >>> g = torch.Generator().manual_seed(0)
+      >>> x = torch.randn(20, 3, dtype=torch.float64, generator=g)
+      >>> xt = torch.randn(5, 3, dtype=torch.float64, generator=g)
+      >>> y = torch.randn(20, 2, dtype=torch.float64, generator=g)
+      >>> fn = gradient_descent_mse(net.kernel(x, get="ntk"), y, learning_rate=0.1)
+      >>> f_train, f_test = fn([0., 10., 100.], fx_train_0=0.0,
+      ...                      k_test_train=net.kernel(xt, x, get="ntk"))
+      >>> f_train.shape, f_test.shape               # (T, n, k), (T, m, k)
+      (torch.Size([3, 20, 2]), torch.Size([3, 5, 2]))
+      >>> f_train_inf, _ = fn(None)                  # t = ∞ interpolates the targets
+      >>> bool(torch.allclose(f_train_inf, y))
+      True
     """
     return MSEPredictor(k_train_train, y_train, learning_rate, diag_reg,
                         diag_reg_absolute_scale, dtype=dtype, solver=solver, tol=tol,

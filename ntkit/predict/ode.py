@@ -35,41 +35,79 @@ from ntkit.predict._utils import (
 )
 from ntkit.solvers.checks import check_kernel
 
+__all__ = [
+    "LOSSES",
+    "NORMALIZATIONS",
+    "ODEPredictor",
+    "cross_entropy_loss",
+    "gradient_descent",
+    "mse_loss",
+]
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
+#: How the built-in losses average their per-entry terms over the (n, k) outputs:
+#: "mean" over all n·k entries (neural-tangents' convention, and `gradient_descent_mse`'s
+#: for MSE), or "per_example": summed over the k outputs, averaged over the n examples
+#: (``torch.nn.functional.cross_entropy``'s). The two differ by the factor k, so the
+#: same learning rate runs k times faster "per_example".
+NORMALIZATIONS = ("mean", "per_example")
 
-def mse_loss(fx: Tensor, y: Tensor) -> Tensor:
-    """0.5 · mean((f - y)²) over all entries (neural-tangents' and `gradient_descent_mse`'s)."""
-    return 0.5 * torch.mean((fx - y) ** 2)
+
+def _normalize(terms: Tensor, normalization: str) -> Tensor:
+    return terms.mean() if normalization == "mean" else terms.sum(-1).mean()
 
 
-def cross_entropy_loss(fx: Tensor, y: Tensor) -> Tensor:
-    """Softmax cross-entropy averaged over examples: mean_i -Σ_c y_ic log softmax(f_i)_c.
+def mse_loss(fx: Tensor, y: Tensor, normalization: str = "mean") -> Tensor:
+    """0.5 · (f - y)², averaged by ``normalization`` ("mean": 0.5 · mean((f - y)²) over
+    all entries, neural-tangents' and `gradient_descent_mse`'s)."""
+    if normalization == "mean":
+        return 0.5 * torch.mean((fx - y) ** 2)
+    return 0.5 * ((fx - y) ** 2).reshape(fx.shape[0], -1).sum(-1).mean()
 
-    ``y`` holds (n, k) one-hot labels or class probabilities. This is
-    ``torch.nn.functional.cross_entropy(fx, y)`` (mean over the batch), i.e. k times
-    the ``-mean(log_softmax(fx) * y)`` of neural-tangents' docstring example.
+
+def cross_entropy_loss(fx: Tensor, y: Tensor, normalization: str = "mean") -> Tensor:
+    """Softmax cross-entropy -y_ic log softmax(f_i)_c of (n, k) outputs.
+
+    ``y`` holds (n, k) one-hot labels or class probabilities. ``normalization="mean"``
+    averages over all n·k entries: ``-mean(log_softmax(fx) * y)``, as in
+    neural-tangents' examples; "per_example" sums over classes and averages over
+    examples, ``torch.nn.functional.cross_entropy(fx, y)``, k times larger.
     """
-    return -(y * F.log_softmax(fx, dim=-1)).sum(-1).mean()
+    return _normalize(-(y * F.log_softmax(fx, dim=-1)), normalization)
 
 
 LOSSES: dict[str, LossFn] = {"mse": mse_loss, "cross_entropy": cross_entropy_loss}
 
 
 # Closed-form gradients of the built-in losses, in numpy: autograd on tiny tensors costs
-# far more than the arithmetic, and the solver calls this thousands of times.
+# far more than the arithmetic, and the solver calls this thousands of times. Each is
+# the gradient of the per-example sum, divided by the count of the normalization.
 def _mse_grad(f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return (f - y) / y.size
+    return f - y
 
 
 def _cross_entropy_grad(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     z = f - f.max(-1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(-1, keepdims=True)
-    return (p * y.sum(-1, keepdims=True) - y) / y.shape[0]
+    return p * y.sum(-1, keepdims=True) - y
 
 
 _LOSS_GRADS = {"mse": _mse_grad, "cross_entropy": _cross_entropy_grad}
+
+
+def _check_normalization(normalization: Any, loss: Any) -> str | None:
+    if normalization is None:
+        return "mean" if isinstance(loss, str) else None
+    if not isinstance(loss, str):
+        raise ValueError("normalization applies to the built-in losses ('mse', "
+                         "'cross_entropy'); a callable loss normalizes itself")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}; expected 'mean' (over "
+                         "all entries, as in neural-tangents) or 'per_example' (sum over "
+                         "outputs, mean over examples)")
+    return normalization
 
 
 class ODEPredictor:
@@ -77,22 +115,30 @@ class ODEPredictor:
 
     def __init__(self, loss: str | LossFn, k_train_train: Any, y_train: Any,
                  learning_rate: float = 1.0, momentum: float | None = None, *,
-                 rtol: float = 1e-10, atol: float = 1e-12, method: str = "DOP853"):
+                 rtol: float = 1e-10, atol: float = 1e-12, method: str = "DOP853",
+                 normalization: str | None = None):
         self._closed_grad = None
-        if isinstance(loss, str):
-            if loss not in LOSSES:
-                raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)} or "
-                                 "a callable loss(fx, y) -> scalar")
-            self._closed_grad = _LOSS_GRADS[loss]
-            loss = LOSSES[loss]
-        elif not callable(loss):
+        if isinstance(loss, str) and loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)} or "
+                             "a callable loss(fx, y) -> scalar")
+        if not isinstance(loss, str) and not callable(loss):
             raise TypeError(f"loss must be a string or a callable, got {type(loss).__name__}")
+        self.normalization = _check_normalization(normalization, loss)
+        if isinstance(loss, str):
+            self._closed_grad = _LOSS_GRADS[loss]
+            base, norm = LOSSES[loss], self.normalization
+            self._builtin = base
+
+            def loss(fx: Tensor, y: Tensor) -> Tensor:
+                return base(fx, y, norm)
+        else:
+            self._builtin = None
         self.loss = loss
         k = check_kernel(k_train_train, "k_train_train")
         self.device = k.device
         self.k_train_train = k
         self.y_train = check_targets(y_train, k.shape[0], device=k.device)
-        if loss is cross_entropy_loss and self.y_train.ndim != 2:
+        if self._builtin is cross_entropy_loss and self.y_train.ndim != 2:
             raise ValueError("cross_entropy needs y_train of shape (n, k) (one-hot or "
                              f"probabilities), got {tuple(self.y_train.shape)}")
         self.learning_rate = check_learning_rate(learning_rate)
@@ -110,7 +156,8 @@ class ODEPredictor:
         """∇_f L at flattened train outputs f, as an (n, k) array."""
         if self._closed_grad is not None:
             g = self._closed_grad(f.reshape(self._y_np.shape), self._y_np)
-            return g.reshape(self._y_np.shape[0], -1)
+            count = self._y_np.size if self.normalization == "mean" else self._y_np.shape[0]
+            return (g / count).reshape(self._y_np.shape[0], -1)
         ft = torch.from_numpy(f).reshape(self._y.shape).requires_grad_(True)
         val = self.loss(ft, self._y)
         if not isinstance(val, Tensor) or val.numel() != 1:
@@ -210,15 +257,22 @@ class ODEPredictor:
 def gradient_descent(loss: str | LossFn, k_train_train: Any, y_train: Any,
                      learning_rate: float = 1.0, momentum: float | None = None, *,
                      rtol: float = 1e-10, atol: float = 1e-12,
-                     method: str = "DOP853") -> ODEPredictor:
+                     method: str = "DOP853",
+                     normalization: str | None = None) -> ODEPredictor:
     """Predict function-space gradient descent (optionally with momentum) on any loss.
 
     Args:
-      loss: "mse" (0.5 · mean((f - y)²) over all entries), "cross_entropy" (softmax
-        cross-entropy averaged over examples, y one-hot or probabilities), or a callable
+      loss: "mse" (0.5 · (f - y)²), "cross_entropy" (softmax cross-entropy, y one-hot
+        or probabilities), both averaged as ``normalization`` says, or a callable
         ``loss(fx, y) -> scalar tensor`` on (n, k) torch tensors, differentiable by
         autograd. It should treat examples and outputs symmetrically, since the (n, n)
         kernel acts identically on each output column.
+      normalization: for the built-in losses, "mean" (the default: the mean over all
+        n·k entries, as neural-tangents' ``predict`` examples and `gradient_descent_mse`
+        use, so their learning rates carry over) or "per_example" (summed over the k
+        outputs, averaged over the n examples, as ``torch.nn.functional.cross_entropy``;
+        ntkit's cross-entropy before version 0.2, k times faster at the same
+        learning rate). Must be None for a callable loss.
       k_train_train: (n, n) NTK on the training inputs.
       y_train: (n,) or (n, k) targets.
       learning_rate: step size η > 0; times are in steps (absolute time η · t; with
@@ -230,7 +284,11 @@ def gradient_descent(loss: str | LossFn, k_train_train: Any, y_train: Any,
 
     Returns:
       `ODEPredictor` ``fn``; ``fx_train_t, fx_test_t = fn(t, fx_train_0=0.0,
-      fx_test_0=None, k_test_train=None)``.
+      fx_test_0=None, k_test_train=None)``: (*t.shape, n, k) and (*t.shape, m, k).
+
+    Example:
+      >>> fn = gradient_descent("cross_entropy", k_train_train, y_onehot, 1.0)
+      >>> f_train, f_test = fn([0., 10.], fx_train_0=f0, k_test_train=k_te_tr)
     """
     return ODEPredictor(loss, k_train_train, y_train, learning_rate, momentum,
-                        rtol=rtol, atol=atol, method=method)
+                        rtol=rtol, atol=atol, method=method, normalization=normalization)

@@ -9,18 +9,24 @@
 - `pcg`: preconditioned conjugate gradients, several right-hand sides, warm start,
   callback, progress bar.
 - `NystromPreconditioner` (Falkon's form) and `nystrom_solve` (subset of regressors).
-- `solve_ridge`, `predict_batched`: kernel ridge by solver name ("auto", "cholesky",
-  "pcg", "nystrom"), and batched predictions.
+- `solve_ridge` (a `KernelOperator`), `ridge_solver` (a kernel in memory),
+  `predict_batched`: the one dispatch from a solver name ("auto", "cholesky", "pcg",
+  "nystrom") to an algorithm for t = ∞ ridge/GP solves, used by `ntkit.sklearn` and
+  `ntkit.predict`; `check_solver` validates a name by lookup.
 """
 
 from ntkit.solvers.checks import add_diagonal_regularizer, as_tensor, check_finite, check_kernel
 from ntkit.solvers.cholesky import CholeskyFactor, NotPositiveDefiniteError, cholesky_jitter
 from ntkit.solvers.eigh import NumericalWarning, PSDEigh, eigh_psd
 from ntkit.solvers.kernel_ridge import (
+    DENSE_SOLVERS,
     SOLVERS,
     RidgeSolution,
+    RidgeSolver,
+    check_solver,
     predict_batched,
     resolve_solver,
+    ridge_solver,
     solve_ridge,
 )
 from ntkit.solvers.nystrom import (
@@ -33,6 +39,7 @@ from ntkit.solvers.operator import KernelOperator
 from ntkit.solvers.pcg import PCGResult, pcg
 
 __all__ = [
+    "DENSE_SOLVERS",
     "SOLVERS",
     "CholeskyFactor",
     "KernelOperator",
@@ -43,9 +50,11 @@ __all__ = [
     "PCGResult",
     "PSDEigh",
     "RidgeSolution",
+    "RidgeSolver",
     "add_diagonal_regularizer",
     "as_tensor",
     "check_finite",
+    "check_solver",
     "check_kernel",
     "cholesky_jitter",
     "eigh_psd",
@@ -53,6 +62,7 @@ __all__ = [
     "pcg",
     "predict_batched",
     "resolve_solver",
+    "ridge_solver",
     "sample_centers",
     "solve_ridge",
 ]

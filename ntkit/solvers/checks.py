@@ -14,6 +14,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+__all__ = [
+    "SYMMETRY_RTOL_FLOAT32",
+    "SYMMETRY_RTOL_FLOAT64",
+    "add_diagonal_regularizer",
+    "as_tensor",
+    "check_diag_reg",
+    "check_finite",
+    "check_kernel",
+    "max_asymmetry",
+    "ridge_shift",
+]
+
 # Relative asymmetry tolerated in a "symmetric" kernel. Kernels computed tile by tile
 # (or by autodiff) are symmetric only up to round-off, which grows with the number of
 # operations per entry; 1e-8 of the largest entry is far above float64 round-off and
@@ -162,18 +174,29 @@ def check_kernel(k: Any, name: str, *, symmetric: bool = True,
     return 0.5 * (k + k.T)
 
 
+def check_diag_reg(diag_reg: Any) -> float:
+    """``diag_reg`` as a float; ValueError unless it is a finite number >= 0."""
+    diag_reg = float(diag_reg)
+    if not np.isfinite(diag_reg) or diag_reg < 0:
+        raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
+    return diag_reg
+
+
+def ridge_shift(diagonal: Tensor, diag_reg: float, absolute_scale: bool = False) -> float:
+    """The absolute ridge δ: ``diag_reg``, or ``diag_reg · mean(diagonal)`` (relative)."""
+    diag_reg = check_diag_reg(diag_reg)
+    return diag_reg if absolute_scale else diag_reg * float(diagonal.mean())
+
+
 def add_diagonal_regularizer(k: Tensor, diag_reg: float, absolute_scale: bool = False) -> Tensor:
     """Return ``k + δ I`` with δ = diag_reg (absolute) or diag_reg · mean(diag k) (relative).
 
     The relative scale (the default, as in neural-tangents, where it is written
     ``diag_reg * trace(k) / n``) makes ``diag_reg`` independent of the kernel's units.
     """
-    diag_reg = float(diag_reg)
-    if not np.isfinite(diag_reg) or diag_reg < 0:
-        raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg}")
-    if diag_reg == 0.0:
+    delta = ridge_shift(torch.diagonal(k), diag_reg, absolute_scale)
+    if float(diag_reg) == 0.0:
         return k
-    delta = diag_reg if absolute_scale else diag_reg * float(torch.diagonal(k).mean())
     # A copy with the diagonal shifted in place: no n×n identity, one pass.
     out = k.clone()
     out.diagonal().add_(delta)

@@ -16,12 +16,25 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ntkit.solvers.checks import check_kernel
 from ntkit.solvers.eigh import NumericalWarning, user_stacklevel
+
+__all__ = [
+    "COND_BLOCK",
+    "COND_INVERSE_STEPS",
+    "COND_POWER_STEPS",
+    "COND_TOLERANCE",
+    "ILL_CONDITIONED",
+    "CholeskyFactor",
+    "NotPositiveDefiniteError",
+    "cholesky_jitter",
+    "estimate_condition",
+]
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -157,7 +170,7 @@ def _rcond(k: Tensor, L: Tensor, jitter: float) -> float:
     return 0.0 if math.isinf(kappa) else 1.0 / kappa
 
 
-def cholesky_jitter(k, name: str = "kernel", *, max_relative_jitter: float = 1e-6,
+def cholesky_jitter(k: Any, name: str = "kernel", *, max_relative_jitter: float = 1e-6,
                     initial_relative_jitter: float | None = None,
                     warn: bool = True, validate: bool = True) -> CholeskyFactor:
     """Cholesky factor of a symmetric PSD matrix, adding jitter when needed.

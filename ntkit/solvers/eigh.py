@@ -13,12 +13,20 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ntkit.solvers.checks import check_kernel
 from ntkit.solvers.products import t_matmul
+
+__all__ = [
+    "NumericalWarning",
+    "PSDEigh",
+    "eigh_psd",
+    "user_stacklevel",
+]
 
 
 class NumericalWarning(UserWarning):
@@ -90,7 +98,7 @@ class PSDEigh:
         return self.eigenvalues.shape[0] * eps * max(self.max_eigenvalue, 0.0)
 
 
-def eigh_psd(k, name: str = "kernel", *, warn: bool = True, validate: bool = True) -> PSDEigh:
+def eigh_psd(k: Any, name: str = "kernel", *, warn: bool = True, validate: bool = True) -> PSDEigh:
     """Eigendecompose a symmetric PSD kernel matrix, clamping eigenvalues at 0.
 
     Args:

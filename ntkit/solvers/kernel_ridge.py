@@ -1,7 +1,11 @@
 """Kernel ridge solves ``(K + δ I) α = y`` by a chosen method, and batched predictions.
 
-This is the one place that maps a solver name to an algorithm, shared by
-`ntkit.sklearn` and `ntkit.predict`:
+This is the one place that maps a solver name to an algorithm. Every t = ∞ solve of
+`ntkit.sklearn`, `ntkit.predict` and `ntkit.hyperparameters`' estimator fits goes
+through it: `ridge_solver` for a kernel held in memory (``ntkit.predict``, and the
+dense branches of `solve_ridge`), `solve_ridge` for a `KernelOperator` (computed or
+cached kernels; ``ntkit.sklearn``). Solver names are checked by lookup
+(`check_solver`), never by trying a solve:
 
 - "cholesky": dense factorization (needs the n × n kernel in memory);
 - "pcg": conjugate gradients on the matrix-free `KernelOperator`, preconditioned by
@@ -23,26 +27,50 @@ import torch
 from torch import Tensor
 
 from ntkit.engine.memory import check_memory_budget
-from ntkit.solvers.cholesky import cholesky_jitter
+from ntkit.solvers.checks import add_diagonal_regularizer, ridge_shift
+from ntkit.solvers.cholesky import CholeskyFactor, cholesky_jitter
 from ntkit.solvers.nystrom import NystromPreconditioner, nystrom_solve
 from ntkit.solvers.operator import KernelOperator, rows_as_tensor
 from ntkit.solvers.pcg import PCGResult, pcg
 
+__all__ = [
+    "DENSE_SOLVERS",
+    "SOLVERS",
+    "RidgeSolution",
+    "RidgeSolver",
+    "check_solver",
+    "predict_batched",
+    "resolve_solver",
+    "ridge_solver",
+    "solve_ridge",
+]
+
+#: Solver names for a `KernelOperator` (`solve_ridge`).
 SOLVERS = ("auto", "cholesky", "pcg", "nystrom")
+#: Solver names for an in-memory kernel (`ridge_solver`, `ntkit.predict`): "nystrom"
+#: is an approximation with its own predictor form, so it is offered on operators only.
+DENSE_SOLVERS = ("auto", "cholesky", "pcg")
 
 
-def check_solver(solver: Any) -> str:
-    """Validate a solver name (ValueError naming the choices)."""
-    if not isinstance(solver, str) or solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
+def check_solver(solver: Any, allowed: tuple[str, ...] = SOLVERS) -> str:
+    """Return ``solver`` if it is one of ``allowed``; otherwise a ValueError naming them.
+
+    Example:
+      >>> check_solver("qr")
+      Traceback (most recent call last):
+      ValueError: unknown solver 'qr'; expected one of 'auto', 'cholesky', 'pcg', 'nystrom'
+    """
+    if not isinstance(solver, str) or solver not in allowed:
+        names = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"unknown solver {solver!r}; expected one of {names}")
     return solver
 
 
 def resolve_solver(solver: str, n: int, memory_budget: int | None,
                    dtype: torch.dtype = torch.float64) -> str:
-    """The concrete solver for "auto": Cholesky while 2 n² entries fit the budget."""
-    check_solver(solver)
-    if solver != "auto":
+    """The concrete solver: "auto" becomes Cholesky while 2 n² entries fit the budget,
+    "pcg" beyond; any other valid name is returned as it is."""
+    if check_solver(solver) != "auto":
         return solver
     itemsize = torch.empty((), dtype=dtype).element_size()
     return "cholesky" if 2 * n * n * itemsize <= check_memory_budget(memory_budget) else "pcg"
@@ -63,6 +91,81 @@ class RidgeSolution:
     coef: Tensor
     centers: Tensor | None = None
     info: PCGResult | None = None
+    #: The Cholesky factor of K + δ I ("cholesky" only): further solves with the same
+    #: system, e.g. a posterior covariance, reuse it.
+    factor: CholeskyFactor | None = None
+
+
+class RidgeSolver:
+    """``b ↦ (K + δ I)⁻¹ b`` for an in-memory (n, n) kernel, by one concrete method.
+
+    Made by `ridge_solver`. Attributes: ``solver`` ("cholesky" or "pcg"), ``delta``
+    (the absolute δ), ``factor`` (the `CholeskyFactor` for "cholesky", else None).
+    Call it on b of shape (n,) or (n, k).
+    """
+
+    def __init__(self, solver: str, delta: float, fn: Callable[[Tensor], Tensor],
+                 factor: CholeskyFactor | None = None):
+        self.solver, self.delta, self.factor, self._fn = solver, delta, factor, fn
+
+    def __call__(self, b: Tensor) -> Tensor:
+        return self._fn(b)
+
+    def __repr__(self) -> str:
+        return f"RidgeSolver({self.solver!r}, delta={self.delta:.3g})"
+
+
+def ridge_solver(k: Tensor, diag_reg: float = 0.0, solver: str = "cholesky", *,
+                 absolute_scale: bool = False, tol: float = 1e-10,
+                 max_iter: int | None = None, n_centers: int | None = None,
+                 memory_budget: int | None = None, name: str = "kernel",
+                 regularized: Tensor | None = None, factor: CholeskyFactor | None = None,
+                 inplace: bool = False) -> RidgeSolver:
+    """The solve ``b ↦ (K + δ I)⁻¹ b`` for a kernel in memory, by solver name.
+
+    Args:
+      k: (n, n) validated symmetric kernel.
+      diag_reg: δ if ``absolute_scale``, else δ / mean(diag K) (ntkit's and
+        neural-tangents' convention).
+      solver: "cholesky" (factored once, with automatic jitter), "pcg" (conjugate
+        gradients to ``tol``, no O(n³) factorization; ``n_centers`` adds the Nyström
+        preconditioner, which needs δ > 0) or "auto" (Cholesky while 2 n² entries fit
+        ``memory_budget``, PCG beyond).
+      name: the kernel's name in warnings and errors.
+      regularized: K + δ I when the caller already holds it (saves a copy).
+      factor: the Cholesky factor of K + δ I when the caller already holds it (used
+        when the solver resolves to "cholesky").
+      inplace: Cholesky may shift k's own diagonal (the caller gives it up).
+
+    Returns:
+      A `RidgeSolver`. A PCG solve that misses ``tol`` warns (RuntimeWarning) with its
+      residual.
+    """
+    solver = resolve_solver(check_solver(solver, DENSE_SOLVERS), k.shape[0], memory_budget,
+                            k.dtype)
+    delta = ridge_shift(torch.diagonal(k), diag_reg, absolute_scale)
+    if solver == "cholesky" and factor is not None:
+        return RidgeSolver("cholesky", delta, factor.solve, factor)
+    if solver == "cholesky":
+        if regularized is None:
+            if inplace:
+                k.diagonal().add_(delta)
+                regularized = k
+            else:
+                regularized = add_diagonal_regularizer(k, diag_reg, absolute_scale)
+        factor = cholesky_jitter(regularized, name, validate=False)
+        return RidgeSolver("cholesky", delta, factor.solve, factor)
+    op = KernelOperator(kernel=k, shift=delta, dtype=k.dtype, memory_budget=memory_budget)
+    pre = None if n_centers is None else NystromPreconditioner(op, n_centers)
+
+    def solve(b: Tensor) -> Tensor:
+        res = pcg(op.matvec, b, precond=pre, tol=tol, max_iter=max_iter, dtype=k.dtype)
+        if not res.converged:
+            warnings.warn(f"PCG did not reach tol={tol:g} in {res.iterations} iterations "
+                          f"(relative residual {float(res.residual.max()):.2e})",
+                          RuntimeWarning, stacklevel=3)
+        return res.x
+    return RidgeSolver("pcg", delta, solve)
 
 
 def solve_ridge(op: KernelOperator, y: Tensor, solver: str = "pcg", *,
@@ -84,6 +187,11 @@ def solve_ridge(op: KernelOperator, y: Tensor, solver: str = "pcg", *,
 
     Returns:
       `RidgeSolution`.
+
+    Example:
+      >>> op = KernelOperator(net, x_train, get="ntk", shift=1e-3)
+      >>> sol = solve_ridge(op, y_train, "pcg", n_centers=200, tol=1e-8)
+      >>> sol.coef.shape, sol.info.converged     # ((n,) or (n, k), True)
     """
     solver = resolve_solver(solver, op.n, op.memory_budget, op.dtype)
     if solver == "nystrom":
@@ -99,8 +207,8 @@ def solve_ridge(op: KernelOperator, y: Tensor, solver: str = "pcg", *,
         else:
             k = op.net.kernel(rows_as_tensor(op.x, slice(None), op.dtype), get=op.get,
                               dtype=op.dtype, memory_budget=op.memory_budget)
-        k.diagonal().add_(op.shift)
-        return RidgeSolution("cholesky", cholesky_jitter(k, "kernel", validate=False).solve(y))
+        rs = ridge_solver(k, op.shift, "cholesky", absolute_scale=True, inplace=True)
+        return RidgeSolution("cholesky", rs(y), factor=rs.factor)
     precond = None if n_centers is None else NystromPreconditioner(op, n_centers, seed=seed)
     res = pcg(op.matvec, y, precond=precond, x0=x0, tol=tol, max_iter=max_iter,
               callback=callback, validation=validation, progress=progress, dtype=op.dtype)
@@ -128,37 +236,3 @@ def predict_batched(kernel_fn: Callable[[Tensor], Tensor], x_test: Any, coef: Te
         xb = rows_as_tensor(x_test, slice(i, min(i + b, m)), dtype, "X")
         outs.append(kernel_fn(xb) @ coef)
     return torch.cat(outs)
-
-
-DENSE_SOLVERS = ("auto", "cholesky", "pcg")
-
-
-def dense_ridge_solver(k: Tensor, delta: float, solver: str = "cholesky", *,
-                       tol: float = 1e-10, max_iter: int | None = None,
-                       n_centers: int | None = None,
-                       memory_budget: int | None = None) -> Callable[[Tensor], Tensor] | None:
-    """A solve ``b ↦ (K + δ I)⁻¹ b`` by PCG for an in-memory kernel, or None for Cholesky.
-
-    Used by `ntkit.predict` at t = ∞: "pcg" (or "auto" when 2 n² entries exceed the
-    budget) avoids the O(n³) factorization; ``n_centers`` adds the Nyström
-    preconditioner (needs δ > 0). Returns None when the caller should factor (Cholesky).
-    A PCG solve that misses ``tol`` warns (RuntimeWarning) with its residual.
-    """
-    if not isinstance(solver, str) or solver not in DENSE_SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; expected one of {DENSE_SOLVERS}")
-    solver = resolve_solver(solver, k.shape[0], memory_budget, k.dtype)
-    if solver == "cholesky":
-        return None
-    op = KernelOperator(kernel=k, shift=delta, dtype=k.dtype, memory_budget=memory_budget)
-    pre = None
-    if n_centers is not None:
-        pre = NystromPreconditioner(op, n_centers)
-
-    def solve(b: Tensor) -> Tensor:
-        res = pcg(op.matvec, b, precond=pre, tol=tol, max_iter=max_iter, dtype=k.dtype)
-        if not res.converged:
-            warnings.warn(f"PCG did not reach tol={tol:g} in {res.iterations} iterations "
-                          f"(relative residual {float(res.residual.max()):.2e})",
-                          RuntimeWarning, stacklevel=3)
-        return res.x
-    return solve

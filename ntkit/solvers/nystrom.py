@@ -45,6 +45,14 @@ from ntkit.solvers.cholesky import cholesky_jitter
 from ntkit.solvers.operator import KernelOperator
 from ntkit.solvers.products import t_matmul
 
+__all__ = [
+    "NystromPreconditioner",
+    "NystromSolution",
+    "effective_ridge",
+    "nystrom_solve",
+    "sample_centers",
+]
+
 _GRAMS = ("exact", "falkon")
 
 

@@ -36,6 +36,14 @@ from ntkit.engine.memory import check_memory_budget
 from ntkit.engine.storage import chunk_files, is_upper, read_block
 from ntkit.solvers.products import t_matmul
 
+__all__ = [
+    "DIAG_TILE",
+    "MAX_TILE",
+    "TILE_ARRAYS",
+    "KernelOperator",
+    "rows_as_tensor",
+]
+
 #: Arrays of a tile's size alive per computed tile: the result, its transpose product,
 #: and the engine's own working set (which it bounds by the same budget, below).
 TILE_ARRAYS = 4

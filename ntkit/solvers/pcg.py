@@ -22,6 +22,12 @@ from torch import Tensor
 from ntkit.solvers.checks import as_tensor, check_finite
 from ntkit.solvers.cholesky import NotPositiveDefiniteError
 
+__all__ = [
+    "Operator",
+    "PCGResult",
+    "pcg",
+]
+
 Operator = Callable[[Tensor], Tensor]
 
 
@@ -57,7 +63,7 @@ def _check_positive_int(name: str, v) -> int:
     return v
 
 
-def pcg(matvec: Operator, b, *, precond: Operator | None = None, x0=None,
+def pcg(matvec: Operator, b: Tensor, *, precond: Operator | None = None, x0: Tensor | None = None,
         tol: float = 1e-8, max_iter: int | None = None,
         callback: Callable[..., bool | None] | None = None,
         validation: Callable[[Tensor], float] | None = None, progress: bool = False,
@@ -88,6 +94,17 @@ def pcg(matvec: Operator, b, *, precond: Operator | None = None, x0=None,
       NotPositiveDefiniteError: A or the preconditioner showed a non-positive curvature
         pᵀ A p ≤ 0 or rᵀ P⁻¹ r < 0 (not SPD, or too ill-conditioned for this dtype).
       ValueError / TypeError: bad shapes, non-finite input, bad options.
+
+    Example:
+      >>> g = torch.Generator().manual_seed(0)
+      >>> m = torch.randn(50, 50, dtype=torch.float64, generator=g)
+      >>> a = m @ m.T + 50 * torch.eye(50, dtype=torch.float64)   # SPD
+      >>> b = torch.ones(50, 2, dtype=torch.float64)                # two right-hand sides
+      >>> res = pcg(lambda v: a @ v, b, tol=1e-10)
+      >>> res.converged, res.x.shape
+      (True, torch.Size([50, 2]))
+      >>> bool(torch.allclose(a @ res.x, b, rtol=1e-8))
+      True
     """
     if not callable(matvec):
         raise TypeError(f"matvec must be callable, got {type(matvec).__name__}")

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+__all__ = [
+    "t_matmul",
+]
+
 
 def t_matmul(a: Tensor, b: Tensor) -> Tensor:
     """aᵀ b for a (n, m) and b (n, k): an (m, k) tensor, computed as (bᵀ a)ᵀ."""

@@ -77,8 +77,8 @@ def test_R_drawn_in_many_blocks(setup, monkeypatch):
     # R's entries have the right law (mean 0, variance 1/k).
     m, x, j, _ = setup
     monkeypatch.setattr(projected_mod, "ROW_BLOCK_ENTRIES", 64)
-    phi = projected_gradients(m, x, 40, seed=2)
-    r = projection_matrix(m, 40, seed=2)
+    phi = projected_gradients(m, x, 40, seed=2, projection="gaussian")
+    r = projection_matrix(m, 40, seed=2, projection="gaussian")
     torch.testing.assert_close(phi, j @ r, rtol=1e-12, atol=1e-12)
     n = r.numel()
     assert abs(float(r.mean())) < 5 / math.sqrt(40 * n)

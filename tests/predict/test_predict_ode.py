@@ -48,7 +48,8 @@ def test_cross_entropy_string_and_callable(small_problem):
     p = small_problem
     y = F.one_hot(p["y"].argmax(1), 2).to(torch.float64)
     k, ktd = p["kdd"].ntk, p["ktd"].ntk
-    a = P.gradient_descent("cross_entropy", k, y, learning_rate=2.0)
+    a = P.gradient_descent("cross_entropy", k, y, learning_rate=2.0,
+                           normalization="per_example")
     b = P.gradient_descent(lambda f, yy: F.cross_entropy(f, yy), k, y, learning_rate=2.0)
     ta, tea = a(TIMES, p["f0"], p["ft0"], ktd)
     # The callable goes through autograd (slow on tiny tensors): a shorter run suffices.
