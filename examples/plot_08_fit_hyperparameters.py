@@ -1,6 +1,10 @@
-"""Fit a ReLU network's (w_std, b_std) by GP marginal likelihood, with GPyTorch and without.
+"""
+Fitting kernel hyperparameters
+==============================
 
-    PYTHONPATH=. python examples/fit_nngp_hyperparameters.py
+Fit a ReLU network's (w_std, b_std) and the noise by GP marginal likelihood, with
+`ntkit.hyperparameters.fit_marginal_likelihood` (pure torch) and with GPyTorch's
+``ExactGP`` around `ntkit.gpytorch.InfiniteWidthKernel`.
 
 Data: one draw of n = 300 points from the NNGP prior of serial(Dense(w=1.6, b=0.5), ReLU,
 Dense(w=1.6, b=0.5)) plus noise of variance 0.01; both fits start at (1.0, 0.1).
