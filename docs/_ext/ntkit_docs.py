@@ -116,25 +116,14 @@ def write_api_pages(src: Path) -> None:
 
 # ------------------------------------------------------------------------------- the lab
 def _docstring_rst(text: str) -> str:
-    """The module docstring as RST if it parses cleanly, else as a literal block."""
-    from docutils.core import publish_doctree
-    from docutils.utils import SystemMessage
-
-    from rst_sanitize import sanitize
+    """The module docstring as RST if it parses cleanly, else verbatim in a literal block."""
+    from rst_sanitize import as_literal, rst_problems, sanitize
 
     raw = inspect.cleandoc(text or "")
-    text = "\n".join(sanitize(raw.splitlines()))
-    try:
-        tree = publish_doctree(text, settings_overrides={
-            "report_level": 5, "halt_level": 5, "warning_stream": False})
-        errors = [m for m in tree.findall(lambda n: n.tagname == "system_message")
-                  if int(m["level"]) >= 2]
-        errors += list(tree.findall(lambda n: n.tagname == "problematic"))
-    except SystemMessage:
-        errors = [True]
-    if not errors:
-        return text
-    return "::\n\n" + "\n".join("   " + line for line in raw.splitlines())
+    lines = sanitize(raw.splitlines())
+    if rst_problems("\n".join(lines)):
+        lines = as_literal(raw.splitlines())
+    return "\n".join(lines)
 
 
 def _fmt(v) -> str:
