@@ -41,7 +41,8 @@ def parse(path: Path) -> _Page:
 
 def main(root: str) -> int:
     base = Path(root).resolve()
-    pages = sorted(base.rglob("*.html"))
+    # _static/ holds the theme's template fragments, not pages of the site.
+    pages = sorted(p for p in base.rglob("*.html") if "_static" not in p.relative_to(base).parts)
     if not pages:
         print(f"no HTML under {base}", file=sys.stderr)
         return 1

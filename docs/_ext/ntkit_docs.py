@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -115,12 +116,36 @@ def write_api_pages(src: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- the lab
+_ITEM = re.compile(r"^(\s*)[-*+]\s+")
+
+
+def _blank_around_lists(lines: list[str]) -> list[str]:
+    """Blank lines before and after bullet lists that a docstring written for
+    the terminal runs straight into its paragraphs (RST needs them)."""
+    out: list[str] = []
+    in_list_indent: int | None = None
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        item = _ITEM.match(line)
+        if not line.strip():
+            in_list_indent = None
+        elif item:
+            if in_list_indent is None and out and out[-1].strip():
+                out.append("")
+            in_list_indent = indent
+        elif in_list_indent is not None and indent <= in_list_indent:
+            out.append("")
+            in_list_indent = None
+        out.append(line)
+    return out
+
+
 def _docstring_rst(text: str) -> str:
     """The module docstring as RST if it parses cleanly, else verbatim in a literal block."""
     from rst_sanitize import as_literal, rst_problems, sanitize
 
     raw = inspect.cleandoc(text or "")
-    lines = sanitize(raw.splitlines())
+    lines = sanitize(_blank_around_lists(raw.splitlines()))
     if rst_problems("\n".join(lines)):
         lines = as_literal(raw.splitlines())
     return "\n".join(lines)
@@ -177,17 +202,22 @@ def write_lab_pages(src: Path) -> None:
                       "in quick mode only.\n"]
             if res.get("summary"):
                 lines += ["::\n", *["   " + s for s in str(res["summary"]).splitlines()], ""]
-            lines += [".. list-table::\n   :header-rows: 1\n   :widths: 4 30 12 12 12 30\n",
-                      "   * - \n     - claim\n     - predicted\n     - measured\n"
-                      "     - tolerance\n     - note"]
-            for c in res.get("claims", []):
+            lines += [".. list-table::\n   :header-rows: 1\n   :widths: 3 3 46 16 16 16\n",
+                      "   * - #\n     - \n     - claim\n     - predicted\n     - measured\n"
+                      "     - tolerance"]
+            claims = res.get("claims", [])
+            for i, c in enumerate(claims, 1):
                 mark = "✓" if c.get("holds") else "✗"
-                lines.append(f"   * - {mark}\n     - {_cell(c.get('name'))}\n"
+                lines.append(f"   * - {i}\n     - {mark}\n     - {_cell(c.get('name'))}\n"
                              f"     - {_cell(c.get('predicted'))}\n"
                              f"     - {_cell(c.get('measured'))}\n"
-                             f"     - {_cell(c.get('tolerance'))}\n"
-                             f"     - {_cell(c.get('note'))}")
+                             f"     - {_cell(c.get('tolerance'))}")
             lines.append("")
+            notes = [(i, c.get("note")) for i, c in enumerate(claims, 1) if c.get("note")]
+            if notes:
+                lines.append("Notes on the claims (why each tolerance, what a failure means):\n")
+                lines += [f"{i}. {_cell(note)}" for i, note in notes]
+                lines.append("")
             for fig in res.get("figures", []):
                 if (results / name / fig).exists():
                     lines.append(f".. figure:: ../results/{name}/{fig}\n   :width: 90%\n\n"

@@ -77,8 +77,8 @@ def rst_problems(text: str) -> list[str]:
     # Inside a Sphinx build its roles and directives are registered with docutils and need
     # Sphinx's environment: check the structure with them neutralized (roles and
     # interpreted text become literals, directives comments).
-    text = re.sub(r"(?::[\w:.+-]+:)?`([^`]+)`(?!`)_{0,2}", r"``\1``",
-                  re.sub(r"``(.+?)``", lambda m: "``" + m.group(1).replace("`", "'") + "``", text))
+    text = re.sub(r"``.+?``", "LIT", text, flags=re.S)
+    text = re.sub(r"(?::[\w:.+-]+:)?`[^`]+`_{0,2}", "LIT", text)
     text = re.sub(r"^(\s*)\.\. [\w:-]+::", r"\1..", text, flags=re.M)
     try:
         tree = publish_doctree(text, settings_overrides={
