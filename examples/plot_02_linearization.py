@@ -26,7 +26,7 @@ x_train = torch.linspace(-2, 2, 12, dtype=torch.float64)[:, None]
 y_train = torch.sin(2 * x_train)
 x_test = torch.linspace(-3, 3, 100, dtype=torch.float64)[:, None]
 
-spec = nl.serial(nl.Dense(2048, w_std=1.5, b_std=0.5), nl.Erf(),
+spec = nl.serial(nl.Dense(1024, w_std=1.5, b_std=0.5), nl.Erf(),
                  nl.Dense(1, w_std=1.5, b_std=0.5))
 model = spec.build(in_features=1, seed=0)
 lin = ntkit.linearize(model)
@@ -37,7 +37,7 @@ f0_train, f0_test = model(x_train).detach(), model(x_test).detach()
 ntk_train = ntkit.empirical_ntk(model, x_train)
 ntk_test = ntkit.empirical_ntk(model, x_test, x_train)
 # A learning rate safely below the stability limit 2/λ_max of the empirical NTK.
-lr, steps = 0.5 * float(predict.max_learning_rate(ntk_train)), 300
+lr, steps = 0.5 * float(predict.max_learning_rate(ntk_train)), 200
 mse = predict.gradient_descent_mse(ntk_train, y_train, learning_rate=lr)
 _, f_fn = mse(steps, fx_train_0=f0_train, fx_test_0=f0_test, k_test_train=ntk_test)
 
@@ -68,6 +68,6 @@ ax.plot(x_test, f_fn, ":", color="k", label="function space (empirical NTK)")
 ax.plot(x_train, y_train, "o", color="C3", label="training data")
 ax.set_xlabel("x")
 ax.set_ylabel("f(x)")
-ax.set_title(f"Width 2048, {steps} steps of gradient descent")
+ax.set_title(f"Width 1024, {steps} steps of gradient descent")
 ax.legend(fontsize=8)
 plt.show()
