@@ -51,17 +51,18 @@ print(f"{n_train} training digits, {n_test} test digits (7x7): "
       f"Myrtle-5 NTK {acc_cnn:.3f}, FC NTK {acc_fc:.3f}")
 
 # %%
+# The kernels as correlations K_ij / sqrt(K_ii K_jj), examples sorted by label: the
+# convolutional kernel's class blocks are the structure the FC kernel lacks.
 order = torch.argsort(y_train)
+montage = torch.cat([torch.cat(list(x_train[r * 4:(r + 1) * 4, 0]), dim=1) for r in range(2)])
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-for i in range(8):
-    axes[0].imshow(x_train[i, 0], cmap="gray_r", extent=(i, i + 0.9, 0, 0.9))
-axes[0].set_xlim(0, 8)
-axes[0].set_ylim(0, 1)
+axes[0].imshow(montage, cmap="gray_r")
 axes[0].axis("off")
 axes[0].set_title("MNIST digits, pooled to 7×7")
 for ax, k, name, acc in ((axes[1], k_cnn, "Myrtle-5", acc_cnn), (axes[2], k_fc, "FC", acc_fc)):
-    im = ax.imshow(k[order][:, order], cmap="magma")
-    ax.set_title(f"{name} NTK (sorted by label), test acc. {acc:.2f}")
+    d = k.diagonal().sqrt()
+    im = ax.imshow((k / d[:, None] / d[None, :])[order][:, order], cmap="magma")
+    ax.set_title(f"{name} NTK correlation, test acc. {acc:.2f}", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
 plt.tight_layout()
 plt.show()

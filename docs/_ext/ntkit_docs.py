@@ -216,7 +216,7 @@ def write_lab_pages(src: Path) -> None:
             notes = [(i, c.get("note")) for i, c in enumerate(claims, 1) if c.get("note")]
             if notes:
                 lines.append("Notes on the claims (why each tolerance, what a failure means):\n")
-                lines += [f"{i}. {_cell(note)}" for i, note in notes]
+                lines += [f"- **{i}.** {_cell(note)}" for i, note in notes]
                 lines.append("")
             for fig in res.get("figures", []):
                 if (results / name / fig).exists():
