@@ -26,7 +26,7 @@ x_train = torch.linspace(-2, 2, 12, dtype=torch.float64)[:, None]
 y_train = torch.sin(2 * x_train)
 x_test = torch.linspace(-3, 3, 100, dtype=torch.float64)[:, None]
 
-spec = nl.serial(nl.Dense(1024, w_std=1.5, b_std=0.5), nl.Erf(),
+spec = nl.serial(nl.Dense(512, w_std=1.5, b_std=0.5), nl.Erf(),
                  nl.Dense(1, w_std=1.5, b_std=0.5))
 model = spec.build(in_features=1, seed=0)
 lin = ntkit.linearize(model)
@@ -68,6 +68,6 @@ ax.plot(x_test, f_fn, ":", color="k", label="function space (empirical NTK)")
 ax.plot(x_train, y_train, "o", color="C3", label="training data")
 ax.set_xlabel("x")
 ax.set_ylabel("f(x)")
-ax.set_title(f"Width 1024, {steps} steps of gradient descent")
+ax.set_title(f"Width 512, {steps} steps of gradient descent")
 ax.legend(fontsize=8)
 plt.show()

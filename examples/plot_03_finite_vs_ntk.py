@@ -51,14 +51,14 @@ def run(width, seed):
 
 
 # %%
-widths = [64, 256, 1024, 4096]
+widths = [32, 128, 512, 2048]
 dist = []
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for i, w in enumerate(widths):
     runs = [run(w, seed) for seed in range(2)]
     dist.append(np.mean([float((f - p).norm() / p.norm()) for f, p in runs]))
     print(f"width {w:5d}: relative distance to the NTK prediction {dist[-1]:.4f}")
-    if w in (64, 4096):
+    if w in (32, 2048):
         f, p = runs[0]
         axes[0].plot(x_test, f, color=f"C{i}", lw=2, alpha=0.6, label=f"width {w}, trained")
         axes[0].plot(x_test, p, "k--", lw=1)

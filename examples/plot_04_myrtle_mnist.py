@@ -51,8 +51,8 @@ print(f"{n_train} training digits, {n_test} test digits (7x7): "
       f"Myrtle-5 NTK {acc_cnn:.3f}, FC NTK {acc_fc:.3f}")
 
 # %%
-# The kernels as correlations K_ij / sqrt(K_ii K_jj), examples sorted by label: the
-# convolutional kernel's class blocks are the structure the FC kernel lacks.
+# The kernels as correlations K_ij / sqrt(K_ii K_jj), examples sorted by label (blocks
+# along the diagonal are pairs of the same digit).
 order = torch.argsort(y_train)
 montage = torch.cat([torch.cat(list(x_train[r * 4:(r + 1) * 4, 0]), dim=1) for r in range(2)])
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
