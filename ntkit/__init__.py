@@ -10,17 +10,14 @@
 Subpackages: layers, models, predict, solvers, empirical, features, theory, lab, sklearn.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 from ntkit import layers, predict, solvers
+from ntkit._version import __version__
 from ntkit.empirical import empirical_nngp, empirical_ntk, projected_gradients
 from ntkit.kernel import Kernel
 from ntkit.linearize import linearize, taylor_expand
 from ntkit.monte_carlo import monte_carlo_kernel
-
-__version__ = "0.1.0"
 
 # Heavier subpackages (matplotlib, scikit-learn) load on first use: `ntkit.lab`, ...
 _LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo", "models", "curvature",
@@ -29,7 +26,7 @@ _LAZY = ("features", "theory", "lab", "sklearn", "empirical", "demo", "models", 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return importlib.import_module(f"ntkit.{name}")
+        return _importlib.import_module(f"ntkit.{name}")
     raise AttributeError(f"module 'ntkit' has no attribute {name!r}")
 
 
@@ -37,3 +34,9 @@ __all__ = [
     "Kernel", "empirical_nngp", "empirical_ntk", "layers", "linearize", "monte_carlo_kernel",
     "predict", "projected_gradients", "solvers", "taylor_expand", "__version__", *_LAZY,
 ]
+
+
+def __dir__() -> list[str]:
+    # The public names only: the eagerly imported helper modules (ntkit.engine, ntkit.dual,
+    # ...) stay importable but are not part of `dir(ntkit)`.
+    return sorted(__all__)
