@@ -110,3 +110,25 @@ def test_pair_kernel_errors(data):
     gp = gp_inference(full[:N, :N], y)
     with pytest.raises(ValueError, match="k_test_train.nngp must have shape"):
         gp("nngp", data["theta"][N:, :N])
+
+
+def test_ode_pair_kernels(data):
+    """gradient_descent: Θ ⊗ I_k = Θ (cross-entropy), and a coupled kernel under MSE
+    matches the closed form of gradient_descent_mse (checked above by hand)."""
+    from ntkit.predict import gradient_descent
+
+    th, full, f0, ft0 = data["theta"], data["full"], data["f0"], data["ft0"]
+    onehot = torch.nn.functional.one_hot(torch.arange(N) % K, K).double()
+    ts = [0.0, 2.0, 15.0]
+    want = gradient_descent("cross_entropy", th[:N, :N], onehot, LR)(ts, f0, ft0, th[N:, :N])
+    got = gradient_descent("cross_entropy", _kron(th[:N, :N]), onehot, LR)(
+        ts, f0, ft0, _kron(th[N:, :N]))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    y = data["y"]
+    got = gradient_descent("mse", full[:N, :N], y, LR)(ts, f0, ft0, full[N:, :N])
+    want = gradient_descent_mse(full[:N, :N], y, LR)(torch.tensor(ts, dtype=torch.float64),
+                                                      f0, ft0, full[N:, :N])
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == (3, a.shape[1], K)
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
