@@ -59,7 +59,7 @@ class GPPredictor:
                  diag_reg_absolute_scale: bool = False, *,
                  dtype: torch.dtype = torch.float64, eager: bool = True,
                  solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
-                 n_centers: int | None = None):
+                 n_centers: int | None = None, n_out: int | None = None):
         self.dtype = dtype
         check_solver(solver, DENSE_SOLVERS)
         self.solver, self._pcg_options = solver, dict(tol=tol, max_iter=max_iter,
@@ -76,7 +76,7 @@ class GPPredictor:
         self.device = y_train.device if isinstance(y_train, Tensor) else torch.device("cpu")
         # (n, n, k, k) kernels (decided by the first one): solves with (n·k, n·k) matrices
         # on the flattened targets, as neural-tangents does.
-        self.n_out: int | None = None
+        self.n_out: int | None = n_out   # given by an owner whose kernels come later
         self._y_shape: tuple[int, ...] | None = None
         if eager:
             present = [g for g in KERNEL_NAMES
@@ -98,8 +98,9 @@ class GPPredictor:
                 self.kernel(g)
 
     def _flat(self, k: Any, name: str) -> Any:
-        """An (n1, n2, k, k) kernel as its (n1·k, n2·k) matrix; others unchanged."""
-        if self.n_out is None:
+        """An (n1, n2, k, k) kernel as its (n1·k, n2·k) matrix; others unchanged (a
+        matrix is checked against the flattened shape by the caller)."""
+        if self.n_out is None or (is_array(k) and k.ndim == 2):
             return k
         return flatten_pairs(k, name, self.n_out, self.dtype, self.device)
 

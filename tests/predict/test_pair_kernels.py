@@ -33,7 +33,7 @@ def data():
 
 
 def _kron(theta):
-    return theta[:, :, None, None] * torch.eye(K, dtype=theta.dtype)
+    return theta[..., None, None] * torch.eye(K, dtype=theta.dtype)   # (…, m, m, K, K)
 
 
 @pytest.mark.parametrize("diag_reg", [0.0, 1e-2])
@@ -132,3 +132,43 @@ def test_ode_pair_kernels(data):
     for a, b in zip(got, want, strict=True):
         assert a.shape == (3, a.shape[1], K)
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_ensemble_pair_kernels(data):
+    """gradient_descent_mse_ensemble with precomputed kernels: Θ ⊗ I_k = Θ (means and
+    covariances, test and train sets, finite and infinite t), and the coupled kernel's
+    mean equals gradient_descent_mse from zero outputs (the ensemble's mean)."""
+    from ntkit.predict import gradient_descent_mse_ensemble as ensemble
+
+    th, full, y = data["theta"], data["full"], data["y"]
+    kern = {"nngp": th, "ntk": 1.3 * th + 0.1 * torch.eye(N + M, dtype=torch.float64)}
+
+    def parts(f):
+        return [{g: f(v[s1, s2]) for g, v in kern.items()}
+                for s1, s2 in ((slice(None, N),) * 2, (slice(N, None), slice(None, N)),
+                               (slice(N, None),) * 2)]
+
+    two, four = parts(lambda k: k), parts(_kron)
+    ens2 = ensemble(None, None, y, LR, 1e-3, k_train_train=two[0])
+    ens4 = ensemble(None, None, y, LR, 1e-3, k_train_train=four[0])
+    for t in ([0.0, 5.0, 50.0], None):
+        want = ens2(t, get=("nngp", "ntk"), compute_cov=True, k_test_train=two[1],
+                    k_test_test=two[2])
+        got = ens4(t, get=("nngp", "ntk"), compute_cov=True, k_test_train=four[1],
+                   k_test_test=four[2])
+        for g in ("nngp", "ntk"):
+            torch.testing.assert_close(getattr(got, g).mean, getattr(want, g).mean,
+                                       rtol=1e-9, atol=1e-11)
+            torch.testing.assert_close(getattr(got, g).covariance,
+                                       _kron(getattr(want, g).covariance), rtol=1e-9,
+                                       atol=1e-11)
+        want, got = ens2(t, get="ntk", compute_cov=True), ens4(t, get="ntk", compute_cov=True)
+        torch.testing.assert_close(got.mean, want.mean, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(got.covariance, _kron(want.covariance), rtol=1e-9,
+                                   atol=1e-11)
+    ens = ensemble(None, None, y, LR, k_train_train={"ntk": full[:N, :N]})
+    ts = torch.tensor([0.5, 5.0, 60.0], dtype=torch.float64)
+    got = ens(ts, get="ntk", k_test_train={"ntk": full[N:, :N]})
+    _, want = gradient_descent_mse(full[:N, :N], y, LR)(ts, 0.0, 0.0, full[N:, :N])
+    assert got.shape == (3, M, K)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
