@@ -250,6 +250,10 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
       >>> f_train_inf, _ = fn(None)                  # t = ∞ interpolates the targets
       >>> bool(torch.allclose(f_train_inf, y))
       True
+      >>> k4 = net.kernel(x, get="ntk")[:, :, None, None] * torch.eye(2)   # Θ ⊗ I_2
+      >>> f4, _ = gradient_descent_mse(k4, y, learning_rate=0.1)(10.0)   # (n, n, k, k)
+      >>> f4.shape, bool(torch.allclose(f4, fn(10.0)[0]))
+      (torch.Size([20, 2]), True)
     """
     return MSEPredictor(k_train_train, y_train, learning_rate, diag_reg,
                         diag_reg_absolute_scale, dtype=dtype, solver=solver, tol=tol,
