@@ -246,8 +246,11 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
         J_u(x1)·J_u(x2), i.e. neural-tangents' ``trace_axes`` = every non-batch axis
         (``(-1,)`` for (n, k) outputs); False: the full (n1, n2, k, k) block over the
         flattened units (neural-tangents' ``trace_axes=()`` for (n, k) outputs).
-      trace_axes, diagonal_axes: neural-tangents' axes of the output (n, *out) (axis 0 is
-        the batch, which cannot be chosen here; negative axes count from the end).
+      trace_axes, diagonal_axes: neural-tangents' axes of the output (n, *out); negative
+        axes count from the end. Axis 0, the batch, pairs x1[i] with x2[i] only (same n):
+        in ``diagonal_axes`` the result starts with one n axis instead of (n1, n2), in
+        ``trace_axes`` those n pairs are averaged (the method computes each tile's
+        (tile, tile) block and keeps its diagonal).
         Traced axes are averaged over (only equal entries, sum / size), diagonal axes
         are kept once (equal entries, not summed), the other axes appear twice, the x1
         entry before the x2 entry: outputs (n, C, L) give (n1, n2, C, C) for
@@ -343,10 +346,28 @@ def _projected_ntk(model: nn.Module, x1, x2, k, seed, projection: str, axes: tup
               memory_budget=budget)
     f1 = projected_gradients(model, x1, k, **kw)
     if x2 is not None and x2 is not x1:
-        return contract(f1, projected_gradients(model, x2, k, **kw), traced)
+        _same_n(x1, x2, traced)
+        return _on_batch(contract(f1, projected_gradients(model, x2, k, **kw), traced), traced)
     out = contract(f1, f1, traced)
     # a Gram matrix: make it exactly symmetric (BLAS rounding is not)
-    return 0.5 * (out + _swap(out, traced))
+    return _on_batch(0.5 * (out + _swap(out, traced)), traced)
+
+
+def _on_batch(full: Tensor, traced) -> Tensor:
+    """A full (n, n, ...) kernel reduced over the batch axis if that axis was chosen."""
+    if isinstance(traced, bool) or traced.batch is None:
+        return full
+    pairs = traced.pairs(full)
+    return pairs if traced.batch == "diag" else pairs.mean(0)
+
+
+def _same_n(x1, x2, traced) -> None:
+    if (not isinstance(traced, bool) and traced.batch is not None and x2 is not None
+            and len(x1) != len(x2)):
+        where = "trace_axes" if traced.batch == "trace" else "diagonal_axes"
+        raise ValueError(f"the batch axis 0 is in {where}, which pairs x1[i] with x2[i]: x1 "
+                         f"and x2 need the same number of examples, got {len(x1)} and "
+                         f"{len(x2)}")
 
 
 def _swap(block: Tensor, traced) -> Tensor:
@@ -375,6 +396,10 @@ def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str,
     # Methods other than "jacobian" give flat blocks: reduce them here.
     reduce = traced.reduce if isinstance(traced, OutputAxes) and method != "jacobian" else None
 
+    if isinstance(traced, OutputAxes) and traced.batch is not None:
+        _same_n(x1, x2, traced)
+        return _ntk_batch(fm, impl, x1, x1 if sym else x2, traced, tile, reduce, progress,
+                          method)
     k = fm.k
     if isinstance(traced, OutputAxes):
         shape = traced.shape(n1, n2)
@@ -402,6 +427,28 @@ def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str,
         bar.update(1)
     bar.close()
     return result
+
+
+def _ntk_batch(fm: FunctionalModel, impl, x1: Tensor, x2: Tensor, axes: OutputAxes,
+               tile: int, reduce, progress: bool, method: str) -> Tensor:
+    """The batch axis in trace/diagonal axes: only the pairs (x1[i], x2[i]), tile by tile
+    (each tile's (b, b) block is computed and its diagonal kept)."""
+    n = x1.shape[0]
+    result = torch.zeros(axes.shape(n, n), dtype=fm.dtype, device=fm.device)
+    tiles = _tiles(n, tile)
+    bar = _progress(len(tiles), progress, f"empirical_ntk[{method}]")
+    for t in tiles:
+        f1 = _features(impl, fm, x1[t])
+        f2 = f1 if x2 is x1 else _features(impl, fm, x2[t])
+        block = impl.contract(f1, f2)
+        pairs = axes.pairs(block if reduce is None else reduce(block))
+        if axes.batch == "diag":
+            result[t] = pairs
+        else:
+            result += pairs.sum(0)
+        bar.update(1)
+    bar.close()
+    return result if axes.batch == "diag" else result / n
 
 
 def _score(cost: tuple[float, float], budget: int) -> float:
@@ -476,7 +523,8 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *,
         f2 = f1 if sym else outputs(xs2)
         k = fm.k
         if isinstance(traced, OutputAxes):
-            return traced.contract(f1[..., None], f2[..., None])
+            _same_n(f1, f2, traced)
+            return _on_batch(traced.contract(f1[..., None], f2[..., None]), traced)
         if traced:
             return f1 @ f2.T / k
         return f1[:, None, :, None] * f2[None, :, None, :]

@@ -12,7 +12,9 @@ output axis (axes counted on (n, *out), so axis 0 is the batch and -1 the last a
 The result is (n1, n2, then for each output axis in order: nothing / one axis / two
 axes). E.g. outputs (n, C, L): ``trace_axes=(-1,)`` gives (n1, n2, C, C);
 ``trace_axes=()`` gives (n1, n2, C, C, L, L); ``diagonal_axes=(1,)``, ``trace_axes=()``
-gives (n1, n2, C, L, L).
+gives (n1, n2, C, L, L). The batch axis 0 may be chosen too (x1 and x2 then need the
+same number of examples n): in ``diagonal_axes`` only the pairs (x1_i, x2_i) are kept,
+(n, ...); in ``trace_axes`` they are averaged over i, (...).
 """
 
 from __future__ import annotations
@@ -39,24 +41,25 @@ class OutputAxes:
     out: tuple[int, ...]
     trace: tuple[int, ...]
     diag: tuple[int, ...]
+    batch: str | None = None   # the batch axis: None (both n1, n2), "diag" or "trace"
 
     @property
     def all_traced(self) -> bool:
         """Every output axis traced: the flat mean over the k output units (n1, n2)."""
-        return len(self.trace) == len(self.out) and not self.diag
+        return len(self.trace) == len(self.out) and not self.diag and self.batch is None
 
     @property
     def flat_untraced(self) -> bool:
         """One output axis, neither traced nor diagonal: the flat (n1, n2, k, k) block."""
-        return len(self.out) == 1 and not self.trace and not self.diag
+        return len(self.out) == 1 and not self.trace and not self.diag and self.batch is None
 
     @property
     def contract_size(self) -> int:
         return math.prod(self.out[t] for t in self.trace)
 
     def shape(self, n1: int, n2: int) -> tuple[int, ...]:
-        """Result shape for n1 × n2 examples."""
-        s = [n1, n2]
+        """Result shape for n1 × n2 examples (n1 = n2 when the batch axis is chosen)."""
+        s = {None: [n1, n2], "diag": [n1], "trace": []}[self.batch]
         for ax, size in enumerate(self.out):
             if ax in self.trace:
                 continue
@@ -76,8 +79,13 @@ class OutputAxes:
                 r += a if ax in self.diag else a + b
         return s1, s2, r
 
+    def pairs(self, block: Tensor) -> Tensor:
+        """The (i, i) entries of an (n, n, ...) block as (n, ...) (batch axis chosen)."""
+        return block.diagonal(0, 0, 1).movedim(-1, 0)
+
     def contract(self, a: Tensor, b: Tensor) -> Tensor:
-        """Σ_params of Jacobian-like factors a (n1, k, m), b (n2, k, m), reduced."""
+        """Σ_params of Jacobian-like factors a (n1, k, m), b (n2, k, m), reduced over the
+        output axes (every (i, j) pair: the batch axis is left to the caller)."""
         s1, s2, r = self._letters()
         a = a.reshape(a.shape[0], *self.out, a.shape[-1])
         b = b.reshape(b.shape[0], *self.out, b.shape[-1])
@@ -118,13 +126,7 @@ def _canon(axes, ndim: int, name: str) -> tuple[int, ...]:
         if not -ndim <= a < ndim:
             raise ValueError(f"{name}: axis {a} is out of range for outputs with {ndim} axes "
                              f"(the batch axis 0 included, as in neural-tangents)")
-        c = a % ndim
-        if c == 0:
-            raise ValueError(
-                f"{name}: axis {a} is the batch axis; ntkit computes every (x1, x2) pair, so "
-                "trace or diagonalize over examples afterwards (e.g. for diagonal_axes=(0,): "
-                "torch.diagonal(kernel, dim1=0, dim2=1), which moves that axis last)")
-        res.append(c - 1)
+        res.append(a % ndim - 1)   # the batch axis becomes -1
     return tuple(sorted(set(res)))
 
 
@@ -146,4 +148,6 @@ def output_axes(out_shape: tuple[int, ...] | None, trace_axes, diagonal_axes) ->
     if both:
         raise ValueError(f"axes {[b + 1 for b in both]} are in both trace_axes and "
                          "diagonal_axes; an axis is either traced or kept as a diagonal")
-    return OutputAxes(tuple(out_shape), t, d)
+    batch = "trace" if -1 in t else "diag" if -1 in d else None
+    return OutputAxes(tuple(out_shape), tuple(a for a in t if a >= 0),
+                      tuple(a for a in d if a >= 0), batch)

@@ -76,8 +76,8 @@ def test_projected_reduces_like_the_flat_projection(conv, xs):
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(trace_axes=(0,)), "batch axis"),
-    (dict(diagonal_axes=(-3,)), "batch axis"),
+    (dict(trace_axes=(0,)), "same number of examples"),
+    (dict(diagonal_axes=(-3,)), "same number of examples"),
     (dict(trace_axes=(3,)), "out of range"),
     (dict(trace_axes=(1,), diagonal_axes=(1,)), "both trace_axes and diagonal_axes"),
     (dict(trace_axes=(-1,), trace_outputs=False), "not both"),
@@ -88,6 +88,25 @@ def test_bad_axes(conv, xs, kw, match):
         empirical_ntk(conv, x1, x2, **kw)
     with pytest.raises(ValueError, match=match):
         empirical_nngp(conv, x1, x2, **kw)
+
+
+def test_batch_axis_is_the_diagonal_of_the_full_kernel(conv, xs):
+    """diagonal_axes/trace_axes with axis 0 = the (i, i) pairs of the kernel without it."""
+    x1, _ = xs
+    x2 = x1.flip(0) + 0.1
+    for method in ("jacobian", "ntk_vp", "structured"):
+        full = empirical_ntk(conv, x1, x2, method=method, trace_axes=(), diagonal_axes=(1,))
+        pairs = torch.stack([full[i, i] for i in range(5)])            # (n, C, L, L)
+        got = empirical_ntk(conv, x1, x2, method=method, trace_axes=(), diagonal_axes=(0, 1),
+                            batch_size=2)
+        torch.testing.assert_close(got, pairs, rtol=1e-12, atol=1e-14)
+        got = empirical_ntk(conv, x1, x2, method=method, trace_axes=(0,), diagonal_axes=(1,),
+                            batch_size=2)
+        torch.testing.assert_close(got, pairs.mean(0), rtol=1e-12, atol=1e-14)
+    got = empirical_ntk(conv, x1, projection_dim=32, trace_axes=(0,), diagonal_axes=(1,))
+    full = empirical_ntk(conv, x1, projection_dim=32, trace_axes=(), diagonal_axes=(1,))
+    torch.testing.assert_close(got, torch.stack([full[i, i] for i in range(5)]).mean(0),
+                               rtol=1e-12, atol=1e-14)
 
 
 def test_axes_types_and_tuple_outputs(conv, xs):

@@ -64,6 +64,12 @@ def _cases():
 CASES = _cases()
 
 
+def _inputs(data, name, trace, diag):
+    """x1 and x2; with the batch axis chosen, an x2 with as many examples as x1."""
+    x2 = f"{name}/x2n" if 0 in trace + diag else f"{name}/x2"
+    return torch.as_tensor(data[f"{name}/x1"]), torch.as_tensor(data[x2])
+
+
 def _rel(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape, (a.shape, b.shape)
@@ -83,7 +89,7 @@ def test_weights_transfer(nt):
 def test_ntk_matches_neural_tangents(nt, case, method):
     data, models = nt
     name, trace, diag, sym, key = case
-    x1, x2 = torch.as_tensor(data[f"{name}/x1"]), torch.as_tensor(data[f"{name}/x2"])
+    x1, x2 = _inputs(data, name, trace, diag)
     got = empirical_ntk(models[name], x1, None if sym else x2, method=method,
                         trace_axes=trace, diagonal_axes=diag, batch_size=2)
     assert _rel(got, data[key]) < TOL
@@ -93,7 +99,7 @@ def test_ntk_matches_neural_tangents(nt, case, method):
 def test_nngp_matches_neural_tangents(nt, case):
     data, models = nt
     name, trace, diag, sym, key = case
-    x1, x2 = torch.as_tensor(data[f"{name}/x1"]), torch.as_tensor(data[f"{name}/x2"])
+    x1, x2 = _inputs(data, name, trace, diag)
     got = empirical_nngp(models[name], x1, None if sym else x2, trace_axes=trace,
                          diagonal_axes=diag, batch_size=2)
     assert _rel(got, data[key.replace("/ntk", "/nngp")]) < TOL
