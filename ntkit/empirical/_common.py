@@ -127,6 +127,8 @@ class FunctionalModel:
       const: every other parameter (detached) and every buffer (cloned).
       dtype, device: those of the selected parameters.
       k: number of output units per example (set by `probe`).
+      out_shape: per-example output shape of a single-tensor output, None for tuple/dict
+        outputs (set by `probe`).
       n_params: total number of selected parameter entries.
     """
 
@@ -143,6 +145,7 @@ class FunctionalModel:
         self.dtype, self.device = first.dtype, first.device
         self.n_params = sum(t.numel() for t in self.sel.values())
         self.k: int | None = None
+        self.out_shape: tuple[int, ...] | None = None
 
     # ---- calls ------------------------------------------------------------------------
     def call(self, sel: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -180,6 +183,7 @@ class FunctionalModel:
                 raise TypeError(f"the model returned a {leaf.dtype} output; outputs must be "
                                 "floating")
         self.k = flatten_output(out, 1).shape[1]
+        self.out_shape = tuple(leaves[0].shape[1:]) if len(leaves) == 1 else None
         if self.k == 0:
             raise ValueError("the model returns empty outputs")
         return self.k
@@ -289,12 +293,15 @@ def check_independent(fm: FunctionalModel, x: Tensor, out_single: Tensor) -> Non
         raise ValueError(MIXING_HELP)
 
 
-def contract(a: Tensor, b: Tensor, traced: bool) -> Tensor:
+def contract(a: Tensor, b: Tensor, traced) -> Tensor:
     """Sum over entries of a·b for Jacobian-like factors a (n1, k, m), b (n2, k, m).
 
-    traced: (n1, n2) mean over output units of a[:, u]·b[:, u];
-    untraced: (n1, n2, k, k) all pairs of units.
+    traced: True: (n1, n2) mean over output units of a[:, u]·b[:, u]; False: (n1, n2, k, k)
+    all pairs of units; an `ntkit.empirical.axes.OutputAxes`: its reduction (trace and
+    diagonal axes as in neural-tangents).
     """
+    if not isinstance(traced, bool):
+        return traced.contract(a, b)
     n1, k, m = a.shape
     n2 = b.shape[0]
     if traced:

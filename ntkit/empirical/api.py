@@ -34,6 +34,7 @@ from ntkit.empirical._common import (
     eval_mode,
     raise_if_mixing,
 )
+from ntkit.empirical.axes import OutputAxes, output_axes
 from ntkit.empirical.jacobian import JacobianMethod
 from ntkit.empirical.ntk_vp import NtkVpMethod
 from ntkit.empirical.projected import DEFAULT_PROJECTION, projected_gradients
@@ -151,9 +152,33 @@ def _auto_tile(fm: FunctionalModel, plan, method: str, n1: int, n2: int, traced:
     return lo
 
 
-def _make_method(name: str, fm: FunctionalModel, traced: bool, tile: int, plan, budget: int):
+def _resolve_axes(fm: FunctionalModel, trace_outputs, trace_axes, diagonal_axes
+                  ) -> bool | OutputAxes:
+    """True (flat trace), False (flat (n1, n2, k, k)) or the neural-tangents reduction.
+
+    Needs ``fm.k`` / ``fm.out_shape`` (after `FunctionalModel.probe`). Axes that amount to a
+    flat form (all output axes traced; one output axis, untraced) take the flat path, so
+    its numbers are those of ``trace_outputs``.
+    """
+    if trace_axes is None and diagonal_axes is None:
+        return True if trace_outputs is None else bool(trace_outputs)
+    if trace_outputs is not None:
+        raise ValueError("pass either trace_outputs= (flat shorthand) or trace_axes=/"
+                         "diagonal_axes= (neural-tangents' axes), not both")
+    spec = output_axes(fm.out_shape, (-1,) if trace_axes is None else trace_axes,
+                       () if diagonal_axes is None else diagonal_axes)
+    if spec.all_traced:
+        return True
+    if spec.flat_untraced:
+        return False
+    return spec
+
+
+def _make_method(name: str, fm: FunctionalModel, traced, tile: int, plan, budget: int):
     if name == "jacobian":
         return JacobianMethod(fm, traced, tile, budget)
+    # The other methods produce flat blocks; an axes reduction is applied to those
+    traced = traced if isinstance(traced, bool) else False
     if name == "ntk_vp":
         act = plan.act_entries if plan is not None and plan.act_entries else None
         return NtkVpMethod(fm, traced, tile, budget, act_entries=act)
@@ -179,7 +204,8 @@ def _tiles(n: int, tile: int) -> list[slice]:
 
 
 def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "auto",
-                  trace_outputs: bool = True, params: ParamSelection = None,
+                  trace_outputs: bool | None = None, trace_axes: Any = None,
+                  diagonal_axes: Any = None, params: ParamSelection = None,
                   batch_size: int | None = None, progress: bool = False,
                   memory_budget: int | None = None, projection_dim: int | None = None,
                   seed: int | None = None, projection: str | None = None) -> Tensor:
@@ -215,9 +241,28 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
           O(tile·k·activations) (+ Jacobians of non-structured parameters).
 
         With untraced outputs, replace k by k² in the n1·n2 terms.
-      trace_outputs: True: (n1, n2), the mean over output units u of J_u(x1)·J_u(x2)
-        (neural-tangents' ``trace_axes=(-1,)`` on a flat output); False: the full
-        (n1, n2, k, k) block.
+      trace_outputs: shorthand over the flattened outputs. True (or None, the default,
+        when no axes are given): (n1, n2), the mean over all k output units u of
+        J_u(x1)·J_u(x2), i.e. neural-tangents' ``trace_axes`` = every non-batch axis
+        (``(-1,)`` for (n, k) outputs); False: the full (n1, n2, k, k) block over the
+        flattened units (neural-tangents' ``trace_axes=()`` for (n, k) outputs).
+      trace_axes, diagonal_axes: neural-tangents' axes of the output (n, *out); negative
+        axes count from the end. Axis 0, the batch, pairs x1[i] with x2[i] only (same n):
+        in ``diagonal_axes`` the result starts with one n axis instead of (n1, n2), in
+        ``trace_axes`` those n pairs are averaged (the method computes each tile's
+        (tile, tile) block and keeps its diagonal).
+        Traced axes are averaged over (only equal entries, sum / size), diagonal axes
+        are kept once (equal entries, not summed), the other axes appear twice, the x1
+        entry before the x2 entry: outputs (n, C, L) give (n1, n2, C, C) for
+        ``trace_axes=(-1,)``, (n1, n2, C, C, L, L) for ``trace_axes=()`` and (n1, n2, C,
+        L, L) for ``trace_axes=(), diagonal_axes=(1,)``. Passing either one switches to
+        these semantics, with neural-tangents' defaults ``(-1,)`` and ``()`` for the
+        other; not with ``trace_outputs``, nor for tuple/dict outputs. Unlike
+        neural-tangents the default (neither given) traces every output axis, so a
+        model with (n, C, L) outputs gives (n1, n2) unless ``trace_axes=(-1,)`` is
+        passed. "jacobian" and projections contract the reduced axes directly;
+        "ntk_vp" and "structured" compute each tile pair's flat (k, k) block, then reduce
+        it (their cost is that of ``trace_outputs=False``).
       params: which parameters count: None (all with ``requires_grad``), names, the
         parameter tensors themselves, or a predicate ``(name, param) -> bool``.
       batch_size: rows per tile of x1 and x2 (any positive int; no divisibility needed).
@@ -239,7 +284,8 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
         ``projection_dim``.
 
     Returns:
-      (n1, n2) or (n1, n2, k, k) tensor in the parameters' dtype.
+      (n1, n2) or (n1, n2, k, k) tensor in the parameters' dtype, or with axes the shape
+      described under ``trace_axes``.
 
     Raises:
       ValueError: unknown method, empty parameter selection, empty batch, NaN/inf
@@ -259,6 +305,12 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
       torch.Size([20, 5, 3, 3])
       >>> empirical_ntk(model, x1, projection_dim=512, seed=0).shape  # count-sketch estimate
       torch.Size([20, 20])
+      >>> conv = nn.Sequential(nn.Conv1d(2, 16, 3, padding=1), nn.ReLU(), nn.Conv1d(16, 4, 3))
+      >>> xs = torch.randn(6, 2, 10)                                   # outputs (6, 4, 8)
+      >>> empirical_ntk(conv, xs, trace_axes=(-1,)).shape              # (n1, n2, C, C)
+      torch.Size([6, 6, 4, 4])
+      >>> empirical_ntk(conv, xs, trace_axes=(), diagonal_axes=(1,)).shape
+      torch.Size([6, 6, 4, 8, 8])
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -269,50 +321,90 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
                              "does not apply (leave method='auto')")
         return _projected_ntk(model, x1, x2, projection_dim, 0 if seed is None else seed,
                               DEFAULT_PROJECTION if projection is None else projection,
-                              bool(trace_outputs), params, batch_size, memory_budget)
+                              (trace_outputs, trace_axes, diagonal_axes), params, batch_size,
+                              memory_budget)
     if seed is not None or projection is not None:
         raise ValueError("seed= and projection= only apply with projection_dim= (the exact "
                          "kernel is not random)")
     fm = FunctionalModel(model, params)
     budget = check_memory_budget(memory_budget, fm.device)
     x1, x2 = _inputs(fm, x1, x2)
+    traced = _resolve_axes(fm, trace_outputs, trace_axes, diagonal_axes)
     with eval_mode(model):
-        return _ntk(fm, x1, x2, method, bool(trace_outputs), batch_size, progress, budget)
+        return _ntk(fm, x1, x2, method, traced, batch_size, progress, budget)
 
 
-def _projected_ntk(model: nn.Module, x1, x2, k, seed, projection: str, traced: bool,
+def _projected_ntk(model: nn.Module, x1, x2, k, seed, projection: str, axes: tuple,
                    params: ParamSelection, chunk: int | None, budget: int | None) -> Tensor:
-    """Φ(x1) Φ(x2)ᵀ from `projected_gradients`, traced or untraced as `empirical_ntk`."""
+    """Φ(x1) Φ(x2)ᵀ from `projected_gradients`, reduced over outputs as `empirical_ntk`."""
     # Same checks as the exact kernel: input shapes against the model, x1 against x2.
+    fm = FunctionalModel(model, params)
     with eval_mode(model):
-        _inputs(FunctionalModel(model, params), x1, x2)
+        _inputs(fm, x1, x2)
+    traced = _resolve_axes(fm, *axes)
     kw = dict(seed=seed, projection=projection, params=params, chunk_size=chunk,
               memory_budget=budget)
     f1 = projected_gradients(model, x1, k, **kw)
     if x2 is not None and x2 is not x1:
-        return contract(f1, projected_gradients(model, x2, k, **kw), traced)
+        _same_n(x1, x2, traced)
+        return _on_batch(contract(f1, projected_gradients(model, x2, k, **kw), traced), traced)
     out = contract(f1, f1, traced)
     # a Gram matrix: make it exactly symmetric (BLAS rounding is not)
-    return 0.5 * (out + (out.T if traced else out.permute(1, 0, 3, 2)))
+    return _on_batch(0.5 * (out + _swap(out, traced)), traced)
 
 
-def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str, traced: bool,
-         batch_size: int | None, progress: bool, budget: int) -> Tensor:
+def _on_batch(full: Tensor, traced) -> Tensor:
+    """A full (n, n, ...) kernel reduced over the batch axis if that axis was chosen."""
+    if isinstance(traced, bool) or traced.batch is None:
+        return full
+    pairs = traced.pairs(full)
+    return pairs if traced.batch == "diag" else pairs.mean(0)
+
+
+def _same_n(x1, x2, traced) -> None:
+    if (not isinstance(traced, bool) and traced.batch is not None and x2 is not None
+            and len(x1) != len(x2)):
+        where = "trace_axes" if traced.batch == "trace" else "diagonal_axes"
+        raise ValueError(f"the batch axis 0 is in {where}, which pairs x1[i] with x2[i]: x1 "
+                         f"and x2 need the same number of examples, got {len(x1)} and "
+                         f"{len(x2)}")
+
+
+def _swap(block: Tensor, traced) -> Tensor:
+    """Θ(x2, x1) from a block Θ(x1, x2) of the given layout."""
+    if isinstance(traced, bool):
+        return block.transpose(0, 1) if traced else block.permute(1, 0, 3, 2)
+    return traced.swap(block)
+
+
+def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str,
+         traced: bool | OutputAxes, batch_size: int | None, progress: bool, budget: int
+         ) -> Tensor:
     sym = x2 is None
     n1 = x1.shape[0]
     n2 = n1 if sym else x2.shape[0]
     plan = _discover(fm, x1)
     if method == "structured" and plan is None:
         discover(fm, x1)   # raises the discovery error
+    flat = traced is True   # for the cost model, an axes reduction counts as untraced
     if method == "auto":
-        costs = _costs(fm, plan, n1, n2, traced, budget)
+        costs = _costs(fm, plan, n1, n2, flat, budget)
         method = min(costs, key=lambda m: _score(costs[m], budget))
     tile = batch_size if batch_size is not None else _auto_tile(fm, plan, method, n1, n2,
-                                                                  traced, budget)
+                                                                  flat, budget)
     impl = _make_method(method, fm, traced, min(tile, max(n1, n2)), plan, budget)
+    # Methods other than "jacobian" give flat blocks: reduce them here.
+    reduce = traced.reduce if isinstance(traced, OutputAxes) and method != "jacobian" else None
 
+    if isinstance(traced, OutputAxes) and traced.batch is not None:
+        _same_n(x1, x2, traced)
+        return _ntk_batch(fm, impl, x1, x1 if sym else x2, traced, tile, reduce, progress,
+                          method)
     k = fm.k
-    shape = (n1, n2) if traced else (n1, n2, k, k)
+    if isinstance(traced, OutputAxes):
+        shape = traced.shape(n1, n2)
+    else:
+        shape = (n1, n2) if traced else (n1, n2, k, k)
     result = torch.empty(shape, dtype=fm.dtype, device=fm.device)
     t1 = _tiles(n1, tile)
     t2 = t1 if sym else _tiles(n2, tile)
@@ -326,13 +418,37 @@ def _ntk(fm: FunctionalModel, x1: Tensor, x2: Tensor | None, method: str, traced
         f1 = current[1]
         f2 = f1 if sym and i == j else _features(impl, fm, xs2[t2[j]])
         block = impl.contract(f1, f2)
+        if reduce is not None:
+            block = reduce(block)
         result[t1[i], t2[j]] = block
         if sym and i != j:
-            result[t2[j], t1[i]] = block.transpose(0, 1) if traced else block.permute(1, 0, 3, 2)
+            result[t2[j], t1[i]] = _swap(block, traced)
         del f2, block
         bar.update(1)
     bar.close()
     return result
+
+
+def _ntk_batch(fm: FunctionalModel, impl, x1: Tensor, x2: Tensor, axes: OutputAxes,
+               tile: int, reduce, progress: bool, method: str) -> Tensor:
+    """The batch axis in trace/diagonal axes: only the pairs (x1[i], x2[i]), tile by tile
+    (each tile's (b, b) block is computed and its diagonal kept)."""
+    n = x1.shape[0]
+    result = torch.zeros(axes.shape(n, n), dtype=fm.dtype, device=fm.device)
+    tiles = _tiles(n, tile)
+    bar = _progress(len(tiles), progress, f"empirical_ntk[{method}]")
+    for t in tiles:
+        f1 = _features(impl, fm, x1[t])
+        f2 = f1 if x2 is x1 else _features(impl, fm, x2[t])
+        block = impl.contract(f1, f2)
+        pairs = axes.pairs(block if reduce is None else reduce(block))
+        if axes.batch == "diag":
+            result[t] = pairs
+        else:
+            result += pairs.sum(0)
+        bar.update(1)
+    bar.close()
+    return result if axes.batch == "diag" else result / n
 
 
 def _score(cost: tuple[float, float], budget: int) -> float:
@@ -357,14 +473,18 @@ def _progress(total: int, on: bool, desc: str):
     return tqdm(total=total, desc=desc)
 
 
-def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, trace_outputs: bool = True,
-                   batch_size: int | None = None, memory_budget: int | None = None
-                   ) -> Tensor:
+def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *,
+                   trace_outputs: bool | None = None, trace_axes: Any = None,
+                   diagonal_axes: Any = None, batch_size: int | None = None,
+                   memory_budget: int | None = None) -> Tensor:
     """Empirical NNGP kernel: the covariance of the model's outputs between x1 and x2.
 
     traced: (n1, n2) = f(x1)·f(x2) / k (mean over the k output units, as
-    neural-tangents' ``trace_axes=(-1,)``); untraced: (n1, n2, k, k) outer products
-    f_a(x1) f_b(x2). Eval mode, output flattening and the batch-mixing check are as in
+    neural-tangents' ``trace_axes=(-1,)`` for (n, k) outputs); untraced: (n1, n2, k, k)
+    outer products f_a(x1) f_b(x2). ``trace_axes`` / ``diagonal_axes``: neural-tangents'
+    output axes, with the result layout described in `empirical_ntk` (e.g. outputs
+    (n, C, L) and ``trace_axes=(-1,)``: (n1, n2, C, C), Σ_l f_cl(x1) f_c'l(x2) / L).
+    Eval mode, output flattening and the batch-mixing check are as in
     `empirical_ntk`. Cost: one forward per example (two with the check) and
     O(n1·n2·k) (k² untraced); memory O(tile·activations) + the output.
 
@@ -376,6 +496,7 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, trace_outputs: 
     fm = FunctionalModel(model, _all_params(model))
     budget = check_memory_budget(memory_budget, fm.device)
     x1, x2 = _inputs(fm, x1, x2)
+    traced = _resolve_axes(fm, trace_outputs, trace_axes, diagonal_axes)
     with eval_mode(model):
         plan = _discover(fm, x1)   # runs fm.probe (errors surface there), measures activations
         sym = x2 is None
@@ -401,7 +522,10 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, trace_outputs: 
         f1 = outputs(x1)
         f2 = f1 if sym else outputs(xs2)
         k = fm.k
-        if trace_outputs:
+        if isinstance(traced, OutputAxes):
+            _same_n(f1, f2, traced)
+            return _on_batch(traced.contract(f1[..., None], f2[..., None]), traced)
+        if traced:
             return f1 @ f2.T / k
         return f1[:, None, :, None] * f2[None, :, None, :]
 

@@ -206,3 +206,44 @@ def phi_flow(evals: Tensor, s: Tensor, cutoff: float) -> Tensor:
     pos = lam > cutoff
     at_inf = torch.where(pos, 1.0 / torch.where(pos, lam, 1.0), 0.0)
     return torch.where(inf, at_inf, val)
+
+
+# ---- (n1, n2, k, k) kernels over output units (neural-tangents' trace_axes=()) ---------
+# neural-tangents' predict takes kernels whose output axes are not traced, in its zipped
+# layout K[i, j, a, b] (example i output a, example j output b); it solves with the
+# (n1·k, n2·k) matrix K[(i, a), (j, b)] (its ``make_2d``) against the flattened targets.
+
+
+def pair_outputs(k: Any) -> int | None:
+    """k for an (n1, n2, k, k) kernel array, None for anything else (matrices, containers)."""
+    if is_array(k) and k.ndim == 4:
+        return int(k.shape[2])
+    return None
+
+
+def flatten_pairs(k: Any, name: str, n_out: int, dtype: torch.dtype,
+                  device: torch.device | str | None) -> Tensor:
+    """(n1, n2, k, k) -> (n1·k, n2·k), rows (i, a) and columns (j, b) in row-major order."""
+    k = as_tensor(k, name, dtype, device)
+    if k.ndim != 4 or k.shape[2] != n_out or k.shape[3] != n_out:
+        raise ValueError(f"{name} must have shape (n1, n2, {n_out}, {n_out}) like the "
+                         f"train-train kernel (k = {n_out} outputs), got {tuple(k.shape)}")
+    n1, n2 = k.shape[:2]
+    return k.permute(0, 2, 1, 3).reshape(n1 * n_out, n2 * n_out)
+
+
+def unflatten_pairs(k: Tensor, n_out: int) -> Tensor:
+    """(…, m1·k, m2·k) -> (…, m1, m2, k, k), the inverse of `flatten_pairs`."""
+    *lead, r, c = k.shape
+    k = k.reshape(*lead, r // n_out, n_out, c // n_out, n_out)
+    return k.transpose(-3, -2)
+
+
+def check_pair_targets(y: Any, n_out: int, name: str, dtype: torch.dtype,
+                       device: torch.device | str | None) -> Tensor:
+    """Targets (n, k) for an (n, n, k, k) kernel."""
+    y = as_tensor(y, name, dtype, device)
+    if y.ndim != 2 or y.shape[1] != n_out:
+        raise ValueError(f"{name} must have shape (n, {n_out}) to go with an (n, n, {n_out}, "
+                         f"{n_out}) kernel, got {tuple(y.shape)}")
+    return y

@@ -34,11 +34,14 @@ from ntkit.predict._utils import (
     check_test_test,
     check_test_train,
     expm1_flow,
+    flatten_pairs,
     is_array,
     kernel_field,
     pack_output,
+    pair_outputs,
     parse_times,
     phi_flow,
+    unflatten_pairs,
 )
 from ntkit.predict.gp import GPPredictor
 from ntkit.solvers.checks import add_diagonal_regularizer, check_diag_reg
@@ -108,10 +111,16 @@ class EnsemblePredictor:
         check_diag_reg(self.diag_reg)
         self._given_train = k_train_train
         self._computed_train: dict[str, Any] = {}
+        # Precomputed (n, n, k, k) kernels: everything runs on the flattened (n·k, n·k)
+        # system (see `gradient_descent_mse`); kernels from a net must then be 4-D too.
+        given = [kernel_field(k_train_train, g, "k_train_train") for g in KERNEL_NAMES]
+        self.n_out = next((pair_outputs(v) for v in given if v is not None), None)
         self._gp = GPPredictor(_TrainKernels(self), y_train, self.diag_reg,
-                               diag_reg_absolute_scale, dtype=dtype, eager=False)
-        self.y_train = self._gp.y_train
-        self.n_train = self.y_train.shape[0]
+                               diag_reg_absolute_scale, dtype=dtype, eager=False,
+                               n_out=self.n_out)
+        self.y_train = self._gp.y_train   # (n·k, 1) with (n, n, k, k) kernels
+        self._rows = self.y_train.shape[0]   # rows of the (flattened) kernel matrices
+        self.n_train = self._rows // (self.n_out or 1)
         if x_train is not None and len(x_train) != self.n_train:
             raise ValueError(f"x_train has {len(x_train)} rows but y_train has "
                              f"{self.n_train}")
@@ -212,7 +221,10 @@ class EnsemblePredictor:
                 c_tt.update(self._call_net(x_test, None, need, "test-test"))
             td.update({g: c_td[g] for g in missing_td})
             tt.update({g: c_tt[g] for g in missing_tt})
-        dt, dev, n = self.dtype, self._gp.device, self.n_train
+        dt, dev, n = self.dtype, self._gp.device, self._rows
+        if self.n_out is not None:
+            td = {g: self._flat(v, f"k_test_train.{g}") for g, v in td.items()}
+            tt = {g: self._flat(v, f"k_test_test.{g}") for g, v in tt.items()}
         td = {g: check_test_train(v, n, f"k_test_train.{g}", dt, dev) for g, v in td.items()}
         m = next(iter(td.values())).shape[0]
         for g in deps:
@@ -221,6 +233,11 @@ class EnsemblePredictor:
                                  f"points: {[tuple(v.shape) for v in td.values()]}")
         tt = {g: check_test_test(v, m, f"k_test_test.{g}", dt, dev) for g, v in tt.items()}
         return td, tt
+
+    def _flat(self, k: Any, name: str) -> Any:
+        if is_array(k) and k.ndim == 2:   # already a flattened matrix
+            return k
+        return flatten_pairs(k, name, self.n_out, self.dtype, self._gp.device)
 
     # ---- predictions -------------------------------------------------------------------
     def __call__(self, t: Any = None, x_test: Any = None, get: Any = None,
@@ -274,11 +291,15 @@ class EnsemblePredictor:
             eig = self.eigh(g)
             mean, cov = (self._finite_test(g, eig, s, td, tt, compute_cov) if on_test
                          else self._finite_train(g, eig, s, compute_cov))
+            if self.n_out is not None:   # (T, rows·k, 1) -> (T, rows, k)
+                mean = mean.reshape(mean.shape[0], -1, self.n_out)
             mean = mean.reshape(t_shape + tuple(mean.shape[1:]))
             if cov is None:
                 out[g] = mean
             else:
                 cov = 0.5 * (cov + cov.transpose(-1, -2))
+                if self.n_out is not None:   # (T, m·k, m·k) -> (T, m, m, k, k)
+                    cov = unflatten_pairs(cov, self.n_out)
                 out[g] = Gaussian(mean, cov.reshape(t_shape + tuple(cov.shape[1:])))
         return pack_output(out, names, single)
 
@@ -288,7 +309,7 @@ class EnsemblePredictor:
         p = phi_flow(lam, s, cut)  # (T, n)
         k_td = td[g]
         b = v.T @ k_td.T  # (n, m): test-train kernel in the eigenbasis
-        yv = t_matmul(v, self.y_train.reshape(self.n_train, -1))  # (n, c)
+        yv = t_matmul(v, self.y_train.reshape(self._rows, -1))  # (n, c)
         mean = torch.einsum("im,ti,ic->tmc", b, p, yv)
         mean = mean.reshape((s.shape[0], k_td.shape[0]) + tuple(self.y_train.shape[1:]))
         if not compute_cov:
@@ -342,6 +363,10 @@ def gradient_descent_mse_ensemble(net: Any, x_train: Any, y_train: Any,
       diag_reg_absolute_scale: interpret ``diag_reg`` in absolute units.
       k_train_train: precomputed train-train kernels (dict / namedtuple / Kernel with
         'nngp' and/or 'ntk'); used instead of computing them. Missing ones come from net.
+        (n, n, k, k) kernels over output pairs (neural-tangents' ``trace_axes=()``) run
+        on the flattened (n·k, n·k) system as in `gradient_descent_mse`; test kernels are
+        then (m, n, k, k) and (m, m, k, k), covariances (*t.shape, m, m, k, k), and any
+        kernel the net computes must have that layout too.
       kernel_kwargs: extra keyword arguments for ``net.kernel`` (e.g. tile sizes).
       dtype: compute and output dtype (float64 by default).
 

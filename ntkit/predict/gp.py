@@ -27,13 +27,17 @@ from ntkit.predict._utils import (
     KERNEL_NAMES,
     Gaussian,
     canonicalize_get,
+    check_pair_targets,
     check_targets,
     check_test_test,
     check_test_train,
+    flatten_pairs,
     is_array,
     kernel_field,
     pack_output,
+    pair_outputs,
     require_field,
+    unflatten_pairs,
 )
 from ntkit.solvers.checks import check_diag_reg, check_kernel
 from ntkit.solvers.cholesky import CholeskyFactor
@@ -55,7 +59,7 @@ class GPPredictor:
                  diag_reg_absolute_scale: bool = False, *,
                  dtype: torch.dtype = torch.float64, eager: bool = True,
                  solver: str = "cholesky", tol: float = 1e-10, max_iter: int | None = None,
-                 n_centers: int | None = None):
+                 n_centers: int | None = None, n_out: int | None = None):
         self.dtype = dtype
         check_solver(solver, DENSE_SOLVERS)
         self.solver, self._pcg_options = solver, dict(tol=tol, max_iter=max_iter,
@@ -70,19 +74,35 @@ class GPPredictor:
         check_diag_reg(self.diag_reg)
         # The number of training points comes from y; kernels are checked against it.
         self.device = y_train.device if isinstance(y_train, Tensor) else torch.device("cpu")
+        # (n, n, k, k) kernels (decided by the first one): solves with (n·k, n·k) matrices
+        # on the flattened targets, as neural-tangents does.
+        self.n_out: int | None = n_out   # given by an owner whose kernels come later
+        self._y_shape: tuple[int, ...] | None = None
         if eager:
             present = [g for g in KERNEL_NAMES
                        if kernel_field(k_train_train, g, "k_train_train") is not None]
             if not present:
                 raise ValueError("k_train_train holds neither an 'nngp' nor an 'ntk' kernel")
-            first = check_kernel(kernel_field(k_train_train, present[0], "k_train_train"),
-                                 "k_train_train", dtype=dtype)
+            raw = kernel_field(k_train_train, present[0], "k_train_train")
+            self.n_out = pair_outputs(raw)
+            first = check_kernel(self._flat(raw, "k_train_train"), "k_train_train", dtype=dtype)
             self.device = first.device
+        if self.n_out is not None:
+            y2 = check_pair_targets(y_train, self.n_out, "y_train", dtype, self.device)
+            self._y_shape = tuple(y2.shape)
+            y_train = y2.reshape(-1, 1)
         self.y_train = check_targets(y_train, None, dtype=dtype, device=self.device)
         self.n_train = self.y_train.shape[0]
         if eager:
             for g in present:
                 self.kernel(g)
+
+    def _flat(self, k: Any, name: str) -> Any:
+        """An (n1, n2, k, k) kernel as its (n1·k, n2·k) matrix; others unchanged (a
+        matrix is checked against the flattened shape by the caller)."""
+        if self.n_out is None or (is_array(k) and k.ndim == 2):
+            return k
+        return flatten_pairs(k, name, self.n_out, self.dtype, self.device)
 
     def _share_bare_matrix(self, g: str) -> bool:
         # A bare matrix serves every mode; validate and factor it only once.
@@ -98,6 +118,7 @@ class GPPredictor:
         """The validated (n, n) train-train kernel ``g`` ("nngp" or "ntk")."""
         if g not in self._k and not self._share_bare_matrix(g):
             k = require_field(self._source, g, "k_train_train", why)
+            k = self._flat(k, f"k_train_train.{g}")
             k = check_kernel(k, f"k_train_train.{g}", dtype=self.dtype, device=self.device)
             if k.shape[0] != self.n_train:
                 raise ValueError(f"k_train_train.{g} has shape {tuple(k.shape)} but y_train "
@@ -138,7 +159,21 @@ class GPPredictor:
 
     def posterior(self, g: str, k_test_train: Any = None, k_test_test: Any = None,
                   compute_cov: bool = False) -> Tensor | Gaussian:
-        """Posterior for one mode ``g`` in ("nngp", "ntk", "ntkgp"); see `gp_inference`."""
+        """Posterior for one mode ``g`` in ("nngp", "ntk", "ntkgp"); see `gp_inference`.
+
+        With (n, n, k, k) kernels: mean (m, k), covariance (m, m, k, k) in the kernels'
+        layout (neural-tangents' zipped axes).
+        """
+        out = self._posterior(g, k_test_train, k_test_test, compute_cov)
+        if self.n_out is None:
+            return out
+        k = self.n_out
+        if isinstance(out, Gaussian):
+            return Gaussian(out.mean.reshape(-1, k), unflatten_pairs(out.covariance, k))
+        return out.reshape(-1, k)
+
+    def _posterior(self, g: str, k_test_train: Any, k_test_test: Any,
+                   compute_cov: bool) -> Tensor | Gaussian:
         kk = "ntk" if g == "ntkgp" else g
         solve = self.solve(kk)
         y = self.y_train
@@ -168,13 +203,13 @@ class GPPredictor:
         return Gaussian(mean, 0.5 * (cov + cov.T))
 
     def _test_train(self, k: Any, g: str, why: str) -> Tensor:
-        v = require_field(k, g, "k_test_train", why)
+        v = self._flat(require_field(k, g, "k_test_train", why), f"k_test_train.{g}")
         return check_test_train(v, self.n_train, f"k_test_train.{g}", self.dtype, self.device)
 
     def _test_test(self, k: Any, g: str, m: int, why: str) -> Tensor:
         if k is None:
             raise ValueError(f"k_test_test is needed {why}")
-        v = require_field(k, g, "k_test_test", why)
+        v = self._flat(require_field(k, g, "k_test_test", why), f"k_test_test.{g}")
         return check_test_test(v, m, f"k_test_test.{g}", self.dtype, self.device)
 
     def __call__(self, get: Any = None, k_test_train: Any = None, k_test_test: Any = None) -> Any:
@@ -210,8 +245,12 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
     Args:
       k_train_train: (n, n) train-train kernel(s): a matrix (used for every mode) or a
         container (dict, namedtuple, `ntkit.kernel.Kernel`) with ``nngp`` and/or ``ntk``.
-        The "ntk" covariance needs both.
-      y_train: (n,) or (n, k) targets.
+        The "ntk" covariance needs both. Or (n, n, k, k) kernels over output pairs
+        (``ntkit.empirical_ntk(..., trace_outputs=False)``, neural-tangents'
+        ``trace_axes=()``), all kernels alike: solves then use the (n·k, n·k) matrices
+        K[(i, a), (j, b)] on the flattened targets, test kernels are (m, n, k, k) and
+        (m, m, k, k), and covariances come back as (m, m, k, k).
+      y_train: (n,) or (n, k) targets ((n, k) with (n, n, k, k) kernels).
       diag_reg: δ added to the diagonal of the train-train kernel before solving.
       diag_reg_absolute_scale: True: δ = diag_reg; False (default): diag_reg times the
         mean diagonal of that kernel.

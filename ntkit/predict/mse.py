@@ -25,9 +25,12 @@ from torch import Tensor
 from ntkit.predict._utils import (
     broadcast_init,
     check_learning_rate,
+    check_pair_targets,
     check_targets,
     check_test_train,
     expm1_flow,
+    flatten_pairs,
+    pair_outputs,
     parse_times,
     phi_flow,
 )
@@ -53,6 +56,16 @@ class MSEPredictor:
                  tol: float = 1e-10, max_iter: int | None = None,
                  n_centers: int | None = None):
         check_solver(solver, DENSE_SOLVERS)
+        self.n_out = pair_outputs(k_train_train)
+        self._y_shape: tuple[int, ...] | None = None
+        if self.n_out is not None:
+            # (n, n, k, k): the flow of the (n·k, n·k) matrix on the flattened targets,
+            # as neural-tangents does; y.size (the loss normalization) is unchanged.
+            y2 = check_pair_targets(y_train, self.n_out, "y_train", dtype, None)
+            k_train_train = flatten_pairs(k_train_train, "k_train_train", self.n_out, dtype,
+                                          None)
+            self._y_shape = tuple(y2.shape)
+            y_train = y2.reshape(-1, 1)
         k = check_kernel(k_train_train, "k_train_train", dtype=dtype)
         self.dtype = dtype
         self.device = k.device
@@ -69,6 +82,7 @@ class MSEPredictor:
 
     @property
     def n_train(self) -> int:
+        """Rows of the (flattened) train-train matrix: n, or n·k for (n, n, k, k) kernels."""
         return self.k_train_train.shape[0]
 
     @property
@@ -112,14 +126,39 @@ class MSEPredictor:
             test predictions then start from train outputs 0).
           fx_test_0: outputs on the test set at t = 0 (scalar or (m, k) array); None
             means 0. Only used with ``k_test_train``.
-          k_test_train: (m, n) kernel between test and train inputs. Without it no
-            test predictions are made.
+          k_test_train: (m, n) kernel between test and train inputs ((m, n, k, k) when
+            the train-train kernel is (n, n, k, k)). Without it no test predictions are
+            made.
 
         Returns:
           ``(fx_train_t, fx_test_t)``: (*t.shape, *y_train.shape) and
           (*t.shape, m, *y_train.shape[1:]); either is None when not requested
           (fx_train_0 None, or k_test_train None). For t = None the time axes are absent.
         """
+        if self.n_out is not None:
+            return self._call_pairs(t, fx_train_0, fx_test_0, k_test_train)
+        return self._call(t, fx_train_0, fx_test_0, k_test_train)
+
+    def _call_pairs(self, t, fx_train_0, fx_test_0, k_test_train):
+        """`__call__` for (n, n, k, k) kernels: flatten the inputs, reshape the outputs."""
+        (n, k), dtype, dev = self._y_shape, self.dtype, self.device
+        if fx_train_0 is not None:
+            fx_train_0 = broadcast_init(fx_train_0, (n, k), "fx_train_0", dtype,
+                                        dev).reshape(-1, 1)
+        if k_test_train is not None:
+            k_test_train = flatten_pairs(k_test_train, "k_test_train", k, dtype, dev)
+            if fx_test_0 is not None:
+                m = k_test_train.shape[0] // k
+                fx_test_0 = broadcast_init(fx_test_0, (m, k), "fx_test_0", dtype,
+                                           dev).reshape(-1, 1)
+        fx_train, fx_test = self._call(t, fx_train_0, fx_test_0, k_test_train)
+
+        def back(f):   # (*t, rows·k, 1) -> (*t, rows, k)
+            return None if f is None else f.reshape(*f.shape[:-2], -1, k)
+
+        return back(fx_train), back(fx_test)
+
+    def _call(self, t, fx_train_0, fx_test_0, k_test_train):
         dtype, dev, y = self.dtype, self.device, self.y_train
         if k_test_train is None and fx_test_0 is not None:
             raise ValueError("fx_test_0 was given without k_test_train; pass k_test_train "
@@ -174,8 +213,13 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
 
     Args:
       k_train_train: (n, n) NTK (or NNGP) on the training inputs, numpy or torch;
-        symmetric and PSD. The same kernel acts on each of the k output columns.
-      y_train: (n,) or (n, k) targets.
+        symmetric and PSD. The same kernel acts on each of the k output columns. Or
+        (n, n, k, k), K[i, j, a, b] between output a of example i and output b of
+        example j (``ntkit.empirical_ntk(..., trace_outputs=False)``, neural-tangents'
+        ``trace_axes=()``): the flow then uses the (n·k, n·k) matrix K[(i, a), (j, b)]
+        on the flattened targets (``diag_reg`` scales with its mean diagonal), and
+        ``k_test_train`` must be (m, n, k, k). Θ ⊗ I_k gives the (n, n) Θ's predictions.
+      y_train: (n,) or (n, k) targets ((n, k) with an (n, n, k, k) kernel).
       learning_rate: step size η > 0.
       diag_reg: regularization δ: the flow uses ``K + δ I`` (after scaling, below).
       diag_reg_absolute_scale: True: δ = diag_reg; False (default): δ = diag_reg ·
@@ -206,6 +250,10 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
       >>> f_train_inf, _ = fn(None)                  # t = ∞ interpolates the targets
       >>> bool(torch.allclose(f_train_inf, y))
       True
+      >>> k4 = net.kernel(x, get="ntk")[:, :, None, None] * torch.eye(2)   # Θ ⊗ I_2
+      >>> f4, _ = gradient_descent_mse(k4, y, learning_rate=0.1)(10.0)   # (n, n, k, k)
+      >>> f4.shape, bool(torch.allclose(f4, fn(10.0)[0]))
+      (torch.Size([20, 2]), True)
     """
     return MSEPredictor(k_train_train, y_train, learning_rate, diag_reg,
                         diag_reg_absolute_scale, dtype=dtype, solver=solver, tol=tol,

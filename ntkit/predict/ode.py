@@ -29,8 +29,11 @@ from torch import Tensor
 from ntkit.predict._utils import (
     broadcast_init,
     check_learning_rate,
+    check_pair_targets,
     check_targets,
     check_test_train,
+    flatten_pairs,
+    pair_outputs,
     parse_times,
 )
 from ntkit.solvers.checks import check_kernel
@@ -134,10 +137,18 @@ class ODEPredictor:
         else:
             self._builtin = None
         self.loss = loss
+        # (n, n, k, k) kernels: the force on the flattened outputs is the (n·k, n·k)
+        # matrix times the flattened loss gradient (neural-tangents' trace_axes=()).
+        self.n_out = pair_outputs(k_train_train)
+        if self.n_out is not None:
+            y_train = check_pair_targets(y_train, self.n_out, "y_train", torch.float64, None)
+            k_train_train = flatten_pairs(k_train_train, "k_train_train", self.n_out,
+                                          torch.float64, None)
         k = check_kernel(k_train_train, "k_train_train")
         self.device = k.device
         self.k_train_train = k
-        self.y_train = check_targets(y_train, k.shape[0], device=k.device)
+        self.y_train = check_targets(y_train, k.shape[0] // (self.n_out or 1),
+                                     device=k.device)
         if self._builtin is cross_entropy_loss and self.y_train.ndim != 2:
             raise ValueError("cross_entropy needs y_train of shape (n, k) (one-hot or "
                              f"probabilities), got {tuple(self.y_train.shape)}")
@@ -181,7 +192,8 @@ class ODEPredictor:
           fx_train_0: outputs on the training set at t = 0 (scalar or broadcastable to
             y_train); None: don't return train outputs (they still evolve, from 0).
           fx_test_0: outputs on the test set at t = 0; None means 0.
-          k_test_train: (m, n) test-train kernel; without it no test outputs.
+          k_test_train: (m, n) test-train kernel ((m, n, k, k) with an (n, n, k, k)
+            train kernel); without it no test outputs.
 
         Returns:
           ``(fx_train_t, fx_test_t)`` with leading time axes ``t.shape``; None for the
@@ -201,12 +213,18 @@ class ODEPredictor:
                             "fx_train_0", dt, "cpu")
         n_out = y[0].numel()
         k_td = None
+        pairs = self.n_out or 1   # rows of the kernel matrices per example
         if k_test_train is not None:
-            k_td = check_test_train(k_test_train, y.shape[0], "k_test_train", dt, self.device)
+            if self.n_out is not None:
+                k_test_train = flatten_pairs(k_test_train, "k_test_train", self.n_out, dt,
+                                             self.device)
+            k_td = check_test_train(k_test_train, y.shape[0] * pairs, "k_test_train", dt,
+                                    self.device)
             ft0 = broadcast_init(0.0 if fx_test_0 is None else fx_test_0,
-                                 (k_td.shape[0],) + tuple(y.shape[1:]), "fx_test_0", dt, "cpu")
+                                 (k_td.shape[0] // pairs,) + tuple(y.shape[1:]), "fx_test_0",
+                                 dt, "cpu")
         n_tr = y.numel()
-        n_te = 0 if k_td is None else k_td.shape[0] * n_out
+        n_te = 0 if k_td is None else k_td.shape[0] // pairs * n_out
         z0 = [f0.reshape(-1).numpy()]
         if k_td is not None:
             z0.append(ft0.reshape(-1).numpy())
@@ -225,6 +243,8 @@ class ODEPredictor:
 
         def rhs(_s: float, z: np.ndarray) -> np.ndarray:
             g = torch.from_numpy(self._grad_loss(z[:n_tr])).to(dev)  # (n, k)
+            if self.n_out is not None:
+                g = g.reshape(-1, 1)   # (n·k, 1), rows (i, a) as the flattened kernel's
             parts = [K @ g]
             if k_td is not None:
                 parts.append(k_td @ g)
@@ -273,8 +293,10 @@ def gradient_descent(loss: str | LossFn, k_train_train: Any, y_train: Any,
         outputs, averaged over the n examples, as ``torch.nn.functional.cross_entropy``;
         ntkit's cross-entropy before version 0.2, k times faster at the same
         learning rate). Must be None for a callable loss.
-      k_train_train: (n, n) NTK on the training inputs.
-      y_train: (n,) or (n, k) targets.
+      k_train_train: (n, n) NTK on the training inputs, or (n, n, k, k) over output pairs
+        (neural-tangents' ``trace_axes=()``): then the force is the (n·k, n·k) matrix
+        K[(i, a), (j, b)] times the flattened loss gradient, as in `gradient_descent_mse`.
+      y_train: (n,) or (n, k) targets ((n, k) with an (n, n, k, k) kernel).
       learning_rate: step size η > 0; times are in steps (absolute time η · t; with
         momentum √η · t).
       momentum: None (plain gradient flow) or μ in [0, 1) (heavy ball, see module doc).
