@@ -29,13 +29,25 @@ Flags:
   dimension d, or the image channel count C, for the input kernel). Only the 'standard'
   parameterization and ``FanInConcat`` depend on it; the kernel is otherwise width-free.
 - ``source``: None, or the number of the Dense/Conv layer whose fresh zero-mean weights
-  produced this kernel (linear maps after it, such as pooling, keep it). Two branches
-  are uncorrelated when at least one of them is a fresh Dense/Conv output and they don't
-  share the same source; ``FanInSum`` needs that.
+  produced this stream, when every map since then was linear (Identity, pooling, Flatten)
+  or a per-example rescaling (LayerNorm): the stream is then odd in those weights.
+- ``roots``: the numbers of the Dense/Conv layers whose output channels this stream is
+  still aligned with, channel by channel: each channel c of the stream is a function of
+  channel c of those layers' outputs (and of per-example scalars). A Dense/Conv layer
+  starts a new set, elementwise and per-position maps keep it, sums and concatenations
+  unite it. In the infinite-width limit two streams are uncorrelated, and the kernel of
+  their sum is the sum of their kernels, exactly when one of them has a ``source`` that
+  is not among the other's ``roots`` (its channel is then a zero-mean Gaussian
+  independent of the other's); ``FanInSum`` checks this for every pair of streams.
 - ``n_dense``: how many Dense/Conv maps were applied so far, counted along the network
   with parallel branches threaded one after another, so every such layer gets its own
   number. (Plain ints in the Kernel, not global state, so torch.compile sees constants.)
 - ``x1_is_x2``: x2 is the same batch as x1 (symmetric case).
+- ``mixed_channels``: True when the channels are not identically distributed and nngp
+  is only their mean covariance: after `Flatten` merged several positions into channels,
+  or `FanInConcat` joined several streams. Linear maps, LayerNorm and a Dense/Conv layer
+  (which mixes all channels, making them alike again) are exact on it; a nonlinearity
+  is not (the mean of its dual is not its dual of the mean), and refuses.
 - ``gaussian``: True when the channels are zero-mean Gaussian processes (outputs of
   Dense/Conv and linear maps of them), False when they are known not to be (after an
   activation, or a sum including such a stream), None when unknown (raw inputs). The
@@ -67,6 +79,8 @@ class Kernel:
     full: bool = False
     gaussian: bool | None = None
     trace: CovTrace | None = None
+    roots: frozenset = frozenset()
+    mixed_channels: bool = False
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)

@@ -211,6 +211,11 @@ def check_std(name: str, value, *, allow_none: bool = False) -> float | Tensor |
     return value
 
 
+def shares_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` (or views of one another) use the same storage."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def _set_example_diagonal(t: Tensor, cov: Tensor, own: bool) -> Tensor:
     """``t`` with its example diagonal set to the variances ``cov`` ((n, ...) -> [i, i]).
 
@@ -274,6 +279,14 @@ class Activation(Layer):
                 "output of another activation (or a sum including one), whose channels are not "
                 "Gaussian: put a Dense or Conv layer before it (neural-tangents refuses this "
                 "too)")
+        if k.mixed_channels and not self.preserves_gaussian:
+            raise ValueError(
+                f"{type(self).__name__} after Flatten or FanInConcat: the channels it gets have "
+                "different covariances (one per former position, or per joined stream) and the "
+                "kernel tracks only their mean, which a nonlinearity cannot act on; put the "
+                "activation before Flatten (the network is the same: an elementwise function "
+                "commutes with Flatten), apply it per stream before FanInConcat, or put a "
+                "Dense/Conv layer in between")
         if k.x1_is_x2 and k.is_spatial:
             # Linear spatial maps (pooling, convolutions) may round the example diagonal of
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
@@ -286,9 +299,13 @@ class Activation(Layer):
         if k.x1_is_x2:
             # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
             # vectorized and scalar transcendental kernels may round differently by an ulp.
-            nngp = _set_example_diagonal(nngp, cov1, own=nngp is not k.nngp)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
-                         gaussian=k.gaussian if self.preserves_gaussian else False)
+            nngp = _set_example_diagonal(nngp, cov1, own=not shares_memory(nngp, k.nngp))
+        # The identity keeps the stream odd in its source's weights; anything else does not
+        # (the channels stay aligned with the same roots either way).
+        keep = self.preserves_gaussian
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
+                         source=k.source if keep else None,
+                         gaussian=k.gaussian if keep else False)
 
     def _self_map(self, k: Kernel, cov: Tensor) -> Tensor:
         """Map an example's own covariance (cov1/cov2) through the activation."""
@@ -296,7 +313,9 @@ class Activation(Layer):
             return self.dual(cov, cov, cov, need_dot=False)[0]
         va, vb = k.self_var_pair(cov)
         out = self.dual(va, cov, vb, need_dot=False)[0]
-        out = out.clone() if out is cov else out.contiguous()
+        # A dual may return (a view of) its input (Identity does): the position diagonal
+        # is written below, so ``out`` must own its memory, or cov1/cov2 would alias.
+        out = out.clone() if shares_memory(out, cov) else out.contiguous()
         # Equal positions: the exact variance map, as on the diagonal path.
         v = position_diagonal(cov, len(k.spatial))
         P = v[0].numel()

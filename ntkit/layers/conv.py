@@ -185,6 +185,7 @@ class Conv(Layer):
         cov1, cov2 = k.map_covs(lambda c: affine(c, 1), nngp)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                          channels=self.out_channels, source=k.n_dense + 1,
+                         roots=frozenset((k.n_dense + 1,)), mixed_channels=False,
                          n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
 
     def _map_learnable(self, k: Kernel, box, w2, b2, q: int) -> Kernel:
@@ -203,6 +204,7 @@ class Conv(Layer):
         cov1, cov2 = k.map_covs(lambda c: box(c, 1) * (w2 / q) + b2, nngp)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                          channels=self.out_channels, source=k.n_dense + 1,
+                         roots=frozenset((k.n_dense + 1,)), mixed_channels=False,
                          n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
 
     def make_module(self, in_features, generator, dtype):

@@ -143,6 +143,9 @@ class Flatten(Layer):
     with fan-in C·|S| sees), so only the diagonal is needed.
     """
 
+    #: A pure reshape: `serial` runs the kernel maps of activations right after it first.
+    reshapes_only = True
+
     def requires_full(self, full_after):
         return False
 
@@ -151,12 +154,14 @@ class Flatten(Layer):
         if not k.is_spatial:
             return k
         d = len(k.spatial)
+        several = math.prod(k.spatial) > 1
         k = k.to_diagonal()
 
         def mean(t: Tensor, b: int) -> Tensor:
             return t.mean(dim=tuple(range(b, b + d)))
 
         return k.map_fields(mean).replace(spatial=(), full=False,
+                                          mixed_channels=k.mixed_channels or several,
                                           channels=k.channels * math.prod(k.spatial))
 
     def make_module(self, in_features, generator, dtype):
