@@ -43,6 +43,11 @@ Flags:
   with parallel branches threaded one after another, so every such layer gets its own
   number. (Plain ints in the Kernel, not global state, so torch.compile sees constants.)
 - ``x1_is_x2``: x2 is the same batch as x1 (symmetric case).
+- ``same``: None, or index tensors (rows, cols) of example pairs with x1[rows[m]]
+  identical to x2[cols[m]] (found by the engine, `ntkit.engine.pairs`). Those entries are
+  kept equal to the per-example variances, as the example diagonal is when x2 is x1, so
+  they see correlation exactly 1 (the arc-cosine turns a rounding error of 1e-16 there
+  into 1e-8) and come out as the x2=None diagonal does.
 - ``mixed_channels``: True when the channels are not identically distributed and nngp
   is only their mean covariance: after `Flatten` merged several positions into channels,
   or `FanInConcat` joined several streams. Linear maps, LayerNorm and a Dense/Conv layer
@@ -81,6 +86,7 @@ class Kernel:
     trace: CovTrace | None = None
     roots: frozenset = frozenset()
     mixed_channels: bool = False
+    same: tuple[Tensor, Tensor] | None = None
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
@@ -114,6 +120,10 @@ class Kernel:
             cov2 = None if self.cov2 is None else (fn2 or fn)(self.cov2)
         if tr is not None:
             tr.record(cov1, self.full)
+        if self.same is not None and cov2 is not None:
+            # Identical examples get the same variances bitwise (x1's), whatever rounding
+            # their separate chains saw.
+            cov2 = set_same(cov2, cov1, (self.same[1], self.same[0]))
         return cov1, cov2
 
     @property
@@ -224,6 +234,23 @@ class CovTrace:
         return self.steps[s], None if self.cols is None else self.cols[s]
 
 
+def set_same(t: Tensor, cov: Tensor, same: tuple[Tensor, Tensor]) -> Tensor:
+    """``t`` with the entries of identical example pairs set from the variances ``cov``.
+
+    t: nngp-shaped (n1, n2, ...), with same = (rows, cols): t[rows[m], cols[m]] =
+    cov[rows[m]]; or cov2-shaped (n2, ...), with same = (cols, rows): t[cols[m]] =
+    cov[rows[m]]. Out of place (differentiable) when autograd records, else in place.
+    """
+    a, b = same
+    if t.ndim == cov.ndim:  # a cov field: one index
+        idx, src = (a,), cov[b]
+    else:
+        idx, src = (a, b), cov[a]
+    if torch.is_grad_enabled() and (t.requires_grad or cov.requires_grad):
+        return t.index_put(idx, src)
+    return t.index_put_(idx, src)
+
+
 def position_diagonal(t: Tensor, d: int) -> Tensor:
     """(*B, *S, *S) -> (*B, *S): the entries at equal positions p = p'."""
     S = t.shape[t.ndim - d:]
@@ -248,7 +275,8 @@ def swap_examples(t: Tensor, spatial_ndim: int, full: bool) -> Tensor:
 
 def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bool = False,
                  cov1: Tensor | None = None, cov2: Tensor | None = None,
-                 full: bool = False, trace: CovTrace | None = None) -> Kernel:
+                 full: bool = False, trace: CovTrace | None = None,
+                 same: tuple[Tensor, Tensor] | None = None) -> Kernel:
     """The kernel of the raw inputs: nngp = x1·x2 / C, ntk = 0, cov = |x|² / C.
 
     x1: (n1, d) or, channels first, (n1, C, *S); x2: the same per-example shape, or None
@@ -257,7 +285,8 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     (``full=True``), as described in the module docstring. ``cov1``/``cov2`` may be
     passed precomputed (the engine computes them once for a whole batch rather than once
     per tile). ``trace``: a `CovTrace` to record the input variances in, or to replay
-    them from (then cov1/cov2 are not computed).
+    them from (then cov1/cov2 are not computed). ``same``: (rows, cols) of identical
+    example pairs of x1 and x2 (see `Kernel`), or None.
     """
     if x2 is None:
         x2 = x1
@@ -292,9 +321,18 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
         cov2 = None
     elif cov2 is None:
         cov2 = _self_cov(x2, full)
+    if same is not None and not x1_is_x2:
+        if replaying:
+            raise RuntimeError("internal error: identical example pairs need their own "
+                               "covariances, not replayed variances")
+        nngp = set_same(nngp, cov1, same)
+        cov2 = set_same(cov2, cov1, (same[1], same[0]))
+    else:
+        same = None
     ntk = torch.zeros_like(nngp) if track_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=c,
-                  source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace)
+                  source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace,
+                  same=same)
 
 
 def _self_cov(x: Tensor, full: bool) -> Tensor:

@@ -60,6 +60,7 @@ from torch import Tensor
 
 from ntkit.engine.compiled import tile_function
 from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype
+from ntkit.engine.pairs import pairs_in_tile
 from ntkit.engine.threads import torch_threads
 from ntkit.kernel import input_kernel
 from ntkit.layers.base import any_full
@@ -215,7 +216,8 @@ def _open_shared(shared: dict) -> dict[str, Tensor] | None:
 # ---- kernel tiles ------------------------------------------------------------------------
 
 def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_ntk: bool,
-               full: bool, names: tuple[str, ...], shared: dict | None = None) -> dict:
+               full: bool, names: tuple[str, ...], shared: dict | None = None,
+               same=None) -> dict:
     """Worker task: tiles (i, j) for j in js, exactly as `ntkit.engine.evaluate` does.
 
     Fields in ``shared`` (name -> (path, shape, dtype) of the driver's `shared_result`)
@@ -240,7 +242,10 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
         pair = {n: [] for n in ("nngp", "ntk") if n in names and n not in written}
         out: dict = {"cov1": None, "var2": [], "written": written}
         for j in js:
-            k = fn_diag(xr) if sym and i == j else fn(xr, aligned(other[b2[j]]))
+            if sym and i == j:
+                k = fn_diag(xr)
+            else:
+                k = fn(xr, aligned(other[b2[j]]), same=pairs_in_tile(same, b1[i], b2[j]))
             if views:
                 _store(views, k, b1[i], b2[j], i, j, sym)
             for n, parts in pair.items():
@@ -257,11 +262,12 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
 
 def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: bool,
               full: bool, names: tuple[str, ...], shared: dict | None = None,
-              ) -> Iterator[tuple[int, int, SimpleNamespace]]:
+              same=None) -> Iterator[tuple[int, int, SimpleNamespace]]:
     """Compute the tiles ``pairs`` on the cluster; yield (i, j, tile) as they come, the
     tile holding the fields of ``names`` (nngp, ntk, cov1, var2) plus spatial and full,
     and ``written``: the fields a worker already stored into the ``shared`` results
     (name -> (path, shape, dtype) of `shared_result` files), which the tile then lacks.
+    ``same``: identical example pairs of x1 and x2 (`ntkit.engine.pairs`), or None.
 
     One task per row block i (all its pending tiles). Cancels what is left if the
     consumer stops early or a task fails.
@@ -276,7 +282,7 @@ def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: boo
     fx2 = None if x2 is None else _scatter(client, x2)
     layer = _portable(layer)
     futures = {client.submit(_row_block, layer, fx1, fx2, i, js, b1, b2, sym, track_ntk,
-                             full, tuple(names), shared, pure=False): i
+                             full, tuple(names), shared, same, pure=False): i
                for i, js in rows.items()}
     try:
         for fut in distributed.as_completed(list(futures)):

@@ -46,6 +46,7 @@ from ntkit.engine.allocator import retain_freed_memory
 from ntkit.engine.compiled import tile_function
 from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype, check_get
 from ntkit.engine.memory import check_memory_budget
+from ntkit.engine.pairs import identical_rows, pairs_in_tile
 from ntkit.engine.storage import is_upper, is_zarr_array
 from ntkit.engine.threads import torch_threads
 from ntkit.kernel import CovTrace, Kernel, input_kernel, swap_examples
@@ -141,6 +142,13 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         # not d/dx of k(x, x).
         x2 = None
     sym = x2 is None
+    # Identical examples in x1 and x2 (e.g. K(x, x[idx])): evaluated as the symmetric
+    # path evaluates its diagonal (`ntkit.engine.pairs`). Not when x1 or x2 needs
+    # gradients: the pair's entry then depends on x1 alone, not on x2.
+    same = None
+    if not sym and not inputs_grad and isinstance(x1, Tensor) and isinstance(x2, Tensor):
+        same = identical_rows(x1, x2)
+        same = same if same[0].numel() else None
     n1 = x1.shape[0]
     n2 = n1 if sym else x2.shape[0]
     names = ("nngp", "ntk", "cov1", "cov2") if get is None else (
@@ -164,7 +172,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                              "hyperparameters require grad; call without out=, or under "
                              "torch.no_grad()")
         return _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2,
-                              budget, probe)
+                              budget, probe, same)
     pair_shape = tuple(probe.nngp.shape[2:])
     cov_shape = tuple(probe.cov1.shape[1:])
     shapes = {"nngp": (n1, n2, *pair_shape), "ntk": (n1, n2, *pair_shape),
@@ -276,8 +284,11 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         i, j = pair
         r, c = b1[i], b2[j]
         xr = aligned(x1[r])
+        tile_same = None if sym else pairs_in_tile(same, r, c)
         if sym and i == j:
             k = fn_diag(xr)
+        elif tile_same is not None:  # maps its own covariances (the pairs need them)
+            k = fn(xr, aligned(x2[c]), same=tile_same)
         elif use_trace:
             tr = CovTrace(recs1[i], (recs1 if sym else recs2)[j])
             k = fn(xr, aligned((x1 if sym else x2)[c]), trace=tr)
@@ -337,7 +348,8 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                     try:
                         for i, j, k in run_tiles(client, layer, x1, x2, pairs, b1, b2,
                                                  sym=sym, track_ntk=track_ntk, full=full,
-                                                 names=names, shared=shared or None):
+                                                 names=names, shared=shared or None,
+                                                 same=same):
                             finish_tile(i, j, k)
                             if bar is not None:
                                 bar.update(1)
@@ -359,7 +371,8 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     return _package(results, get, names, probe, sym)
 
 
-def _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2, budget, probe):
+def _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2, budget, probe,
+                   same=None):
     """The autograd path of `evaluate`: tiles in one thread, assembled with torch.cat.
 
     In-place writes of tiles into a preallocated output (the fast path) would chain one
@@ -380,8 +393,11 @@ def _evaluate_grad(layer, x1, x2, get, names, track_ntk, full, tile, n1, n2, bud
         for j in range(len(b2)):
             if sym and j < i:
                 continue
-            k = fn_diag(x1[b1[i]]) if sym and i == j else fn(x1[b1[i]],
-                                                               (x1 if sym else x2)[b2[j]])
+            if sym and i == j:
+                k = fn_diag(x1[b1[i]])
+            else:
+                k = fn(x1[b1[i]], (x1 if sym else x2)[b2[j]],
+                       same=None if sym else pairs_in_tile(same, b1[i], b2[j]))
             _check_finite(k)
             tiles[i, j] = k
     d = len(probe.spatial)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ntkit.kernel import Kernel, example_diagonal, position_diagonal
+from ntkit.kernel import Kernel, example_diagonal, position_diagonal, set_same
 
 
 class ExampleShape(tuple):
@@ -292,6 +292,9 @@ class Activation(Layer):
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
             # into a ~1e-8 angle. Make them equal again (in place: it is their true value).
             k = k.replace(nngp=_set_example_diagonal(k.nngp, k.cov1, own=True))
+        if k.same is not None:
+            # Identical example pairs: likewise, after any map (x1's variances rule).
+            k = k.replace(nngp=set_same(k.nngp, k.cov1, k.same))
         v1, v2 = k.var_pair()
         nngp, dot = self.dual(v1, k.nngp, v2, need_dot=k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
@@ -300,6 +303,10 @@ class Activation(Layer):
             # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
             # vectorized and scalar transcendental kernels may round differently by an ulp.
             nngp = _set_example_diagonal(nngp, cov1, own=not shares_memory(nngp, k.nngp))
+        elif k.same is not None:
+            if shares_memory(nngp, k.nngp):
+                nngp = nngp.clone()
+            nngp = set_same(nngp, cov1, k.same)
         # The identity keeps the stream odd in its source's weights; anything else does not
         # (the channels stay aligned with the same roots either way).
         keep = self.preserves_gaussian
