@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-from ntkit import layers, predict, solvers
+from ntkit import engine, layers, predict, solvers  # noqa: F401 (engine serves Layer.kernel)
 from ntkit.empirical import empirical_nngp, empirical_ntk, projected_gradients
 from ntkit.kernel import Kernel
 from ntkit.linearize import linearize, taylor_expand

@@ -18,7 +18,7 @@ stored in one of two ways (``full``):
   [i, j, p, p'] = E[z_p(x1_i) z_p'(x2_j)]; cov1: (n1, *S, *S), each example's own
   position-position covariance (its position diagonal is the per-position variance).
 
-Which one a layer gets is planned from what comes after it (see
+Which one a layer gets is planned from what comes after it, as a `Storage` value (see
 `ntkit.layers.base.Layer.requires_full`): pooling needs full covariances, everything
 else keeps a diagonal a diagonal, so a network that only flattens never stores more.
 Code that pairs a per-example variance with ``nngp`` goes through :meth:`var_pair`.
@@ -71,7 +71,92 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
+class Storage:
+    """The spatial storage a layer's input must carry: full position-position covariances,
+    or only their diagonal (see the module docstring); per stream for parallel streams.
+
+    ``Storage(full=True)`` / ``Storage(full=False)`` describe one stream;
+    ``Storage(streams=(a, b))`` two parallel ones. The combination rule: one stream that
+    feeds several consumers (a `FanOut`) must carry what any of them needs
+    (`joined`). Planning runs backwards from the output, which needs no full storage
+    (``Storage.of(False)``); the engine stores the input kernel full when
+    ``net.requires_full(Storage.of(False)).any_full``.
+    """
+
+    full: bool = False
+    streams: tuple[Storage, ...] | None = None
+
+    @staticmethod
+    def of(value: Storage | bool | tuple) -> Storage:
+        """A `Storage` from itself, a bool (one stream) or a tuple (one entry per stream)."""
+        if isinstance(value, Storage):
+            return value
+        if isinstance(value, tuple):
+            return Storage(streams=tuple(Storage.of(v) for v in value))
+        return Storage(full=bool(value))
+
+    @property
+    def any_full(self) -> bool:
+        """Whether full storage is needed anywhere (in any stream)."""
+        if self.streams is None:
+            return self.full
+        return any(s.any_full for s in self.streams)
+
+    def joined(self) -> Storage:
+        """The need of one stream feeding all of these streams."""
+        return Storage(full=self.any_full)
+
+    def per_stream(self, n: int) -> tuple[Storage, ...]:
+        """One need per stream of ``n`` parallel streams (a single need applies to all)."""
+        return self.streams if self.streams is not None else (self,) * n
+
+    def conform(self, k):
+        """Bring a kernel (or a tuple of parallel kernels) to this storage: a full spatial
+        kernel is reduced to its diagonal when nothing downstream needs the full one."""
+        if isinstance(k, tuple):
+            needs = self.per_stream(len(k))
+            if len(needs) != len(k):  # a stream-count mismatch: the layer itself reports it
+                return k
+            return tuple(n.conform(ki) for ki, n in zip(k, needs, strict=True))
+        need = self.any_full
+        if k.full and not need:
+            return k.to_diagonal()
+        if need and k.is_spatial and not k.full:
+            raise RuntimeError("internal planning error: a layer needs full spatial "
+                               "covariances but got only their diagonal")
+        return k
+
+
+def any_full(need: Storage | bool | tuple) -> bool:
+    """Whether a storage need (a `Storage`, or a bool/tuple as `Storage.of` takes) asks
+    for full storage anywhere."""
+    return Storage.of(need).any_full
+
+
+@dataclass(frozen=True)
 class Kernel:
+    """Second moments of one layer's outputs over a pair of input batches, in the
+    infinite-width limit: what flows through ``layer.kernel_map``.
+
+    Fields (see the module docstring for shapes, storage and flags): ``nngp``, ``ntk``
+    (or None), ``cov1``, ``cov2`` (None when x2 is x1), ``channels``, ``spatial``,
+    ``full``, and the planning flags ``source``, ``roots``, ``n_dense``, ``x1_is_x2``,
+    ``gaussian``, ``mixed_channels``, ``same``, ``trace``.
+
+    A `Kernel` is immutable: maps return new ones (``k.replace(...)``). Kernels compose
+    as in neural-tangents' ``kernel_fn``: ``net2.kernel_map(net1.kernel_map(k))`` is the
+    kernel of ``serial(net1, net2)``, and ``net.kernel(k)`` with a Kernel argument does
+    the same.
+
+    Example:
+      >>> import torch, ntkit.layers as nl
+      >>> x = torch.randn(4, 3, dtype=torch.float64)
+      >>> k0 = input_kernel(x, None, track_ntk=True)      # nngp = x xᵀ / 3
+      >>> k = nl.serial(nl.Dense(8), nl.ReLU()).kernel_map(k0)
+      >>> k.nngp.shape, k.cov1.shape
+      (torch.Size([4, 4]), torch.Size([4]))
+    """
+
     nngp: Tensor
     ntk: Tensor | None
     cov1: Tensor
@@ -349,3 +434,25 @@ def _self_cov(x: Tensor, full: bool) -> Tensor:
     cov = 0.5 * (cov + cov.transpose(1, 2))
     cov.diagonal(0, 1, 2).copy_((a * a).sum(1) / c)
     return cov.reshape(x.shape[0], *spatial, *spatial)
+
+
+# ---- the evaluator: how ``Layer.kernel`` reaches the engine ----------------------------
+# Layer specs describe maps and never import the engine (which evaluates them over input
+# batches in tiles); ``ntkit.engine`` registers its entry point here when imported, and
+# ``ntkit/__init__.py`` imports it, so ``net.kernel(x1, x2)`` works after ``import ntkit``.
+_EVALUATOR = None
+
+
+def register_evaluator(fn) -> None:
+    """Set the function that ``Layer.kernel(x1, x2, get=..., **options)`` calls as
+    ``fn(layer, x1, x2, get=get, **options)`` (`ntkit.engine.evaluate.evaluate`)."""
+    global _EVALUATOR
+    _EVALUATOR = fn
+
+
+def evaluator():
+    """The registered evaluator (see `register_evaluator`)."""
+    if _EVALUATOR is None:
+        raise RuntimeError("no kernel evaluator is registered: import ntkit (or ntkit.engine) "
+                           "before calling net.kernel")
+    return _EVALUATOR

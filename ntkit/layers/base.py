@@ -16,7 +16,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ntkit.kernel import Kernel, example_diagonal, position_diagonal, set_same
+from ntkit.kernel import (
+    Kernel,
+    Storage,
+    evaluator,
+    example_diagonal,
+    position_diagonal,
+    set_same,
+)
 
 
 class ExampleShape(tuple):
@@ -36,7 +43,6 @@ class ExampleShape(tuple):
 
 
 Width = int | ExampleShape | tuple  # one stream (FC or spatial); a tuple: parallel streams
-Need = bool | tuple  # full covariances needed: one stream, or per parallel stream
 
 
 def is_streams(width) -> bool:
@@ -44,47 +50,33 @@ def is_streams(width) -> bool:
     return isinstance(width, tuple) and not isinstance(width, ExampleShape)
 
 
-def any_full(need: Need) -> bool:
-    """Whether a need (one stream's bool, or a tuple per parallel stream) asks for full
-    storage anywhere: a single stream feeding all of them must then be full."""
-    return any(need) if isinstance(need, tuple) else bool(need)
-
-
-def conform(k, need):
-    """Bring a kernel (or parallel kernels) to the storage a layer needs: a full spatial
-    kernel is reduced to its diagonal when nothing downstream needs the full one."""
-    if isinstance(k, tuple):
-        needs = need if isinstance(need, tuple) else (need,) * len(k)
-        if len(needs) != len(k):  # a stream-count mismatch: the layer itself reports it
-            return k
-        return tuple(conform(ki, ni) for ki, ni in zip(k, needs, strict=True))
-    need = any_full(need)
-    if k.full and not need:
-        return k.to_diagonal()
-    if need and k.is_spatial and not k.full:
-        raise RuntimeError("internal planning error: a layer needs full spatial covariances "
-                           "but got only their diagonal")
-    return k
-
-
 class Layer:
     """Base class of every layer spec (see module docstring)."""
 
     def kernel_map(self, k: Kernel | tuple[Kernel, ...]) -> Kernel | tuple[Kernel, ...]:
+        """The exact infinite-width map of this layer on a `Kernel` (or on a tuple of
+        kernels, one per parallel stream): pure tensor math, no tiling.
+
+        Kernels compose as neural-tangents' ``kernel_fn`` does:
+        ``b.kernel_map(a.kernel_map(k)) == serial(a, b).kernel_map(k)``. Start from
+        `ntkit.kernel.input_kernel` (``full=True`` when
+        ``self.requires_full(Storage()).any_full`` for spatial inputs), or from a Kernel
+        that ``net.kernel(x1, x2, get=None)`` returned.
+        """
         raise NotImplementedError
 
     def make_module(self, in_features: Width, generator: torch.Generator,
                     dtype: torch.dtype) -> tuple[nn.Module, Width]:
         raise NotImplementedError
 
-    def requires_full(self, full_after: Need) -> Need:
-        """Whether this layer's input must carry full position-position covariances,
-        given whether its output must (what comes after it decides). Layers that keep a
-        diagonal a diagonal (elementwise, convolutions, normalization) pass it through;
-        pooling returns True; Flatten and Dense return False."""
-        return full_after
+    def requires_full(self, full_after: Storage | bool) -> Storage:
+        """The `Storage` this layer's input must carry, given what its output must
+        (what comes after it decides). Layers that keep a diagonal a diagonal
+        (elementwise, convolutions, normalization) pass it through; pooling needs full
+        storage; Flatten and Dense need only the diagonal."""
+        return Storage.of(full_after)
 
-    def map_planned(self, k, full_after: Need):
+    def map_planned(self, k, full_after: Storage | bool):
         """``kernel_map`` with the storage need of the output known (combinators use it
         to plan their inner layers)."""
         return self.kernel_map(k)
@@ -95,6 +87,11 @@ class Layer:
                progress: bool = False, out=None, compile: bool = False,
                memory_budget: int | None = None, resume: bool = False, client=None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
+
+        A thin call: the engine (`ntkit.engine.evaluate`) plans, tiles and writes the
+        evaluation; this layer contributes only its `kernel_map`. With a `Kernel` as
+        ``x1`` (and no other argument) this is ``self.kernel_map(x1)``: kernels compose
+        as in neural-tangents.
 
         Args:
           x1: (n1, d) inputs, or channels first (n1, C, L) / (n1, C, H, W) for
@@ -139,11 +136,14 @@ class Layer:
           or (n1, n2, *S, *S), when the network ends in a spatial layer), a namedtuple
           for several, or a `Kernel`.
         """
-        from ntkit.engine.evaluate import evaluate
-
-        return evaluate(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
-                        out=out, compile=compile, memory_budget=memory_budget,
-                        resume=resume, client=client)
+        if isinstance(x1, Kernel):
+            if x2 is not None:
+                raise ValueError("net.kernel(k) with a Kernel maps it (kernel_map); x2 must "
+                                 "be None")
+            return self.kernel_map(x1)
+        return evaluator()(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
+                           out=out, compile=compile, memory_budget=memory_budget,
+                           resume=resume, client=client)
 
     def build(self, in_features: int | Sequence[int], seed: int | None = 0,
               dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -212,7 +212,11 @@ def check_std(name: str, value, *, allow_none: bool = False) -> float | Tensor |
 
 
 def shares_memory(a: Tensor, b: Tensor) -> bool:
-    """Whether ``a`` and ``b`` (or views of one another) use the same storage."""
+    """Whether ``a`` and ``b`` (or views of one another) use the same storage. (Under
+    torch.compile, which cannot trace storages and functionalizes in-place writes
+    anyway: whether they are the same tensor.)"""
+    if torch.compiler.is_compiling():
+        return a is b
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ntkit.kernel import Kernel
-from ntkit.layers.base import Activation, ExampleShape, Layer, any_full, conform, is_streams
+from ntkit.kernel import Kernel, Storage
+from ntkit.layers.base import Activation, ExampleShape, Layer, is_streams
 
 
 def _check_layers(name: str, layers) -> tuple[Layer, ...]:
@@ -77,10 +77,10 @@ class Serial(Layer):
     def kernel_map(self, k):
         return self.map_planned(k, False)
 
-    def _needs(self, full_after):
-        """needs[i]: whether the i-th mapped layer's input must be full (needs[-1]: the
+    def _needs(self, full_after) -> list[Storage]:
+        """needs[i]: the storage of the i-th mapped layer's input (needs[-1]: the
         output's)."""
-        needs = [full_after]
+        needs = [Storage.of(full_after)]
         for layer in reversed(self._order):
             needs.append(layer.requires_full(needs[-1]))
         return needs[::-1]
@@ -91,7 +91,7 @@ class Serial(Layer):
     def map_planned(self, k, full_after):
         needs = self._needs(full_after)
         for i, layer in enumerate(self._order):
-            k = layer.map_planned(conform(k, needs[i]), needs[i + 1])
+            k = layer.map_planned(needs[i].conform(k), needs[i + 1])
         return k
 
     def make_module(self, in_features, generator, dtype):
@@ -120,19 +120,20 @@ class Parallel(Layer):
     def kernel_map(self, ks):
         return self.map_planned(ks, False)
 
-    def _per_branch(self, full_after):
-        return full_after if isinstance(full_after, tuple) else (full_after,) * len(self.layers)
+    def _per_branch(self, full_after) -> tuple[Storage, ...]:
+        return Storage.of(full_after).per_stream(len(self.layers))
 
     def requires_full(self, full_after):
-        return tuple(layer.requires_full(f) for layer, f in
-                     zip(self.layers, self._per_branch(full_after), strict=True))
+        return Storage(streams=tuple(layer.requires_full(f) for layer, f in
+                                     zip(self.layers, self._per_branch(full_after),
+                                         strict=True)))
 
     def map_planned(self, ks, full_after):
         self._check_streams(ks)
         outs, n_dense = [], max(k.n_dense for k in ks)
         for layer, k, f in zip(self.layers, ks, self._per_branch(full_after), strict=True):
             # Thread the Dense count through the branches so each Dense gets its own number.
-            k = layer.map_planned(conform(k.replace(n_dense=n_dense), layer.requires_full(f)),
+            k = layer.map_planned(layer.requires_full(f).conform(k.replace(n_dense=n_dense)),
                                   f)
             n_dense = max(x.n_dense for x in k) if isinstance(k, tuple) else k.n_dense
             outs.append(k)
@@ -181,7 +182,7 @@ class FanOut(Layer):
         return (k,) * self.n
 
     def requires_full(self, full_after):
-        return any_full(full_after)
+        return Storage.of(full_after).joined()
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):
