@@ -104,3 +104,18 @@ def test_the_graph_counts_function_local_imports():
 def test_no_import_cycles_in_ntkit():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_specs_and_duals_do_not_import_the_engine():
+    # Layers are pure specs: the engine evaluates them (see ARCHITECTURE.md).
+    graph = import_graph()
+    low = [m for m in graph if m == "ntkit.kernel" or m.startswith(("ntkit.layers",
+                                                                    "ntkit.dual"))]
+    assert low
+    for m in low:
+        bad = sorted(t for t in graph[m] if not t.startswith(("ntkit.kernel", "ntkit.layers",
+                                                              "ntkit.dual")))
+        assert not bad, f"{m} imports {bad}"
+    for m in graph:
+        if m.startswith("ntkit.engine"):
+            assert not [t for t in graph[m] if t.startswith("ntkit.layers")], m
