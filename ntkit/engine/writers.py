@@ -103,9 +103,10 @@ def store_tile(results: dict, k, r: slice, c: slice, i: int, j: int, sym: bool,
 def package(results: dict, get, names: tuple[str, ...], probe: Kernel, sym: bool):
     """What a kernel call returns for ``get``: a `Kernel`, one array, or a namedtuple."""
     if get is None:
-        return Kernel(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
-                      cov2=results["cov2"], channels=probe.channels, x1_is_x2=sym,
-                      spatial=probe.spatial, full=probe.full)
+        # The probe's flags (storage, Gaussianity, stream bookkeeping) describe the whole
+        # kernel too, so that it composes: ``net2.kernel(net1.kernel(x, get=None))``.
+        return probe.replace(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
+                             cov2=results["cov2"], x1_is_x2=sym, trace=None, same=None)
     if isinstance(get, str):
         return results[get]
     return result_type(names)(*(results[n] for n in names))
