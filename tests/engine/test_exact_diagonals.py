@@ -101,3 +101,20 @@ def test_gradients_of_the_hyperparameters_still_flow():
     g_cross, = torch.autograd.grad(cross[[1, 3], [0, 1]].sum(), w)
     g_sym, = torch.autograd.grad(sym.diagonal()[[1, 3]].sum(), w)
     torch.testing.assert_close(g_cross, g_sym, rtol=1e-13, atol=0)
+
+
+def test_identical_pairs_on_a_dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    net = NETS["fc-relu"][0]
+    x = inputs((6,), 12, 6)
+    x2 = torch.cat([x[[3, 9]], inputs((6,), 3, 7)])
+    want = net.kernel(x, get="ntk").diagonal()[[3, 9]]
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        got = net.kernel(x, x2, get="ntk", tile=4, client=client)
+    finally:
+        client.close()
+        cluster.close()
+    assert torch.equal(got[[3, 9], [0, 1]], want)
