@@ -12,7 +12,7 @@ Subpackages: layers, models, predict, solvers, empirical, features, theory, lab,
 
 import importlib as _importlib
 
-from ntkit import layers, predict, solvers
+from ntkit import engine, layers, predict, solvers  # noqa: F401 (engine serves Layer.kernel)
 from ntkit._version import __version__
 from ntkit.empirical import empirical_nngp, empirical_ntk, projected_gradients
 from ntkit.kernel import Kernel

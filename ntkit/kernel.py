@@ -18,7 +18,7 @@ stored in one of two ways (``full``):
   [i, j, p, p'] = E[z_p(x1_i) z_p'(x2_j)]; cov1: (n1, *S, *S), each example's own
   position-position covariance (its position diagonal is the per-position variance).
 
-Which one a layer gets is planned from what comes after it (see
+Which one a layer gets is planned from what comes after it, as a `Storage` value (see
 `ntkit.layers.base.Layer.requires_full`): pooling needs full covariances, everything
 else keeps a diagonal a diagonal, so a network that only flattens never stores more.
 Code that pairs a per-example variance with ``nngp`` goes through :meth:`var_pair`.
@@ -29,13 +29,30 @@ Flags:
   dimension d, or the image channel count C, for the input kernel). Only the 'standard'
   parameterization and ``FanInConcat`` depend on it; the kernel is otherwise width-free.
 - ``source``: None, or the number of the Dense/Conv layer whose fresh zero-mean weights
-  produced this kernel (linear maps after it, such as pooling, keep it). Two branches
-  are uncorrelated when at least one of them is a fresh Dense/Conv output and they don't
-  share the same source; ``FanInSum`` needs that.
+  produced this stream, when every map since then was linear (Identity, pooling, Flatten)
+  or a per-example rescaling (LayerNorm): the stream is then odd in those weights.
+- ``roots``: the numbers of the Dense/Conv layers whose output channels this stream is
+  still aligned with, channel by channel: each channel c of the stream is a function of
+  channel c of those layers' outputs (and of per-example scalars). A Dense/Conv layer
+  starts a new set, elementwise and per-position maps keep it, sums and concatenations
+  unite it. In the infinite-width limit two streams are uncorrelated, and the kernel of
+  their sum is the sum of their kernels, exactly when one of them has a ``source`` that
+  is not among the other's ``roots`` (its channel is then a zero-mean Gaussian
+  independent of the other's); ``FanInSum`` checks this for every pair of streams.
 - ``n_dense``: how many Dense/Conv maps were applied so far, counted along the network
   with parallel branches threaded one after another, so every such layer gets its own
   number. (Plain ints in the Kernel, not global state, so torch.compile sees constants.)
 - ``x1_is_x2``: x2 is the same batch as x1 (symmetric case).
+- ``same``: None, or index tensors (rows, cols) of example pairs with x1[rows[m]]
+  identical to x2[cols[m]] (found by the engine, `ntkit.engine.pairs`). Those entries are
+  kept equal to the per-example variances, as the example diagonal is when x2 is x1, so
+  they see correlation exactly 1 (the arc-cosine turns a rounding error of 1e-16 there
+  into 1e-8) and come out as the x2=None diagonal does.
+- ``mixed_channels``: True when the channels are not identically distributed and nngp
+  is only their mean covariance: after `Flatten` merged several positions into channels,
+  or `FanInConcat` joined several streams. Linear maps, LayerNorm and a Dense/Conv layer
+  (which mixes all channels, making them alike again) are exact on it; a nonlinearity
+  is not (the mean of its dual is not its dual of the mean), and refuses.
 - ``gaussian``: True when the channels are zero-mean Gaussian processes (outputs of
   Dense/Conv and linear maps of them), False when they are known not to be (after an
   activation, or a sum including such a stream), None when unknown (raw inputs). The
@@ -54,7 +71,92 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
+class Storage:
+    """The spatial storage a layer's input must carry: full position-position covariances,
+    or only their diagonal (see the module docstring); per stream for parallel streams.
+
+    ``Storage(full=True)`` / ``Storage(full=False)`` describe one stream;
+    ``Storage(streams=(a, b))`` two parallel ones. The combination rule: one stream that
+    feeds several consumers (a `FanOut`) must carry what any of them needs
+    (`joined`). Planning runs backwards from the output, which needs no full storage
+    (``Storage.of(False)``); the engine stores the input kernel full when
+    ``net.requires_full(Storage.of(False)).any_full``.
+    """
+
+    full: bool = False
+    streams: tuple[Storage, ...] | None = None
+
+    @staticmethod
+    def of(value: Storage | bool | tuple) -> Storage:
+        """A `Storage` from itself, a bool (one stream) or a tuple (one entry per stream)."""
+        if isinstance(value, Storage):
+            return value
+        if isinstance(value, tuple):
+            return Storage(streams=tuple(Storage.of(v) for v in value))
+        return Storage(full=bool(value))
+
+    @property
+    def any_full(self) -> bool:
+        """Whether full storage is needed anywhere (in any stream)."""
+        if self.streams is None:
+            return self.full
+        return any(s.any_full for s in self.streams)
+
+    def joined(self) -> Storage:
+        """The need of one stream feeding all of these streams."""
+        return Storage(full=self.any_full)
+
+    def per_stream(self, n: int) -> tuple[Storage, ...]:
+        """One need per stream of ``n`` parallel streams (a single need applies to all)."""
+        return self.streams if self.streams is not None else (self,) * n
+
+    def conform(self, k):
+        """Bring a kernel (or a tuple of parallel kernels) to this storage: a full spatial
+        kernel is reduced to its diagonal when nothing downstream needs the full one."""
+        if isinstance(k, tuple):
+            needs = self.per_stream(len(k))
+            if len(needs) != len(k):  # a stream-count mismatch: the layer itself reports it
+                return k
+            return tuple(n.conform(ki) for ki, n in zip(k, needs, strict=True))
+        need = self.any_full
+        if k.full and not need:
+            return k.to_diagonal()
+        if need and k.is_spatial and not k.full:
+            raise RuntimeError("internal planning error: a layer needs full spatial "
+                               "covariances but got only their diagonal")
+        return k
+
+
+def any_full(need: Storage | bool | tuple) -> bool:
+    """Whether a storage need (a `Storage`, or a bool/tuple as `Storage.of` takes) asks
+    for full storage anywhere."""
+    return Storage.of(need).any_full
+
+
+@dataclass(frozen=True)
 class Kernel:
+    """Second moments of one layer's outputs over a pair of input batches, in the
+    infinite-width limit: what flows through ``layer.kernel_map``.
+
+    Fields (see the module docstring for shapes, storage and flags): ``nngp``, ``ntk``
+    (or None), ``cov1``, ``cov2`` (None when x2 is x1), ``channels``, ``spatial``,
+    ``full``, and the planning flags ``source``, ``roots``, ``n_dense``, ``x1_is_x2``,
+    ``gaussian``, ``mixed_channels``, ``same``, ``trace``.
+
+    A `Kernel` is immutable: maps return new ones (``k.replace(...)``). Kernels compose
+    as in neural-tangents' ``kernel_fn``: ``net2.kernel_map(net1.kernel_map(k))`` is the
+    kernel of ``serial(net1, net2)``, and ``net.kernel(k)`` with a Kernel argument does
+    the same.
+
+    Example:
+      >>> import torch, ntkit.layers as nl
+      >>> x = torch.randn(4, 3, dtype=torch.float64)
+      >>> k0 = input_kernel(x, None, track_ntk=True)      # nngp = x xᵀ / 3
+      >>> k = nl.serial(nl.Dense(8), nl.ReLU()).kernel_map(k0)
+      >>> k.nngp.shape, k.cov1.shape
+      (torch.Size([4, 4]), torch.Size([4]))
+    """
+
     nngp: Tensor
     ntk: Tensor | None
     cov1: Tensor
@@ -67,6 +169,9 @@ class Kernel:
     full: bool = False
     gaussian: bool | None = None
     trace: CovTrace | None = None
+    roots: frozenset = frozenset()
+    mixed_channels: bool = False
+    same: tuple[Tensor, Tensor] | None = None
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
@@ -100,6 +205,10 @@ class Kernel:
             cov2 = None if self.cov2 is None else (fn2 or fn)(self.cov2)
         if tr is not None:
             tr.record(cov1, self.full)
+        if self.same is not None and cov2 is not None:
+            # Identical examples get the same variances bitwise (x1's), whatever rounding
+            # their separate chains saw.
+            cov2 = set_same(cov2, cov1, (self.same[1], self.same[0]))
         return cov1, cov2
 
     @property
@@ -210,6 +319,23 @@ class CovTrace:
         return self.steps[s], None if self.cols is None else self.cols[s]
 
 
+def set_same(t: Tensor, cov: Tensor, same: tuple[Tensor, Tensor]) -> Tensor:
+    """``t`` with the entries of identical example pairs set from the variances ``cov``.
+
+    t: nngp-shaped (n1, n2, ...), with same = (rows, cols): t[rows[m], cols[m]] =
+    cov[rows[m]]; or cov2-shaped (n2, ...), with same = (cols, rows): t[cols[m]] =
+    cov[rows[m]]. Out of place (differentiable) when autograd records, else in place.
+    """
+    a, b = same
+    if t.ndim == cov.ndim:  # a cov field: one index
+        idx, src = (a,), cov[b]
+    else:
+        idx, src = (a, b), cov[a]
+    if torch.is_grad_enabled() and (t.requires_grad or cov.requires_grad):
+        return t.index_put(idx, src)
+    return t.index_put_(idx, src)
+
+
 def position_diagonal(t: Tensor, d: int) -> Tensor:
     """(*B, *S, *S) -> (*B, *S): the entries at equal positions p = p'."""
     S = t.shape[t.ndim - d:]
@@ -234,7 +360,8 @@ def swap_examples(t: Tensor, spatial_ndim: int, full: bool) -> Tensor:
 
 def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bool = False,
                  cov1: Tensor | None = None, cov2: Tensor | None = None,
-                 full: bool = False, trace: CovTrace | None = None) -> Kernel:
+                 full: bool = False, trace: CovTrace | None = None,
+                 same: tuple[Tensor, Tensor] | None = None) -> Kernel:
     """The kernel of the raw inputs: nngp = x1·x2 / C, ntk = 0, cov = |x|² / C.
 
     x1: (n1, d) or, channels first, (n1, C, *S); x2: the same per-example shape, or None
@@ -243,7 +370,8 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     (``full=True``), as described in the module docstring. ``cov1``/``cov2`` may be
     passed precomputed (the engine computes them once for a whole batch rather than once
     per tile). ``trace``: a `CovTrace` to record the input variances in, or to replay
-    them from (then cov1/cov2 are not computed).
+    them from (then cov1/cov2 are not computed). ``same``: (rows, cols) of identical
+    example pairs of x1 and x2 (see `Kernel`), or None.
     """
     if x2 is None:
         x2 = x1
@@ -278,9 +406,18 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
         cov2 = None
     elif cov2 is None:
         cov2 = _self_cov(x2, full)
+    if same is not None and not x1_is_x2:
+        if replaying:
+            raise RuntimeError("internal error: identical example pairs need their own "
+                               "covariances, not replayed variances")
+        nngp = set_same(nngp, cov1, same)
+        cov2 = set_same(cov2, cov1, (same[1], same[0]))
+    else:
+        same = None
     ntk = torch.zeros_like(nngp) if track_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=c,
-                  source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace)
+                  source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace,
+                  same=same)
 
 
 def _self_cov(x: Tensor, full: bool) -> Tensor:
@@ -297,3 +434,25 @@ def _self_cov(x: Tensor, full: bool) -> Tensor:
     cov = 0.5 * (cov + cov.transpose(1, 2))
     cov.diagonal(0, 1, 2).copy_((a * a).sum(1) / c)
     return cov.reshape(x.shape[0], *spatial, *spatial)
+
+
+# ---- the evaluator: how ``Layer.kernel`` reaches the engine ----------------------------
+# Layer specs describe maps and never import the engine (which evaluates them over input
+# batches in tiles); ``ntkit.engine`` registers its entry point here when imported, and
+# ``ntkit/__init__.py`` imports it, so ``net.kernel(x1, x2)`` works after ``import ntkit``.
+_EVALUATOR = None
+
+
+def register_evaluator(fn) -> None:
+    """Set the function that ``Layer.kernel(x1, x2, get=..., **options)`` calls as
+    ``fn(layer, x1, x2, get=get, **options)`` (`ntkit.engine.evaluate.evaluate`)."""
+    global _EVALUATOR
+    _EVALUATOR = fn
+
+
+def evaluator():
+    """The registered evaluator (see `register_evaluator`)."""
+    if _EVALUATOR is None:
+        raise RuntimeError("no kernel evaluator is registered: import ntkit (or ntkit.engine) "
+                           "before calling net.kernel")
+    return _EVALUATOR

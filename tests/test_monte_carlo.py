@@ -106,15 +106,11 @@ def test_not_a_spec():
         monte_carlo_kernel(nn.Linear(6, 1), inputs(3))
 
 
-# ---- against the lead's layer specs (skipped until they are importable) ------------------
+# ---- against the layer specs ----------------------------------------------------------------
 
 def _layers():
-    try:
-        from ntkit.layers.activations import ReLU
-        from ntkit.layers.branching import serial
-        from ntkit.layers.dense import Dense
-    except ImportError:
-        pytest.skip("ntkit.layers (Dense, ReLU, serial) not available yet")
+    from ntkit.layers import Dense, ReLU, serial
+
     return Dense, ReLU, serial
 
 

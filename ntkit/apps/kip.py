@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ntkit.kernel import input_kernel
-from ntkit.layers.base import Activation, any_full
+from ntkit.engine.plan import plan
+from ntkit.layers.base import Activation
 from ntkit.layers.branching import Parallel, Serial
 
 F64 = torch.float64
@@ -215,13 +215,15 @@ def kernel_function(net, kind: str = "ntk", *, jitter: float = DEFAULT_JITTER) -
     net = _with_jittered_self_maps(net, jitter)
 
     def fn(x1: Tensor, x2: Tensor) -> Tensor:
-        full = x1.ndim > 2 and any_full(net.requires_full(False))
-        # x2 passed explicitly, never None: the symmetric path would pin nngp's diagonal to
-        # the variances after every layer and undo the jitter.
-        k0 = input_kernel(x1, x2, track_ntk=track_ntk, full=full)
-        if jitter:
-            k0 = k0.replace(cov1=k0.cov1 * (1.0 + jitter), cov2=k0.cov2 * (1.0 + jitter))
         try:
+            # The engine's plan (validation, storage, probe), with x2 always explicit:
+            # the symmetric path, or exact identical pairs, would pin entries to the
+            # variances after every layer and undo the jitter (and cut the gradient's
+            # path through x2).
+            p = plan(net, x1, x2, kind, lazy=False, symmetric=False, find_pairs=False)
+            k0 = p.input_kernel(p.x1, p.x2)
+            if jitter:
+                k0 = k0.replace(cov1=k0.cov1 * (1.0 + jitter), cov2=k0.cov2 * (1.0 + jitter))
             k = net.kernel_map(k0)
         except RuntimeError as e:
             if "automatic differentiation" not in str(e):

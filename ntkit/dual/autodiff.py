@@ -19,6 +19,10 @@ that have no such intermediates:
   (scale u by α and differentiate at α = 1), so ∂T/∂var1 = (n T − cov ∂T/∂cov)/(2 var1);
   for the arc-cosine family (a·min(x,0) + b·max(x,0)), this is k·s/(2 var1), k = (a−b)²/2π.
 
+This module holds the generic machinery and the arc-cosine family's rules; it imports
+no other dual module (the rules get the duals they need as arguments), and the
+quadrature rule (`Derivatives`, `gauss_expect`) lives in `ntkit.dual.quadrature`.
+
 Backward formulas are written with differentiable torch ops (and call the same Functions),
 so second derivatives (``gradgradcheck``) work at generic points.
 
@@ -53,7 +57,7 @@ from torch import Tensor
 _TWO_PI = 2.0 * math.pi
 
 
-def _reduce(g: Tensor | None, like: Tensor) -> Tensor | None:
+def reduce_grad(g: Tensor | None, like: Tensor) -> Tensor | None:
     """Sum a broadcast-shaped gradient down to the shape of the input it belongs to."""
     if g is None:
         return None
@@ -125,7 +129,7 @@ class _DualFunction(torch.autograd.Function):
     def backward(ctx, g_t, g_dot=None):
         var1, cov, var2 = ctx.saved_tensors
         g1, gc, g2 = ctx.rule.grads(var1, cov, var2, g_t, g_dot if ctx.need_dot else None)
-        return None, None, _reduce(g1, var1), _reduce(gc, cov), _reduce(g2, var2)
+        return None, None, reduce_grad(g1, var1), reduce_grad(gc, cov), reduce_grad(g2, var2)
 
 
 def dual_with_grad(rule, var1: Tensor, cov: Tensor, var2: Tensor,
@@ -161,19 +165,18 @@ class ABReLURule:
         return g1, gc, g2
 
 
-def monomial_grads(degree: int, var1: Tensor, cov: Tensor,
-                   var2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def monomial_grads(degree: int, var1: Tensor, cov: Tensor, var2: Tensor,
+                   dual: Callable) -> tuple[Tensor, Tensor, Tensor]:
     """(∂T_n/∂var1, ∂T_n/∂cov, ∂T_n/∂var2) for T_n the dual of max(x, 0)^n.
 
     n ≥ 1: ∂/∂cov = n² T_{n−1} (Price), ∂/∂var1 = (n T_n − cov n² T_{n−1})/(2 var1)
-    (homogeneity). n = 0 (the step, T_0 = (π − θ)/(2π)): −∂θ/(2π).
+    (homogeneity). n = 0 (the step, T_0 = (π − θ)/(2π)): −∂θ/(2π). ``dual(n, var1, cov,
+    var2, need_dot)`` is the no-grad dual of degree n (`ntkit.dual.relu`).
     """
-    from ntkit.dual.relu import rectified_monomial_dual
-
     if degree == 0:
         d1, dc, d2 = theta_grads(var1, cov, var2)
         return -d1 / _TWO_PI, -dc / _TWO_PI, -d2 / _TWO_PI
-    t, dot = rectified_monomial_dual(degree, var1, cov, var2, need_dot=True)
+    t, dot = dual(degree, var1, cov, var2, need_dot=True)
     rest = degree * t - cov * dot
     return (_safe_div(rest, 2 * var1, var1 > 0), dot, _safe_div(rest, 2 * var2, var2 > 0))
 
@@ -181,15 +184,15 @@ def monomial_grads(degree: int, var1: Tensor, cov: Tensor,
 class MonomialRule:
     """φ = max(x, 0)^n: T = T_n, Tdot = n² T_{n−1} (see `monomial_grads`)."""
 
-    def __init__(self, degree: int, value: Callable):
-        self.degree, self.value = degree, value
+    def __init__(self, degree: int, value: Callable, dual: Callable):
+        self.degree, self.value, self.dual = degree, value, dual
 
     def grads(self, var1, cov, var2, g_t, g_dot):
         n = self.degree
-        d1, dc, d2 = monomial_grads(n, var1, cov, var2)
+        d1, dc, d2 = monomial_grads(n, var1, cov, var2, self.dual)
         g1, gc, g2 = g_t * d1, g_t * dc, g_t * d2
         if g_dot is not None and n >= 1:
-            e1, ec, e2 = monomial_grads(n - 1, var1, cov, var2)
+            e1, ec, e2 = monomial_grads(n - 1, var1, cov, var2, self.dual)
             g1, gc, g2 = g1 + n * n * g_dot * e1, gc + n * n * g_dot * ec, g2 + n * n * g_dot * e2
         return g1, gc, g2
 
@@ -204,58 +207,3 @@ class SignRule:
         d1, dc, d2 = theta_grads(var1, cov, var2)
         c = -2 / math.pi
         return g_t * c * d1, g_t * c * dc, g_t * c * d2
-
-
-# ---- quadrature: Price's theorem to any order ----------------------------------------
-
-class Derivatives:
-    """φ, φ', φ'', ... of an elementwise torch function, built lazily by autograd."""
-
-    def __init__(self, fn: Callable[[Tensor], Tensor],
-                 fn_deriv: Callable[[Tensor], Tensor] | None = None):
-        self._fns = [fn] if fn_deriv is None else [fn, fn_deriv]
-
-    def __getitem__(self, order: int) -> Callable[[Tensor], Tensor]:
-        from ntkit.dual.quadrature import derivative
-
-        while len(self._fns) <= order:
-            self._fns.append(derivative(self._fns[-1]))
-        return self._fns[order]
-
-
-class _GaussExpect(torch.autograd.Function):
-    """E[φ⁽ⁱ⁾(u) φ⁽ʲ⁾(v)], (u, v) ~ N(0, [[var1, cov], [cov, var2]]), by quadrature.
-
-    Backward by Price's theorem: ∂/∂cov = E[φ⁽ⁱ⁺¹⁾φ⁽ʲ⁺¹⁾], ∂/∂var1 = ½E[φ⁽ⁱ⁺²⁾φ⁽ʲ⁾],
-    ∂/∂var2 = ½E[φ⁽ⁱ⁾φ⁽ʲ⁺²⁾], each again a `_GaussExpect` (so it differentiates again).
-    ``diag``: var1, cov and var2 are one tensor (an example's own variance): a 1-D rule.
-    """
-
-    @staticmethod
-    def forward(ctx, derivs, i, j, diag, opts, var1, cov, var2):
-        from ntkit.dual.quadrature import expect_pair
-
-        ctx.derivs, ctx.i, ctx.j, ctx.diag, ctx.opts = derivs, i, j, diag, opts
-        ctx.save_for_backward(var1, cov, var2)
-        return expect_pair(derivs[i], derivs[j], var1, cov, var2, diag=diag, **opts)
-
-    @staticmethod
-    def backward(ctx, g):
-        var1, cov, var2 = ctx.saved_tensors
-        d, i, j, diag, opts = ctx.derivs, ctx.i, ctx.j, ctx.diag, ctx.opts
-
-        def e(a: int, b: int) -> Tensor:
-            return _GaussExpect.apply(d, a, b, diag, opts, var1, cov, var2)
-
-        need = ctx.needs_input_grad
-        g1 = _reduce(g * 0.5 * e(i + 2, j), var1) if need[5] else None
-        gc = _reduce(g * e(i + 1, j + 1), cov) if need[6] else None
-        g2 = _reduce(g * 0.5 * e(i, j + 2), var2) if need[7] else None
-        return None, None, None, None, None, g1, gc, g2
-
-
-def gauss_expect(derivs: Derivatives, i: int, j: int, var1: Tensor, cov: Tensor, var2: Tensor,
-                 **opts) -> Tensor:
-    """Differentiable E[φ⁽ⁱ⁾(u) φ⁽ʲ⁾(v)] (see `_GaussExpect`); opts: deg, rule, max_elements."""
-    diag = var1 is cov and cov is var2
-    return _GaussExpect.apply(derivs, i, j, diag, opts, var1, cov, var2)

@@ -48,6 +48,8 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
+from ntkit.dual.autodiff import reduce_grad
+
 #: Default number of nodes per dimension. With the default trapezoid rule, 64 nodes reach
 #: ~1e-12 (T) and ~6e-11 (Tdot) relative error for tanh, the hardest common case, and
 #: ~1e-15 for sigmoid, softplus and SiLU, at variances in [0.5, 1.5]
@@ -231,8 +233,6 @@ def quadrature_dual(fn: Callable[[Tensor], Tensor], var1: Tensor, cov: Tensor, v
     if torch.is_grad_enabled() and any(t.requires_grad for t in (var1, cov, var2)):
         # Autograd through the Cholesky factor is 0·∞ at |ρ| = 1 (l22 = 0): differentiate
         # by Price's theorem instead (same forward values; see ntkit.dual.autodiff).
-        from ntkit.dual.autodiff import Derivatives, gauss_expect
-
         derivs = Derivatives(fn, fn_deriv)
         opts = {"deg": deg, "rule": rule, "max_elements": max_elements}
         t = gauss_expect(derivs, 0, 0, var1, cov, var2, **opts)
@@ -299,3 +299,54 @@ def expect_pair(f: Callable[[Tensor], Tensor], g: Callable[[Tensor], Tensor], va
     if not acc:
         return torch.zeros(shape, dtype=dtype, device=device)
     return torch.cat(acc).reshape(shape)
+
+
+# ---- quadrature: Price's theorem to any order ----------------------------------------
+
+class Derivatives:
+    """φ, φ', φ'', ... of an elementwise torch function, built lazily by autograd."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor],
+                 fn_deriv: Callable[[Tensor], Tensor] | None = None):
+        self._fns = [fn] if fn_deriv is None else [fn, fn_deriv]
+
+    def __getitem__(self, order: int) -> Callable[[Tensor], Tensor]:
+        while len(self._fns) <= order:
+            self._fns.append(derivative(self._fns[-1]))
+        return self._fns[order]
+
+
+class _GaussExpect(torch.autograd.Function):
+    """E[φ⁽ⁱ⁾(u) φ⁽ʲ⁾(v)], (u, v) ~ N(0, [[var1, cov], [cov, var2]]), by quadrature.
+
+    Backward by Price's theorem: ∂/∂cov = E[φ⁽ⁱ⁺¹⁾φ⁽ʲ⁺¹⁾], ∂/∂var1 = ½E[φ⁽ⁱ⁺²⁾φ⁽ʲ⁾],
+    ∂/∂var2 = ½E[φ⁽ⁱ⁾φ⁽ʲ⁺²⁾], each again a `_GaussExpect` (so it differentiates again).
+    ``diag``: var1, cov and var2 are one tensor (an example's own variance): a 1-D rule.
+    """
+
+    @staticmethod
+    def forward(ctx, derivs, i, j, diag, opts, var1, cov, var2):
+        ctx.derivs, ctx.i, ctx.j, ctx.diag, ctx.opts = derivs, i, j, diag, opts
+        ctx.save_for_backward(var1, cov, var2)
+        return expect_pair(derivs[i], derivs[j], var1, cov, var2, diag=diag, **opts)
+
+    @staticmethod
+    def backward(ctx, g):
+        var1, cov, var2 = ctx.saved_tensors
+        d, i, j, diag, opts = ctx.derivs, ctx.i, ctx.j, ctx.diag, ctx.opts
+
+        def e(a: int, b: int) -> Tensor:
+            return _GaussExpect.apply(d, a, b, diag, opts, var1, cov, var2)
+
+        need = ctx.needs_input_grad
+        g1 = reduce_grad(g * 0.5 * e(i + 2, j), var1) if need[5] else None
+        gc = reduce_grad(g * e(i + 1, j + 1), cov) if need[6] else None
+        g2 = reduce_grad(g * 0.5 * e(i, j + 2), var2) if need[7] else None
+        return None, None, None, None, None, g1, gc, g2
+
+
+def gauss_expect(derivs: Derivatives, i: int, j: int, var1: Tensor, cov: Tensor, var2: Tensor,
+                 **opts) -> Tensor:
+    """Differentiable E[φ⁽ⁱ⁾(u) φ⁽ʲ⁾(v)] (see `_GaussExpect`); opts: deg, rule, max_elements."""
+    diag = var1 is cov and cov is var2
+    return _GaussExpect.apply(derivs, i, j, diag, opts, var1, cov, var2)

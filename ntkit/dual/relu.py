@@ -43,6 +43,7 @@ import math
 import torch
 from torch import Tensor
 
+from ntkit.dual.autodiff import ABReLURule, MonomialRule, SignRule, dual_with_grad
 from ntkit.dual.gram import gram_det, inplace_ok
 
 _TWO_PI = 2.0 * math.pi
@@ -118,7 +119,6 @@ def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
     (finite at |ρ| = 1 and zero variance; see that module for the values there).
     """
     if not inplace_ok(var1, cov, var2):
-        from ntkit.dual.autodiff import ABReLURule, dual_with_grad
 
         def value(v1, c, v2, nd):
             return abrelu_dual(a, b, v1, c, v2, nd, deriv_at_zero)
@@ -148,7 +148,6 @@ def relu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     θ-derivative is set to 0 there (see `ntkit.dual.autodiff`).
     """
     if not inplace_ok(var1, cov, var2):
-        from ntkit.dual.autodiff import ABReLURule, dual_with_grad
 
         return dual_with_grad(ABReLURule(0.0, 1.0, relu_dual), var1, cov, var2, need_dot)
     theta, s, _ = angle(var1, cov, var2)
@@ -165,7 +164,6 @@ def sign_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     the distributional derivative 2δ(x).
     """
     if not inplace_ok(var1, cov, var2):
-        from ntkit.dual.autodiff import SignRule, dual_with_grad
 
         return dual_with_grad(SignRule(sign_dual), var1, cov, var2, need_dot)
     theta, _, pos = angle(var1, cov, var2)
@@ -201,12 +199,12 @@ def rectified_monomial_dual(degree: int, var1: Tensor, cov: Tensor, var2: Tensor
     On the diagonal T_n = (2n − 1)!!/2 · var^n.
     """
     if not inplace_ok(var1, cov, var2):
-        from ntkit.dual.autodiff import MonomialRule, dual_with_grad
 
         def value(v1, c, v2, nd):
             return rectified_monomial_dual(degree, v1, c, v2, nd)
 
-        return dual_with_grad(MonomialRule(degree, value), var1, cov, var2, need_dot)
+        return dual_with_grad(MonomialRule(degree, value, rectified_monomial_dual), var1, cov, var2,
+                              need_dot)
     t, t_prev = rectified_monomial_duals(degree, var1, cov, var2)
     if not need_dot:
         return t, None

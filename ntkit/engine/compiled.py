@@ -26,9 +26,9 @@ from ntkit.kernel import Kernel, input_kernel, swap_examples
 
 
 def _eager(layer, track_ntk: bool, sym_tile: bool, full: bool = False):
-    def fn(x1: Tensor, x2: Tensor | None = None, trace=None) -> Kernel:
+    def fn(x1: Tensor, x2: Tensor | None = None, trace=None, same=None) -> Kernel:
         k = layer.kernel_map(input_kernel(x1, x2, track_ntk=track_ntk, full=full,
-                                          trace=trace))
+                                          trace=trace, same=same))
         if sym_tile and isinstance(k, Kernel):
             # x x^T from BLAS is not bitwise symmetric; make diagonal tiles exactly so.
             d = len(k.spatial)
@@ -63,7 +63,8 @@ def _own_code(fn):
 
 def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: bool = False,
                   *, backend="inductor", fullgraph: bool = False):
-    """fn(x1_tile, x2_tile=None) -> Kernel of the tile (x2_tile None: x2 is x1).
+    """fn(x1_tile, x2_tile=None, same=None) -> Kernel of the tile (x2_tile None: x2 is
+    x1; ``same``: identical example pairs of the tile, see `ntkit.kernel.Kernel`).
 
     ``full``: spatial inputs start with full position-position covariances.
     ``backend`` and ``fullgraph`` are passed to ``torch.compile`` when ``compiled``
@@ -81,7 +82,9 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
     cfn = cache[key]
     state = {"failed": False}
 
-    def fn(x1: Tensor, x2: Tensor | None = None) -> Kernel:
+    def fn(x1: Tensor, x2: Tensor | None = None, same=None) -> Kernel:
+        if same is not None:  # tiles with identical example pairs (rare): eager
+            return eager(x1, x2, same=same)
         if not state["failed"]:
             try:
                 res = cfn(x1, x2)

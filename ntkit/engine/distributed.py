@@ -59,10 +59,13 @@ import torch
 from torch import Tensor
 
 from ntkit.engine.compiled import tile_function
-from ntkit.engine.inputs import LazyBatch, aligned, as_pair, check_dtype
+from ntkit.engine.inputs import LazyBatch, aligned
+from ntkit.engine.memory import default_memory_budget
+from ntkit.engine.pairs import pairs_in_tile
+from ntkit.engine.plan import plan
+from ntkit.engine.schedule import auto_tile, tile_slices
 from ntkit.engine.threads import torch_threads
-from ntkit.kernel import input_kernel
-from ntkit.layers.base import any_full
+from ntkit.engine.writers import store_tile
 
 # Scattered inputs per client, reused across calls (a solver calls dask_matvec with the
 # same x every iteration): {client: [(token, future), ...]}, the most recent few kept.
@@ -215,20 +218,19 @@ def _open_shared(shared: dict) -> dict[str, Tensor] | None:
 # ---- kernel tiles ------------------------------------------------------------------------
 
 def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_ntk: bool,
-               full: bool, names: tuple[str, ...], shared: dict | None = None) -> dict:
+               full: bool, names: tuple[str, ...], shared: dict | None = None,
+               same=None) -> dict:
     """Worker task: tiles (i, j) for j in js, exactly as `ntkit.engine.evaluate` does.
 
     Fields in ``shared`` (name -> (path, shape, dtype) of the driver's `shared_result`)
-    are stored into that file here, with the same `_store` as one process (finiteness
+    are stored into that file here, with the same `store_tile` as one process (finiteness
     check, tile and mirror), when this worker can open it; "written" then lists them.
     Otherwise returns plain numpy arrays (which dask sends without pickling them:
     returning the tiles' tensors made the kernel 4.6× slower than one process at
     n = 8000), and only the fields the caller stores (``names``): "nngp"/"ntk" as one
-    (rows, Σ cols, ...) block in the order of js; "cov1" of the tile that `_store` takes
+    (rows, Σ cols, ...) block in the order of js; "cov1" of the tile that `store_tile` takes
     it from; "var2" per tile.
     """
-    from ntkit.engine.evaluate import _store
-
     _tune_malloc()
     views = _open_shared(shared) if shared else None
     written = tuple(views) if views else ()
@@ -240,9 +242,12 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
         pair = {n: [] for n in ("nngp", "ntk") if n in names and n not in written}
         out: dict = {"cov1": None, "var2": [], "written": written}
         for j in js:
-            k = fn_diag(xr) if sym and i == j else fn(xr, aligned(other[b2[j]]))
+            if sym and i == j:
+                k = fn_diag(xr)
+            else:
+                k = fn(xr, aligned(other[b2[j]]), same=pairs_in_tile(same, b1[i], b2[j]))
             if views:
-                _store(views, k, b1[i], b2[j], i, j, sym)
+                store_tile(views, k, b1[i], b2[j], i, j, sym)
             for n, parts in pair.items():
                 parts.append(getattr(k, n).numpy())
             if "cov1" in names and j == (i if sym else 0):
@@ -257,11 +262,12 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
 
 def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: bool,
               full: bool, names: tuple[str, ...], shared: dict | None = None,
-              ) -> Iterator[tuple[int, int, SimpleNamespace]]:
+              same=None) -> Iterator[tuple[int, int, SimpleNamespace]]:
     """Compute the tiles ``pairs`` on the cluster; yield (i, j, tile) as they come, the
     tile holding the fields of ``names`` (nngp, ntk, cov1, var2) plus spatial and full,
     and ``written``: the fields a worker already stored into the ``shared`` results
     (name -> (path, shape, dtype) of `shared_result` files), which the tile then lacks.
+    ``same``: identical example pairs of x1 and x2 (`ntkit.engine.pairs`), or None.
 
     One task per row block i (all its pending tiles). Cancels what is left if the
     consumer stops early or a task fails.
@@ -276,7 +282,7 @@ def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: boo
     fx2 = None if x2 is None else _scatter(client, x2)
     layer = _portable(layer)
     futures = {client.submit(_row_block, layer, fx1, fx2, i, js, b1, b2, sym, track_ntk,
-                             full, tuple(names), shared, pure=False): i
+                             full, tuple(names), shared, same, pure=False): i
                for i, js in rows.items()}
     try:
         for fut in distributed.as_completed(list(futures)):
@@ -314,8 +320,7 @@ def _row_matvec(layer, x, v, rows: slice, tile: int, get: str, full: bool) -> np
         fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
         xr = aligned(x[rows])
         acc = torch.zeros(rows.stop - rows.start, v.shape[1], dtype=v.dtype)
-        for start in range(0, n, tile):
-            c = slice(start, min(start + tile, n))
+        for c in tile_slices(n, tile):
             k = fn_diag(xr) if c == rows else fn(xr, aligned(x[c]))
             block = getattr(k, get)
             if not bool(torch.isfinite(block).all()):
@@ -348,16 +353,13 @@ def dask_matvec(client, net, x, v, *, get: str = "ntk", tile: int | None = None,
       ones of `net.kernel`; off-diagonal blocks K(x_r, x_c) are computed as such (not
       mirrored), so the product equals ``net.kernel(x, get=get) @ v`` to rounding.
     """
-    from ntkit.engine.evaluate import auto_tile, tile_slices
-    from ntkit.engine.memory import default_memory_budget
-
     _check_client(client)
-    dtype = check_dtype(dtype)
     if get not in ("ntk", "nngp"):
         raise ValueError(f"get must be 'ntk' or 'nngp', got {get!r}")
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
-    x, _ = as_pair(x, None, dtype, spatial=True, lazy=True)
+    p = plan(net, x, None, get, dtype=dtype)
+    x, dtype, full, probe = p.x1, p.dtype, p.full, p.probe
     n = x.shape[0]
     if isinstance(v, np.ndarray):
         v = torch.from_numpy(np.ascontiguousarray(v))
@@ -370,9 +372,7 @@ def dask_matvec(client, net, x, v, *, get: str = "ntk", tile: int | None = None,
                          f"got {tuple(v.shape)}")
     if not bool(torch.isfinite(v).all()):
         raise ValueError("v contains NaN or inf")
-    full = x.ndim > 2 and any_full(net.requires_full(False))
-    probe = net.kernel_map(input_kernel(x[0:1], None, track_ntk=False, full=full))
-    if isinstance(probe, tuple) or probe.nngp.shape[2:] != ():
+    if probe.nngp.shape[2:] != ():
         raise ValueError("dask_matvec needs a network with one output per example pair "
                          "(end spatial networks in Flatten or global pooling)")
     if tile is None:

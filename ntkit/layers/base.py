@@ -16,7 +16,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ntkit.kernel import Kernel, example_diagonal, position_diagonal
+from ntkit.kernel import (
+    Kernel,
+    Storage,
+    evaluator,
+    example_diagonal,
+    position_diagonal,
+    set_same,
+)
 
 
 class ExampleShape(tuple):
@@ -36,7 +43,6 @@ class ExampleShape(tuple):
 
 
 Width = int | ExampleShape | tuple  # one stream (FC or spatial); a tuple: parallel streams
-Need = bool | tuple  # full covariances needed: one stream, or per parallel stream
 
 
 def is_streams(width) -> bool:
@@ -44,47 +50,33 @@ def is_streams(width) -> bool:
     return isinstance(width, tuple) and not isinstance(width, ExampleShape)
 
 
-def any_full(need: Need) -> bool:
-    """Whether a need (one stream's bool, or a tuple per parallel stream) asks for full
-    storage anywhere: a single stream feeding all of them must then be full."""
-    return any(need) if isinstance(need, tuple) else bool(need)
-
-
-def conform(k, need):
-    """Bring a kernel (or parallel kernels) to the storage a layer needs: a full spatial
-    kernel is reduced to its diagonal when nothing downstream needs the full one."""
-    if isinstance(k, tuple):
-        needs = need if isinstance(need, tuple) else (need,) * len(k)
-        if len(needs) != len(k):  # a stream-count mismatch: the layer itself reports it
-            return k
-        return tuple(conform(ki, ni) for ki, ni in zip(k, needs, strict=True))
-    need = any_full(need)
-    if k.full and not need:
-        return k.to_diagonal()
-    if need and k.is_spatial and not k.full:
-        raise RuntimeError("internal planning error: a layer needs full spatial covariances "
-                           "but got only their diagonal")
-    return k
-
-
 class Layer:
     """Base class of every layer spec (see module docstring)."""
 
     def kernel_map(self, k: Kernel | tuple[Kernel, ...]) -> Kernel | tuple[Kernel, ...]:
+        """The exact infinite-width map of this layer on a `Kernel` (or on a tuple of
+        kernels, one per parallel stream): pure tensor math, no tiling.
+
+        Kernels compose as neural-tangents' ``kernel_fn`` does:
+        ``b.kernel_map(a.kernel_map(k)) == serial(a, b).kernel_map(k)``. Start from
+        `ntkit.kernel.input_kernel` (``full=True`` when
+        ``self.requires_full(Storage()).any_full`` for spatial inputs), or from a Kernel
+        that ``net.kernel(x1, x2, get=None)`` returned.
+        """
         raise NotImplementedError
 
     def make_module(self, in_features: Width, generator: torch.Generator,
                     dtype: torch.dtype) -> tuple[nn.Module, Width]:
         raise NotImplementedError
 
-    def requires_full(self, full_after: Need) -> Need:
-        """Whether this layer's input must carry full position-position covariances,
-        given whether its output must (what comes after it decides). Layers that keep a
-        diagonal a diagonal (elementwise, convolutions, normalization) pass it through;
-        pooling returns True; Flatten and Dense return False."""
-        return full_after
+    def requires_full(self, full_after: Storage | bool) -> Storage:
+        """The `Storage` this layer's input must carry, given what its output must
+        (what comes after it decides). Layers that keep a diagonal a diagonal
+        (elementwise, convolutions, normalization) pass it through; pooling needs full
+        storage; Flatten and Dense need only the diagonal."""
+        return Storage.of(full_after)
 
-    def map_planned(self, k, full_after: Need):
+    def map_planned(self, k, full_after: Storage | bool):
         """``kernel_map`` with the storage need of the output known (combinators use it
         to plan their inner layers)."""
         return self.kernel_map(k)
@@ -95,6 +87,11 @@ class Layer:
                progress: bool = False, out=None, compile: bool = False,
                memory_budget: int | None = None, resume: bool = False, client=None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
+
+        A thin call: the engine (`ntkit.engine.evaluate`) plans, tiles and writes the
+        evaluation; this layer contributes only its `kernel_map`. With a `Kernel` as
+        ``x1`` (and no other argument) this is ``self.kernel_map(x1)``: kernels compose
+        as in neural-tangents.
 
         Args:
           x1: (n1, d) inputs, or channels first (n1, C, L) / (n1, C, H, W) for
@@ -139,11 +136,14 @@ class Layer:
           or (n1, n2, *S, *S), when the network ends in a spatial layer), a namedtuple
           for several, or a `Kernel`.
         """
-        from ntkit.engine.evaluate import evaluate
-
-        return evaluate(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
-                        out=out, compile=compile, memory_budget=memory_budget,
-                        resume=resume, client=client)
+        if isinstance(x1, Kernel):
+            if x2 is not None:
+                raise ValueError("net.kernel(k) with a Kernel maps it (kernel_map); x2 must "
+                                 "be None")
+            return self.kernel_map(x1)
+        return evaluator()(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
+                           out=out, compile=compile, memory_budget=memory_budget,
+                           resume=resume, client=client)
 
     def build(self, in_features: int | Sequence[int], seed: int | None = 0,
               dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -211,6 +211,15 @@ def check_std(name: str, value, *, allow_none: bool = False) -> float | Tensor |
     return value
 
 
+def shares_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` (or views of one another) use the same storage. (Under
+    torch.compile, which cannot trace storages and functionalizes in-place writes
+    anyway: whether they are the same tensor.)"""
+    if torch.compiler.is_compiling():
+        return a is b
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def _set_example_diagonal(t: Tensor, cov: Tensor, own: bool) -> Tensor:
     """``t`` with its example diagonal set to the variances ``cov`` ((n, ...) -> [i, i]).
 
@@ -274,11 +283,22 @@ class Activation(Layer):
                 "output of another activation (or a sum including one), whose channels are not "
                 "Gaussian: put a Dense or Conv layer before it (neural-tangents refuses this "
                 "too)")
+        if k.mixed_channels and not self.preserves_gaussian:
+            raise ValueError(
+                f"{type(self).__name__} after Flatten or FanInConcat: the channels it gets have "
+                "different covariances (one per former position, or per joined stream) and the "
+                "kernel tracks only their mean, which a nonlinearity cannot act on; put the "
+                "activation before Flatten (the network is the same: an elementwise function "
+                "commutes with Flatten), apply it per stream before FanInConcat, or put a "
+                "Dense/Conv layer in between")
         if k.x1_is_x2 and k.is_spatial:
             # Linear spatial maps (pooling, convolutions) may round the example diagonal of
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
             # into a ~1e-8 angle. Make them equal again (in place: it is their true value).
             k = k.replace(nngp=_set_example_diagonal(k.nngp, k.cov1, own=True))
+        if k.same is not None:
+            # Identical example pairs: likewise, after any map (x1's variances rule).
+            k = k.replace(nngp=set_same(k.nngp, k.cov1, k.same))
         v1, v2 = k.var_pair()
         nngp, dot = self.dual(v1, k.nngp, v2, need_dot=k.ntk is not None)
         ntk = None if k.ntk is None else k.ntk * dot
@@ -286,9 +306,17 @@ class Activation(Layer):
         if k.x1_is_x2:
             # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
             # vectorized and scalar transcendental kernels may round differently by an ulp.
-            nngp = _set_example_diagonal(nngp, cov1, own=nngp is not k.nngp)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
-                         gaussian=k.gaussian if self.preserves_gaussian else False)
+            nngp = _set_example_diagonal(nngp, cov1, own=not shares_memory(nngp, k.nngp))
+        elif k.same is not None:
+            if shares_memory(nngp, k.nngp):
+                nngp = nngp.clone()
+            nngp = set_same(nngp, cov1, k.same)
+        # The identity keeps the stream odd in its source's weights; anything else does not
+        # (the channels stay aligned with the same roots either way).
+        keep = self.preserves_gaussian
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
+                         source=k.source if keep else None,
+                         gaussian=k.gaussian if keep else False)
 
     def _self_map(self, k: Kernel, cov: Tensor) -> Tensor:
         """Map an example's own covariance (cov1/cov2) through the activation."""
@@ -296,7 +324,9 @@ class Activation(Layer):
             return self.dual(cov, cov, cov, need_dot=False)[0]
         va, vb = k.self_var_pair(cov)
         out = self.dual(va, cov, vb, need_dot=False)[0]
-        out = out.clone() if out is cov else out.contiguous()
+        # A dual may return (a view of) its input (Identity does): the position diagonal
+        # is written below, so ``out`` must own its memory, or cov1/cov2 would alias.
+        out = out.clone() if shares_memory(out, cov) else out.contiguous()
         # Equal positions: the exact variance map, as on the diagonal path.
         v = position_diagonal(cov, len(k.spatial))
         P = v[0].numel()

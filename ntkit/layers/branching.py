@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ntkit.kernel import Kernel
-from ntkit.layers.base import ExampleShape, Layer, any_full, conform, is_streams
+from ntkit.kernel import Kernel, Storage
+from ntkit.layers.base import Activation, ExampleShape, Layer, is_streams
 
 
 def _check_layers(name: str, layers) -> tuple[Layer, ...]:
@@ -47,19 +47,41 @@ class ParallelModule(nn.Module):
         return tuple(b(x) for b, x in zip(self.branches, xs, strict=True))
 
 
+def kernel_order(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """The layers in the order their kernel maps run: each `Flatten` moves behind the
+    activations that directly follow it.
+
+    The network is the same (an elementwise function commutes with a reshape), but the
+    activations then act per position, where their dual is exact, instead of on the
+    flattened mean (see ``mixed_channels`` in `ntkit.kernel`).
+    """
+    out = list(layers)
+    i = 0
+    while i < len(out):
+        j = i + 1
+        if getattr(out[i], "reshapes_only", False):
+            while j < len(out) and isinstance(out[j], Activation):
+                j += 1
+            out[i:j] = out[i + 1:j] + [out[i]]
+        i = j
+    return tuple(out)
+
+
 class Serial(Layer):
     """Layers applied one after the other."""
 
     def __init__(self, *layers: Layer):
         self.layers = _check_layers("serial", layers)
+        self._order = kernel_order(self.layers)
 
     def kernel_map(self, k):
         return self.map_planned(k, False)
 
-    def _needs(self, full_after):
-        """needs[i]: whether layer i's input must be full (needs[-1]: the output's)."""
-        needs = [full_after]
-        for layer in reversed(self.layers):
+    def _needs(self, full_after) -> list[Storage]:
+        """needs[i]: the storage of the i-th mapped layer's input (needs[-1]: the
+        output's)."""
+        needs = [Storage.of(full_after)]
+        for layer in reversed(self._order):
             needs.append(layer.requires_full(needs[-1]))
         return needs[::-1]
 
@@ -68,8 +90,8 @@ class Serial(Layer):
 
     def map_planned(self, k, full_after):
         needs = self._needs(full_after)
-        for i, layer in enumerate(self.layers):
-            k = layer.map_planned(conform(k, needs[i]), needs[i + 1])
+        for i, layer in enumerate(self._order):
+            k = layer.map_planned(needs[i].conform(k), needs[i + 1])
         return k
 
     def make_module(self, in_features, generator, dtype):
@@ -98,19 +120,20 @@ class Parallel(Layer):
     def kernel_map(self, ks):
         return self.map_planned(ks, False)
 
-    def _per_branch(self, full_after):
-        return full_after if isinstance(full_after, tuple) else (full_after,) * len(self.layers)
+    def _per_branch(self, full_after) -> tuple[Storage, ...]:
+        return Storage.of(full_after).per_stream(len(self.layers))
 
     def requires_full(self, full_after):
-        return tuple(layer.requires_full(f) for layer, f in
-                     zip(self.layers, self._per_branch(full_after), strict=True))
+        return Storage(streams=tuple(layer.requires_full(f) for layer, f in
+                                     zip(self.layers, self._per_branch(full_after),
+                                         strict=True)))
 
     def map_planned(self, ks, full_after):
         self._check_streams(ks)
         outs, n_dense = [], max(k.n_dense for k in ks)
         for layer, k, f in zip(self.layers, ks, self._per_branch(full_after), strict=True):
             # Thread the Dense count through the branches so each Dense gets its own number.
-            k = layer.map_planned(conform(k.replace(n_dense=n_dense), layer.requires_full(f)),
+            k = layer.map_planned(layer.requires_full(f).conform(k.replace(n_dense=n_dense)),
                                   f)
             n_dense = max(x.n_dense for x in k) if isinstance(k, tuple) else k.n_dense
             outs.append(k)
@@ -159,7 +182,7 @@ class FanOut(Layer):
         return (k,) * self.n
 
     def requires_full(self, full_after):
-        return any_full(full_after)
+        return Storage.of(full_after).joined()
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):
@@ -173,6 +196,17 @@ def _all_gaussian(ks) -> bool | None:
     if any(f is False for f in flags):
         return False
     return True if all(flags) else None
+
+
+def _uncorrelated(a: Kernel, b: Kernel) -> bool:
+    """Whether two streams are uncorrelated in the infinite-width limit: one of them is
+    odd in a fresh layer's weights (``source``) that the other is not aligned with."""
+    return ((a.source is not None and a.source not in b.roots)
+            or (b.source is not None and b.source not in a.roots))
+
+
+def _all_roots(ks) -> frozenset:
+    return frozenset().union(*(k.roots for k in ks))
 
 
 def _check_fan_in(name: str, ks) -> tuple[Kernel, ...]:
@@ -205,10 +239,13 @@ class _ConcatModule(nn.Module):
 class FanInSum(Layer):
     """Sums parallel streams (they must have equal widths).
 
-    The kernel of a sum is the sum of kernels only when the streams are uncorrelated:
-    at most one stream may be something other than a fresh Dense output, and no two
-    streams may come from the same Dense layer. Otherwise this raises, rather than
-    return a kernel that misses cross-covariances (neural-tangents sums regardless).
+    The kernel of a sum is the sum of kernels only when the streams are uncorrelated. In
+    the infinite-width limit two streams are when one of them is a fresh Dense/Conv
+    output (possibly pooled, flattened or layer-normalized since) whose layer the other
+    stream's channels are not aligned with (see ``source`` and ``roots`` in
+    `ntkit.kernel`): e.g. a residual block ``parallel(Identity(), serial(..., Dense))``.
+    Every pair of streams must be so; otherwise this raises, rather than return a kernel
+    that misses cross-covariances (neural-tangents sums regardless).
     """
 
     def kernel_map(self, ks):
@@ -216,13 +253,15 @@ class FanInSum(Layer):
         widths = {k.channels for k in ks}
         if len(widths) > 1:
             raise ValueError(f"FanInSum needs streams of equal width, got {sorted(widths)}")
-        sources = [k.source for k in ks if k.source is not None]
-        n_other = len(ks) - len(sources)
-        if n_other > 1 or len(set(sources)) < len(sources):
-            raise ValueError(
-                "FanInSum: the kernel of a sum of correlated streams needs their cross-"
-                "covariance, which is not tracked; end all but at most one stream with its own "
-                "Dense layer (e.g. a residual block: parallel(Identity(), serial(..., Dense)))")
+        for i, a in enumerate(ks):
+            for j in range(i + 1, len(ks)):
+                if not _uncorrelated(a, ks[j]):
+                    raise ValueError(
+                        f"FanInSum: streams {i} and {j} are correlated (they are functions of "
+                        "the same layer's channels), and the kernel of their sum needs their "
+                        "cross-covariance, which is not tracked; end all but at most one "
+                        "stream with its own Dense/Conv layer (e.g. a residual block: "
+                        "parallel(Identity(), serial(..., Dense)))")
         out = ks[0]
         for k in ks[1:]:
             out = out.replace(
@@ -231,6 +270,8 @@ class FanInSum(Layer):
                 cov1=out.cov1 + k.cov1,
                 cov2=None if out.cov2 is None else out.cov2 + k.cov2)
         return out.replace(source=None, n_dense=max(k.n_dense for k in ks),
+                           roots=_all_roots(ks),
+                           mixed_channels=any(k.mixed_channels for k in ks),
                            gaussian=_all_gaussian(ks))
 
     def make_module(self, in_features, generator, dtype):
@@ -263,7 +304,8 @@ class FanInConcat(Layer):
 
         return ks[0].replace(nngp=mix("nngp"), ntk=mix("ntk"), cov1=mix("cov1"),
                              cov2=mix("cov2"), channels=total, source=None,
-                             n_dense=max(k.n_dense for k in ks),
+                             n_dense=max(k.n_dense for k in ks), roots=_all_roots(ks),
+                             mixed_channels=len(ks) > 1 or ks[0].mixed_channels,
                              gaussian=_all_gaussian(ks))
 
     def make_module(self, in_features, generator, dtype):

@@ -55,6 +55,41 @@ def pad_input(x: Tensor, window: Sequence[int], strides: Sequence[int], padding:
     return F.pad(x, amounts)
 
 
+class _InPlace:
+    """Arithmetic of the Conv kernel map on tensors it owns (fresh box sums): in place.
+    ``add`` skips a zero bias, as the map always has."""
+
+    @staticmethod
+    def scale(t: Tensor, a, keep: bool = False) -> Tensor:
+        return t * a if keep else t.mul_(a)
+
+    @staticmethod
+    def add(t: Tensor, b) -> Tensor:
+        if isinstance(b, Tensor):
+            return t.add_(b)
+        return t.add_(b) if b else t
+
+    @staticmethod
+    def axpy(t: Tensor, u: Tensor, a) -> Tensor:
+        return t.add_(u, alpha=a)
+
+
+class _OutOfPlace:
+    """The same arithmetic out of place, for tensor (learnable) hyperparameters."""
+
+    @staticmethod
+    def scale(t: Tensor, a, keep: bool = False) -> Tensor:
+        return t * a
+
+    @staticmethod
+    def add(t: Tensor, b) -> Tensor:
+        return t + b
+
+    @staticmethod
+    def axpy(t: Tensor, u: Tensor, a) -> Tensor:
+        return t + u * a
+
+
 class ConvModule(nn.Module):
     """Finite convolution: ``y = w_scale · conv(x, W) + b_scale · b``, channels first.
 
@@ -160,49 +195,26 @@ class Conv(Layer):
         def box(t: Tensor, b: int) -> Tensor:
             return W.conv_sum(t, b, k.full, self.filter_shape, self.strides, self.padding)
 
-        if isinstance(w2, Tensor) or isinstance(b2, Tensor):
-            return self._map_learnable(k, box, w2, b2, q)
-
-        def affine(t: Tensor, b: int) -> Tensor:
-            t = box(t, b).mul_(w2 / q)
-            return t.add_(b2) if b2 else t
-
+        # Numbers: in place, each new tensor scaled where it lies. Tensor hyperparameters
+        # (learnable): out of place, every term kept for autograd. One set of formulas.
+        ops = _InPlace if not (isinstance(w2, Tensor) or isinstance(b2, Tensor)) else _OutOfPlace
         standard = self.parameterization == "standard" and k.ntk is not None
         nngp_sum = box(k.nngp, 2)
         # 'standard' needs the unscaled sum again for the NTK; 'ntk' scales in place.
-        nngp = nngp_sum * (w2 / q) if standard else nngp_sum.mul_(w2 / q)
-        if b2:
-            nngp = nngp.add_(b2)
+        nngp = ops.add(ops.scale(nngp_sum, w2 / q, keep=standard), b2)
         ntk = k.ntk
         if ntk is not None:
             if not standard:
-                ntk = box(ntk, 2).mul_(w2 / q).add_(nngp)
+                ntk = ops.add(ops.scale(box(ntk, 2), w2 / q), nngp)
             else:
-                ntk = nngp_sum.mul_(k.channels).add_(box(ntk, 2), alpha=w2 / q)
+                ntk = ops.axpy(ops.scale(nngp_sum, k.channels), box(ntk, 2), w2 / q)
                 if self.b_std is not None:
-                    ntk = ntk.add_(1.0)
+                    ntk = ops.add(ntk, 1.0)
         spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
-        cov1, cov2 = k.map_covs(lambda c: affine(c, 1), nngp)
+        cov1, cov2 = k.map_covs(lambda c: ops.add(ops.scale(box(c, 1), w2 / q), b2), nngp)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                          channels=self.out_channels, source=k.n_dense + 1,
-                         n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
-
-    def _map_learnable(self, k: Kernel, box, w2, b2, q: int) -> Kernel:
-        """`kernel_map` with tensor hyperparameters: the same formulas, out of place."""
-        nngp_sum = box(k.nngp, 2)
-        nngp = nngp_sum * (w2 / q) + b2
-        ntk = k.ntk
-        if ntk is not None:
-            if self.parameterization == "ntk":
-                ntk = box(ntk, 2) * (w2 / q) + nngp
-            else:
-                ntk = nngp_sum * k.channels + box(ntk, 2) * (w2 / q)
-                if self.b_std is not None:
-                    ntk = ntk + 1.0
-        spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
-        cov1, cov2 = k.map_covs(lambda c: box(c, 1) * (w2 / q) + b2, nngp)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
-                         channels=self.out_channels, source=k.n_dense + 1,
+                         roots=frozenset((k.n_dense + 1,)), mixed_channels=False,
                          n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
 
     def make_module(self, in_features, generator, dtype):

@@ -110,6 +110,7 @@ class Dense(Layer):
         cov1, cov2 = k.map_covs(affine, nngp)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                          channels=self.out_features, source=k.n_dense + 1,
+                         roots=frozenset((k.n_dense + 1,)), mixed_channels=False,
                          n_dense=k.n_dense + 1, gaussian=True)
 
     def make_module(self, in_features, generator, dtype):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ntkit.kernel import Kernel
+from ntkit.kernel import Kernel, Storage
 from ntkit.layers import windows as W
 from ntkit.layers.base import ExampleShape, Layer, is_streams
 from ntkit.layers.conv import check_padding, check_window, pad_input
@@ -72,7 +72,7 @@ class AvgPool(Layer):
         self.padding = check_padding("AvgPool", padding)
 
     def requires_full(self, full_after):
-        return True
+        return Storage(full=True)
 
     def _check(self, spatial) -> None:
         if not spatial:
@@ -110,7 +110,7 @@ class GlobalAvgPool(Layer):
     """Mean over all positions: (n, C, *S) -> (n, C). Needs full covariances."""
 
     def requires_full(self, full_after):
-        return True
+        return Storage(full=True)
 
     def kernel_map(self, k: Kernel) -> Kernel:
         k = _single("GlobalAvgPool", k)
@@ -143,20 +143,25 @@ class Flatten(Layer):
     with fan-in C·|S| sees), so only the diagonal is needed.
     """
 
+    #: A pure reshape: `serial` runs the kernel maps of activations right after it first.
+    reshapes_only = True
+
     def requires_full(self, full_after):
-        return False
+        return Storage(full=False)
 
     def kernel_map(self, k: Kernel) -> Kernel:
         k = _single("Flatten", k)
         if not k.is_spatial:
             return k
         d = len(k.spatial)
+        several = math.prod(k.spatial) > 1
         k = k.to_diagonal()
 
         def mean(t: Tensor, b: int) -> Tensor:
             return t.mean(dim=tuple(range(b, b + d)))
 
         return k.map_fields(mean).replace(spatial=(), full=False,
+                                          mixed_channels=k.mixed_channels or several,
                                           channels=k.channels * math.prod(k.spatial))
 
     def make_module(self, in_features, generator, dtype):

@@ -10,9 +10,8 @@ import torch
 
 from ntkit import layers as nl
 from ntkit import models
-from ntkit.kernel import input_kernel
+from ntkit.kernel import any_full, input_kernel
 from ntkit.layers import windows
-from ntkit.layers.base import any_full
 
 F64 = torch.float64
 

@@ -1,0 +1,130 @@
+"""Planning one kernel evaluation: validation, symmetry, storage, probe, input kernel.
+
+Every caller that evaluates a layer spec over inputs starts here: `ntkit.engine.evaluate`
+(in memory, on disk, on Dask), `ntkit.engine.distributed.dask_matvec` and the
+differentiable kernels of `ntkit.apps.kip`. `plan` validates the arguments, decides
+whether x2 is x1 (the symmetric path: half the work, exact diagonal), finds identical
+example pairs (`ntkit.engine.pairs`), plans the spatial storage from the network
+(`ntkit.kernel.Storage`), and probes one example: that validates the network against
+the inputs (rank, sizes) before any work and gives the output's shape. `Plan.input_kernel`
+then builds any tile's input kernel with the planned storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ntkit.engine.inputs import LazyBatch, as_pair, check_dtype, check_get
+from ntkit.engine.pairs import identical_rows
+from ntkit.kernel import CovTrace, Kernel, Storage, input_kernel
+
+#: Every field a kernel evaluation can return, in order.
+ALL_FIELDS = ("nngp", "ntk", "cov1", "cov2")
+
+
+@dataclass
+class Plan:
+    """What `plan` decided. x1/x2: validated inputs (tensors, or `LazyBatch` for arrays
+    that stay on disk); x2 None means the symmetric path."""
+
+    x1: Tensor | LazyBatch
+    x2: Tensor | LazyBatch | None
+    get: tuple[str, ...] | str | None
+    names: tuple[str, ...]
+    dtype: torch.dtype
+    full: bool
+    probe: Kernel
+    probe_trace: CovTrace | None
+    same: tuple[Tensor, Tensor] | None
+    needs_grad: bool
+
+    @property
+    def sym(self) -> bool:
+        return self.x2 is None
+
+    @property
+    def n1(self) -> int:
+        return self.x1.shape[0]
+
+    @property
+    def n2(self) -> int:
+        return self.n1 if self.x2 is None else self.x2.shape[0]
+
+    @property
+    def track_ntk(self) -> bool:
+        return "ntk" in self.names
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape of each field: (n1, n2, *pair) for nngp/ntk, (n, *cov) for covs."""
+        pair = tuple(self.probe.nngp.shape[2:])
+        cov = tuple(self.probe.cov1.shape[1:])
+        n1, n2 = self.n1, self.n2
+        return {"nngp": (n1, n2, *pair), "ntk": (n1, n2, *pair), "cov1": (n1, *cov),
+                "cov2": (n2, *cov)}
+
+    def input_kernel(self, x1: Tensor, x2: Tensor | None, **options) -> Kernel:
+        """The input kernel of a tile with the planned storage (options as
+        `ntkit.kernel.input_kernel` takes them)."""
+        return input_kernel(x1, x2, track_ntk=self.track_ntk, full=self.full, **options)
+
+
+def storage_full(net, x) -> bool:
+    """Whether spatial inputs x must start with full position-position covariances."""
+    return x.ndim > 2 and net.requires_full(Storage(full=False)).any_full
+
+
+def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.float64,
+         lazy: bool = True, symmetric: bool = True, find_pairs: bool = True) -> Plan:
+    """Plan the evaluation of ``net``'s kernel over (x1, x2).
+
+    Args:
+      net: a layer spec.
+      x1, x2: as ``net.kernel`` takes them (x2 None: x2 = x1).
+      get: as ``net.kernel`` takes it.
+      dtype: the compute dtype.
+      lazy: keep memmaps and zarr arrays on disk (read per tile).
+      symmetric: take the symmetric path when x2 is the same batch as x1 (the same
+        object, the same file, or equal values when no input needs gradients: d/dx1 of
+        k(x1, x2) is not d/dx of k(x, x)).
+      find_pairs: look for identical examples in x1 and x2 (`ntkit.engine.pairs`).
+
+    Example:
+      >>> import torch, ntkit.layers as nl
+      >>> p = plan(nl.serial(nl.Dense(4), nl.ReLU()), torch.randn(5, 3))
+      >>> p.sym, p.shapes()["nngp"]
+      (True, (5, 5))
+    """
+    dtype = check_dtype(dtype)
+    get = check_get(get)
+    same_object = x2 is x1
+    x1, x2 = as_pair(x1, x2, dtype, spatial=True, lazy=lazy)
+    inputs_grad = torch.is_grad_enabled() and any(
+        isinstance(x, Tensor) and x.requires_grad for x in (x1, x2))
+    if symmetric:
+        if isinstance(x1, LazyBatch):
+            if x1.same_source(x2):
+                x2 = None
+        elif (isinstance(x2, Tensor) and x2.shape == x1.shape
+              and (same_object or not inputs_grad) and torch.equal(x1, x2)):
+            x2 = None
+    same = None
+    if (find_pairs and x2 is not None and not inputs_grad and isinstance(x1, Tensor)
+            and isinstance(x2, Tensor)):
+        # Not when x1 or x2 needs gradients: the pair's entry then depends on x1 alone.
+        same = identical_rows(x1, x2)
+        same = same if same[0].numel() else None
+    names = ALL_FIELDS if get is None else ((get,) if isinstance(get, str) else get)
+    full = storage_full(net, x1)
+    # The probe records its covariance chain: its steps' sizes price a `CovTrace`.
+    probe_trace = CovTrace() if x1.ndim > 2 else None
+    probe = net.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full,
+                                        trace=probe_trace))
+    if isinstance(probe, tuple):
+        raise ValueError(f"the network ends in {len(probe)} parallel streams; merge them "
+                         "with FanInSum() or FanInConcat()")
+    needs_grad = inputs_grad or (torch.is_grad_enabled() and probe.nngp.requires_grad)
+    return Plan(x1=x1, x2=x2, get=get, names=names, dtype=dtype, full=full, probe=probe,
+                probe_trace=probe_trace, same=same, needs_grad=needs_grad)
