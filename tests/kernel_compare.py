@@ -135,8 +135,11 @@ def kernel_tolerance(expected, *, var1=None, var2=None, corr=None,
       expected: reference kernel (n1, n2, *T), tensor or array.
       var1, var2: the reference kernel's own diagonal values for the rows (n1, *T') and
         columns (n2, *T'), i.e. K(x1_i, x1_i) and K(x2_j, x2_j) of the *same* kernel
-        (NNGP: ``Kernel.cov1``/``cov2``). Default: the example diagonal of ``expected``,
-        which must then be square, K(x, x).
+        (NNGP: ``Kernel.cov1``/``cov2``). Default: the example diagonal of ``expected``
+        when it is square (it must then be K(x, x)); for a cross kernel (n1 ≠ n2), the
+        row/column scales √(max_j |K_ij| · max_i |K_ij|) and no arc-cosine relaxation,
+        i.e. tight everywhere: right for disjoint batches; a cross kernel with
+        correlation-±1 pairs (x2 sharing examples with x1) needs var1/var2.
       corr: (n1, n2, *T) correlation to use for the arc-cosine term instead of
         expected / scale (e.g. the NNGP correlation when comparing NTKs).
       rtol: the tight part, relative to the scale √(K_ii K_jj); default 256·ε.
@@ -159,10 +162,13 @@ def kernel_tolerance(expected, *, var1=None, var2=None, corr=None,
     rtol = 256.0 * eps if rtol is None else float(rtol)
     if (var1 is None) != (var2 is None):
         raise ValueError("give both var1 and var2, or neither")
-    if var1 is None:
-        if n1 != n2:
-            raise ValueError(f"a cross kernel {e.shape} needs var1=/var2= (its own variances "
-                             "at (i, i) and (j, j)): the scale cannot come from its diagonal")
+    cross_fallback = var1 is None and n1 != n2
+    if cross_fallback:
+        # No variances for a cross kernel: the scale of row i and column j from their
+        # largest entries, and no arc-cosine relaxation (rho = 0): tight everywhere.
+        flat = np.abs(e).reshape(n1, n2, -1).max(axis=2)
+        d1, d2 = flat.max(axis=1), flat.max(axis=0)
+    elif var1 is None:
         d = _example_diagonal(e)
         d1 = d2 = _per_example_scale(d)
     else:
@@ -173,7 +179,9 @@ def kernel_tolerance(expected, *, var1=None, var2=None, corr=None,
     trailing = (1,) * (e.ndim - 2)
     scale = np.sqrt(np.outer(d1, d2)).reshape((n1, n2) + trailing)
     scale = np.broadcast_to(scale, e.shape)
-    if corr is None:
+    if cross_fallback:
+        rho = np.zeros(e.shape)
+    elif corr is None:
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = np.where(scale > 0, np.abs(e) / scale, 0.0)
     else:

@@ -114,10 +114,28 @@ def test_the_real_cross_path_diagonal_is_inside_the_arccos_bound():
     assert_kernels_close(cross, ref)
 
 
-def test_cross_kernel_needs_variances_and_reports_mismatched_shapes():
+def test_cross_kernel_without_variances_is_tight_everywhere():
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(4), dtype=F64)
+    x[4] = x[0]  # a correlation-1 pair inside the cross block (0, 4)...
+    k = x @ x.T / 5
+    t = kernel_tolerance(k[:, 3:])
+    # ...gets no arc-cosine relaxation without variances: only the tight part
+    # (the arc-cosine part at correlation 0 is eta = 4 eps of the scale)
+    scale = np.sqrt(np.abs(k[:, 3:].numpy()).max(1)[:, None] * np.abs(k[:, 3:].numpy()).max(0))
+    np.testing.assert_allclose(t["arccos"], 4 * EPS * scale, rtol=1e-12)
+    np.testing.assert_allclose(t["tol"], (256 + 4) * EPS * scale, rtol=1e-12)
+    bumped = k[:, 3:].clone()
+    bumped[0, 1] += 1.1 * t["tol"][0, 1]
+    with pytest.raises(AssertionError):
+        assert_kernels_close(bumped, k[:, 3:])
+    # with the variances the pair (0, 4) gets its sqrt(8 eps) bound
+    d = torch.diagonal(k)
+    t = kernel_tolerance(k[:, 3:], var1=d, var2=d[3:])
+    assert t["arccos"][0, 1] == pytest.approx(math.sqrt(8 * EPS) * float(d[0]), rel=1e-6)
+
+
+def test_mismatched_shapes_are_reported():
     k = _gram()
-    with pytest.raises(ValueError, match="var1=/var2="):
-        kernel_tolerance(k[:, :4])
     d = torch.diagonal(k)
     assert_kernels_close(k[:, :4], k[:, :4], var1=d, var2=d[:4])
     with pytest.raises(AssertionError, match="shapes differ"):
