@@ -45,12 +45,16 @@ def test_identical_kernels_pass_with_zero_margin():
 
 def test_exact_on_identical_pairs():
     k = _gram()
+    one_ulp = k.clone()
+    one_ulp[2, 2] = torch.nextafter(k[2, 2], torch.tensor(math.inf, dtype=F64))
+    with pytest.raises(AssertionError, match=r"worst at \(2, 2\).*identical pair"):
+        assert_kernels_close(one_ulp, k, identical="diagonal", exact_ulps=0)  # bitwise
+    assert_kernels_close(one_ulp, k, identical="diagonal")  # default: 4 eps of the scale
     bumped = k.clone()
-    bumped[2, 2] = torch.nextafter(k[2, 2], torch.tensor(math.inf, dtype=F64))
+    bumped[2, 2] += 5 * EPS * k[2, 2]
     with pytest.raises(AssertionError, match=r"worst at \(2, 2\).*identical pair"):
         assert_kernels_close(bumped, k, identical="diagonal")
-    assert_kernels_close(bumped, k)  # one ulp is within the tight bound elsewhere
-    assert_kernels_close(bumped, k, identical="diagonal", exact_ulps=2)
+    assert_kernels_close(bumped, k)  # 5 eps is within the tight bound elsewhere
     # explicit pairs and masks mean the same
     with pytest.raises(AssertionError, match=r"\(2, 2\)"):
         assert_kernels_close(bumped, k, identical=[(2, 2)])
