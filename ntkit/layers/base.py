@@ -68,8 +68,24 @@ def conform(k, need):
     return k
 
 
-class Layer:
-    """Base class of every layer spec (see module docstring)."""
+class LayerType(type):
+    """Metaclass of `Layer`: ``dir()`` of a layer *class* lists the members it defines
+    itself, so that ``help(ntkit.layers)`` and ``help(nl.Dense)`` document `Layer`'s
+    methods (``kernel``, ``build``, ...) once, on `Layer`, instead of once per layer.
+    Instances and attribute lookup are unaffected (``dir(nl.Dense(1))`` lists all)."""
+
+    def __dir__(cls) -> list[str]:
+        if cls.__dict__.get("_document_inherited", False):
+            return super().__dir__()
+        return sorted(vars(cls))
+
+
+class Layer(metaclass=LayerType):
+    """Base class of every layer spec (see module docstring). Every layer has the
+    methods below: ``kernel``, ``kernel_map``, ``build`` (and ``make_module``,
+    ``requires_full``, ``map_planned`` for the engine)."""
+
+    _document_inherited = True  # Layer itself: dir() as usual
 
     def kernel_map(self, k: Kernel | tuple[Kernel, ...]) -> Kernel | tuple[Kernel, ...]:
         raise NotImplementedError

@@ -178,3 +178,12 @@ def test_elementwise_argument_errors():
     with pytest.raises(ValueError, match="must act elementwise"):
         nl.Elementwise(nngp_fn=lambda c, v1, v2: c.sum(0, keepdim=True)[:, :1].repeat(2, 2)
                        ).kernel(_x(3), get="nngp")
+
+
+def test_help_documents_layer_methods_once():
+    import pydoc
+
+    text = pydoc.render_doc(nl, renderer=pydoc.plaintext)
+    assert len(text.splitlines()) < 1500  # 4,172 lines when every layer repeated them
+    assert text.count("channels_last: True: x1 and x2 are channels last") == 1
+    assert "kernel" in dir(nl.Dense(1)) and "build" in dir(nl.ReLU())  # instances: all
