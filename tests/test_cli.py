@@ -12,6 +12,7 @@ import joblib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from kernel_compare import assert_kernels_close
 from sklearn.datasets import load_iris
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -202,7 +203,7 @@ def test_kernel_matches_net_kernel(tmp_path, fmt):
                    "--activation", "erf", "--w-std", "1.3", "--b-std", "0.2", "--tile", "16"])
     assert result.exit_code == 0, result.output
     expected = make_network(2, "erf", 1.3, 0.2).kernel(x, get="nngp").numpy()
-    np.testing.assert_allclose(np.load(out), expected, rtol=1e-12, atol=1e-14)
+    assert_kernels_close(np.load(out), expected, identical="diagonal", name="ntkit kernel csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "K.npy"])
 
 
@@ -211,8 +212,8 @@ def test_kernel_default_is_ntk(tmp_path):
     np.save(tmp_path / "x.npy", x)
     result = _run(["kernel", str(tmp_path / "x.npy"), "--out", str(tmp_path / "K.npy")])
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(np.load(tmp_path / "K.npy"),
-                               make_network(1).kernel(x, get="ntk").numpy(), rtol=1e-12)
+    assert_kernels_close(np.load(tmp_path / "K.npy"), make_network(1).kernel(x, get="ntk"),
+                         identical="diagonal", name="ntkit kernel npy")
 
 
 def test_kernel_interrupted_leaves_no_file(tmp_path, monkeypatch):

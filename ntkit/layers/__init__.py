@@ -4,6 +4,19 @@
     net = nl.serial(nl.Dense(512, w_std=1.5, b_std=0.05), nl.ReLU(), nl.Dense(1))
     k = net.kernel(x1, x2, get=("nngp", "ntk"))
     model = net.build(in_features=x1.shape[1], seed=0)
+
+Every layer has ``kernel(x1, x2, get=..., **options)``, ``kernel_map(k)`` and
+``build(in_features)``, documented once on `Layer` (``help(nl.Layer.kernel)``).
+Inputs are channels first (n, C, *S); pass ``channels_last=True`` for NHWC data.
+
+Linear: Dense, Conv, AvgPool, GlobalAvgPool, Flatten, LayerNorm, Identity.
+Combinators: serial, parallel, FanOut, FanInSum, FanInConcat.
+Activations, closed form: ReLU, LeakyReLU, ABReLU, Abs, Sign, RectifiedMonomial, Erf,
+GELU, Sin, Cos, Rbf, Exp, Gaussian, Polynomial, Monomial, Hermite; by quadrature: Tanh,
+Sigmoid, Softplus, SiLU, Elementwise(fn); from a user's closed form:
+Elementwise(nngp_fn=...). Base classes: Layer, Activation.
+neural-tangents spellings: Relu, LeakyRelu, ABRelu, Gelu, and ``W_std=`` in Dense/Conv;
+other neural-tangents names raise an AttributeError saying what to use.
 """
 
 from ntkit.layers.activations import (
@@ -35,12 +48,32 @@ from ntkit.layers.branching import FanInConcat, FanInSum, FanOut, parallel, seri
 from ntkit.layers.conv import Conv
 from ntkit.layers.dense import Dense
 from ntkit.layers.norm import LayerNorm
+from ntkit.layers.nt_names import NT_NAMES as _NT_NAMES
+from ntkit.layers.nt_names import ABRelu, Gelu, LeakyRelu, Relu
 from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool
 
 __all__ = [
-    "ABReLU", "GELU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Elementwise",
-    "Erf", "Exp", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gaussian",
-    "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
-    "LeakyReLU", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Sigmoid",
-    "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
+    "ABReLU", "ABRelu", "GELU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense",
+    "Elementwise", "Erf", "Exp", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gaussian",
+    "Gelu", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm", "LeakyReLU",
+    "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Relu",
+    "Sigmoid", "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
 ]
+
+
+def __getattr__(name: str):
+    """Unknown names: say what to use (neural-tangents' names, or the closest ones)."""
+    import difflib  # stdlib, here so that it is no name of this module
+
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _NT_NAMES:
+        use = _NT_NAMES[name]
+        hint = (f"neural-tangents' {name} is ntkit's {use}" if use else
+                f"neural-tangents' {name} has no ntkit counterpart yet")
+    else:
+        close = difflib.get_close_matches(name, __all__, n=3, cutoff=0.6)
+        close += [n for n in __all__ if n.lower() == name.lower() and n not in close]
+        hint = f"did you mean {' or '.join(close)}?" if close else \
+            f"the layers are: {', '.join(sorted(__all__))}"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}; {hint}")

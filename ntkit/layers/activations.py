@@ -33,6 +33,7 @@ from ntkit.dual import quadrature as _quad
 from ntkit.dual import relu as _relu
 from ntkit.dual import trig as _trig
 from ntkit.layers.base import Activation
+from ntkit.layers.closed_form import check_forms, closed_form_dual
 
 Dual = tuple[Tensor, Tensor | None]
 
@@ -410,7 +411,8 @@ class Hermite(Activation):
 # ---- quadrature ---------------------------------------------------------------
 
 class Elementwise(Activation):
-    """Any elementwise activation written in torch; T and Tdot by 2-D quadrature.
+    """Any elementwise activation written in torch; T and Tdot by 2-D quadrature, or from
+    a closed form ``nngp_fn`` as in neural-tangents' ``stax.Elementwise``.
 
     (u, v) = L z with L the Cholesky factor of Σ (clamped, so zero variances and
     |cov| = √(var1 var2) are finite), and a tensor-product rule in z; see
@@ -433,16 +435,19 @@ class Elementwise(Activation):
       max_elements: cap on the size of the (chunk, deg, deg) temporary; entries are
         processed in chunks so that memory stays bounded for any kernel size. The
         result does not depend on it.
+      nngp_fn: (keyword) ``nngp_fn(cov12, var1, var2)`` -> E[φ(u)φ(v)], elementwise in
+        torch; then no quadrature, and ``fn`` (for `build` only) may be None.
+      d_nngp_fn: (keyword) E[φ'(u)φ'(v)], same arguments; default ∂nngp_fn/∂cov12 by
+        autograd (see :mod:`ntkit.layers.closed_form`).
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor],
+    def __init__(self, fn: Callable[[Tensor], Tensor] | None = None,
                  fn_deriv: Callable[[Tensor], Tensor] | None = None,
                  deg: int | str = "auto", rule: str = _quad.DEFAULT_RULE,
-                 max_elements: int = _quad.DEFAULT_MAX_ELEMENTS):
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        if fn_deriv is not None and not callable(fn_deriv):
-            raise TypeError(f"fn_deriv must be callable or None, got {type(fn_deriv).__name__}")
+                 max_elements: int = _quad.DEFAULT_MAX_ELEMENTS, *,
+                 nngp_fn: Callable | None = None, d_nngp_fn: Callable | None = None):
+        check_forms(fn, fn_deriv, nngp_fn, d_nngp_fn)
+        self._nngp_fn, self._d_nngp_fn = nngp_fn, d_nngp_fn
         if not isinstance(rule, str) or rule not in _quad.RULES:
             raise ValueError(f"rule must be one of {_quad.RULES}, got {rule!r}")
         if isinstance(max_elements, bool) or not isinstance(max_elements, int):
@@ -456,9 +461,14 @@ class Elementwise(Activation):
         self.max_elements = max_elements
 
     def fn(self, x: Tensor) -> Tensor:
+        if self._fn is None:
+            raise ValueError("this Elementwise(nngp_fn=...) has no fn: give fn= to build a "
+                             "finite network")
         return self._fn(x)
 
     def dual(self, var1: Tensor, cov: Tensor, var2: Tensor, need_dot: bool) -> Dual:
+        if self._nngp_fn is not None:
+            return closed_form_dual(self._nngp_fn, self._d_nngp_fn, var1, cov, var2, need_dot)
         deg = self.deg
         if deg == "auto":
             deg = _auto_deg(max(float(var1.detach().max()), float(var2.detach().max())))
@@ -468,8 +478,11 @@ class Elementwise(Activation):
 
     def __repr__(self) -> str:
         name = getattr(self._fn, "__name__", repr(self._fn))
+        if self._nngp_fn is not None:
+            return f"{type(self).__name__}(fn={name}, nngp_fn={self._nngp_fn.__name__})"
         return (f"{type(self).__name__}(fn={name}, deg={self.deg}, rule={self.rule!r}, "
                 f"max_elements={self.max_elements})")
+
 
 
 _DEG_LADDER = (64, 96, 128, 192, 256, 384, 512)

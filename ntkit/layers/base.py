@@ -24,6 +24,7 @@ from ntkit.kernel import (
     position_diagonal,
     set_same,
 )
+from ntkit.layout import to_channels_first, warn_if_channels_last
 
 
 class ExampleShape(tuple):
@@ -50,8 +51,24 @@ def is_streams(width) -> bool:
     return isinstance(width, tuple) and not isinstance(width, ExampleShape)
 
 
-class Layer:
-    """Base class of every layer spec (see module docstring)."""
+class LayerType(type):
+    """Metaclass of `Layer`: ``dir()`` of a layer *class* lists the members it defines
+    itself, so that ``help(ntkit.layers)`` and ``help(nl.Dense)`` document `Layer`'s
+    methods (``kernel``, ``build``, ...) once, on `Layer`, instead of once per layer.
+    Instances and attribute lookup are unaffected (``dir(nl.Dense(1))`` lists all)."""
+
+    def __dir__(cls) -> list[str]:
+        if cls.__dict__.get("_document_inherited", False):
+            return super().__dir__()
+        return sorted(vars(cls))
+
+
+class Layer(metaclass=LayerType):
+    """Base class of every layer spec (see module docstring). Every layer has the
+    methods below: ``kernel``, ``kernel_map``, ``build`` (and ``make_module``,
+    ``requires_full``, ``map_planned`` for the engine)."""
+
+    _document_inherited = True  # Layer itself: dir() as usual
 
     def kernel_map(self, k: Kernel | tuple[Kernel, ...]) -> Kernel | tuple[Kernel, ...]:
         """The exact infinite-width map of this layer on a `Kernel` (or on a tuple of
@@ -85,7 +102,8 @@ class Layer:
     def kernel(self, x1, x2=None, get: str | Sequence[str] | None = ("nngp", "ntk"), *,
                tile: int | None = None, dtype: torch.dtype = torch.float64,
                progress: bool = False, out=None, compile: bool = False,
-               memory_budget: int | None = None, resume: bool = False, client=None):
+               memory_budget: int | None = None, resume: bool = False, client=None,
+               channels_last: bool | None = None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
 
         A thin call: the engine (`ntkit.engine.evaluate`) plans, tiles and writes the
@@ -130,6 +148,11 @@ class Layer:
             fully-connected nets, to rounding for spatial ones). Point
             it at a real cluster with ``Client("tcp://scheduler:8786")``; the workers
             need ntkit installed. See `ntkit.engine.distributed`.
+          channels_last: True: x1 and x2 are channels last, (n, L, C) / (n, H, W, C) /
+            (n, D, H, W, C) as in neural-tangents, and are transposed to channels first
+            before anything else. None (default): channels first; a batch that looks
+            channels last (last axis 1–4 and smaller than axis 1) gives a UserWarning
+            naming this option. False: channels first, no warning. See `ntkit.layout`.
 
         Returns:
           A tensor (n1, n2) for a single name (with the positions appended, (n1, n2, *S)
@@ -141,6 +164,13 @@ class Layer:
                 raise ValueError("net.kernel(k) with a Kernel maps it (kernel_map); x2 must "
                                  "be None")
             return self.kernel_map(x1)
+        # -- input layout (ntkit.layout): first, before any validation or engine step --
+        x1 = to_channels_first(x1, channels_last)
+        x2 = to_channels_first(x2, channels_last) if x2 is not None else None
+        warn_if_channels_last(x1, channels_last, "x1")
+        if x2 is not None:
+            warn_if_channels_last(x2, channels_last, "x2")
+        # -- end input layout --
         return evaluator()(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
                            out=out, compile=compile, memory_budget=memory_budget,
                            resume=resume, client=client)
@@ -153,8 +183,13 @@ class Layer:
           in_features: input dimension d (the module maps (n, d) -> (n, out)), or the
             per-example input shape as a tuple, channels first: (C, L) for sequences,
             (C, H, W) for images (the module maps (n, C, H, W) -> (n, ...)).
+            Channels-last data (neural-tangents' NHWC) must be transposed first, e.g.
+            ``x.movedim(-1, 1)``.
           seed: seed of the parameters' initialization (None: torch's global RNG).
           dtype: parameter dtype (float64 by default).
+
+        The module checks each input's shape before its first layer and raises a
+        ValueError naming the expected per-example shape.
         """
         width = _check_in_features(in_features)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -165,11 +200,36 @@ class Layer:
         else:
             gen.manual_seed(int(seed))
         module, _ = self.make_module(width, gen, dtype)
+        # -- input shape check (a picklable pre-hook; the module's type is unchanged) --
+        module.register_forward_pre_hook(InputShapeCheck(width))
         return module
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+class InputShapeCheck:
+    """Forward pre-hook of a built network: refuse an input whose per-example shape is
+    not the one it was built for, with a message that names it (instead of torch's
+    "mat1 and mat2 shapes cannot be multiplied" deep inside the first layer)."""
+
+    def __init__(self, width: int | ExampleShape):
+        self.expected = (width,) if isinstance(width, int) else tuple(width)
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        shape = getattr(args[0], "shape", None) if args else None
+        if shape is None or tuple(shape[1:]) == self.expected or tuple(shape) == self.expected:
+            return  # (n, *expected), or one unbatched example as torch modules allow
+        shape = tuple(shape)
+        hint = ""
+        if len(self.expected) >= 2 and shape[1:] == (*self.expected[1:], self.expected[0]):
+            hint = ("; it looks channels last (as in neural-tangents): transpose it with "
+                    "x.movedim(-1, 1)")
+        layout = ", channels first" if len(self.expected) >= 2 else ""
+        raise ValueError(f"{type(module).__name__} was built for inputs of shape "
+                         f"(n, {', '.join(map(str, self.expected))}) (per example "
+                         f"{self.expected}{layout}), got {shape}{hint}")
 
 
 def _check_in_features(in_features) -> int | ExampleShape:

@@ -13,6 +13,7 @@ from ntkit.kernel import Kernel
 from ntkit.layers import windows as W
 from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams, std_value
 from ntkit.layers.dense import PARAMETERIZATIONS
+from ntkit.layers.nt_names import W_STD_DEFAULT, resolve_w_std
 
 
 def check_window(name: str, what: str, value, ndim: int | None = None) -> tuple[int, ...]:
@@ -153,12 +154,14 @@ class Conv(Layer):
       w_std, b_std: weight and bias standard deviations (b_std=None: no bias); numbers,
         or 0-d tensors (gradients of the kernel reach them when they require grad).
       parameterization: "ntk" or "standard".
+      W_std: neural-tangents' spelling of ``w_std`` (give one of the two).
     """
 
     def __init__(self, out_channels: int, filter_shape: Sequence[int],
                  strides: Sequence[int] | None = None, padding: str = "VALID",
-                 w_std: float = 1.0, b_std: float | None = 0.0,
-                 parameterization: str = "ntk"):
+                 w_std: float = W_STD_DEFAULT, b_std: float | None = 0.0,
+                 parameterization: str = "ntk", *,
+                 W_std: float | None = None):
         if isinstance(out_channels, bool) or not isinstance(out_channels, int):
             raise TypeError(f"Conv out_channels must be an int, got {out_channels!r}")
         if out_channels < 1:
@@ -169,7 +172,7 @@ class Conv(Layer):
         self.strides = (1,) * d if strides is None else check_window("Conv", "strides",
                                                                      strides, d)
         self.padding = check_padding("Conv", padding)
-        self.w_std = check_std("w_std", w_std)
+        self.w_std = check_std("w_std", resolve_w_std("Conv", w_std, W_std))
         self.b_std = check_std("b_std", b_std, allow_none=True)
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"unknown parameterization {parameterization!r}; "

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
 from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams, std_value
+from ntkit.layers.nt_names import W_STD_DEFAULT, resolve_w_std
 
 PARAMETERIZATIONS = ("ntk", "standard")
 _SPATIAL_ERROR = ("Dense got a spatial input (positions {shape}); reduce the positions first "
@@ -67,10 +68,12 @@ class Dense(Layer):
       b_std: bias standard deviation (≥ 0; number or 0-d tensor), or None for no bias
         parameter at all.
       parameterization: "ntk" or "standard".
+      W_std: neural-tangents' spelling of ``w_std`` (give one of the two).
     """
 
-    def __init__(self, out_features: int, w_std: float = 1.0, b_std: float | None = 0.0,
-                 parameterization: str = "ntk"):
+    def __init__(self, out_features: int, w_std: float = W_STD_DEFAULT,
+                 b_std: float | None = 0.0, parameterization: str = "ntk", *,
+                 W_std: float | None = None):
         if isinstance(out_features, bool) or not isinstance(out_features, int):
             raise TypeError(f"Dense out_features must be an int, got {out_features!r}")
         if out_features < 1:
@@ -79,7 +82,7 @@ class Dense(Layer):
             raise ValueError(f"unknown parameterization {parameterization!r}; "
                              f"expected one of {PARAMETERIZATIONS}")
         self.out_features = out_features
-        self.w_std = check_std("w_std", w_std)
+        self.w_std = check_std("w_std", resolve_w_std("Dense", w_std, W_std))
         self.b_std = check_std("b_std", b_std, allow_none=True)
         self.parameterization = parameterization
 

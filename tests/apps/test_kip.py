@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from kernel_compare import assert_kernels_close
 
 import ntkit.layers as nl
 from ntkit.apps import kip
@@ -62,7 +63,7 @@ def test_kernel_function_matches_exact_kernel(kind, depth):
     # Without the jitter, distinct pairs agree to round-off.
     exact = net.kernel(x1[3:], x2[3:], get=kind)
     got = kip.kernel_function(net, kind, jitter=0.0)(x1[3:], x2[3:])
-    torch.testing.assert_close(got, exact, rtol=1e-12, atol=1e-12)
+    assert_kernels_close(got, exact, name="kip kernel, jitter 0")  # disjoint: tight
 
 
 def test_conv_flatten_kernel_and_gradient():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from kernel_compare import assert_kernels_close
 
 from ntkit import layers as nl
 
@@ -25,8 +26,8 @@ def test_tile_size_does_not_change_the_result(x):
     ref = net.kernel(x, get=("nngp", "ntk"), tile=37)
     for tile in (1, 5, 16, 36, 100):
         k = net.kernel(x, get=("nngp", "ntk"), tile=tile)
-        torch.testing.assert_close(k.nngp, ref.nngp, rtol=1e-13, atol=0)
-        torch.testing.assert_close(k.ntk, ref.ntk, rtol=1e-13, atol=0)
+        assert_kernels_close(k.nngp, ref.nngp, name=f"nngp, tile {tile}", identical="diagonal")
+        assert_kernels_close(k.ntk, ref.ntk, name=f"ntk, tile {tile}", identical="diagonal")
 
 
 def test_symmetric_case_matches_explicit_x2_and_is_symmetric(x):
@@ -34,7 +35,7 @@ def test_symmetric_case_matches_explicit_x2_and_is_symmetric(x):
     k_sym = net.kernel(x, get="ntk", tile=8)
     k_two = net.kernel(x, x.clone(), get="ntk", tile=8)
     assert torch.equal(k_sym, k_sym.T)
-    torch.testing.assert_close(k_sym, k_two, rtol=1e-12, atol=0)
+    assert_kernels_close(k_two, k_sym, name="x2 = x.clone() vs x2 = None")
 
 
 def test_rectangular_and_transposed(x):
@@ -43,9 +44,10 @@ def test_rectangular_and_transposed(x):
     k_ab = net.kernel(a, b, get="nngp", tile=4)
     k_ba = net.kernel(b, a, get="nngp", tile=7)
     assert k_ab.shape == (10, 27)
-    torch.testing.assert_close(k_ab, k_ba.T, rtol=1e-12, atol=0)
     full = net.kernel(x, get="nngp")
-    torch.testing.assert_close(k_ab, full[:10, 10:], rtol=1e-12, atol=0)
+    d = torch.diagonal(full)
+    assert_kernels_close(k_ab, k_ba.T, var1=d[:10], var2=d[10:], name="k(a, b) vs k(b, a)ᵀ")
+    assert_kernels_close(k_ab, full[:10, 10:], var1=d[:10], var2=d[10:], name="k(a, b)")
 
 
 def test_get_forms(x):
@@ -54,7 +56,8 @@ def test_get_forms(x):
     assert both._fields == ("nngp", "ntk")
     assert torch.equal(net.kernel(x, get="ntk"), both.ntk)
     whole = net.kernel(x, x[:5], get=None)
-    torch.testing.assert_close(whole.nngp, both.nngp[:, :5], rtol=1e-12, atol=0)
+    d = torch.diagonal(both.nngp)
+    assert_kernels_close(whole.nngp, both.nngp[:, :5], var1=d, var2=d[:5], name="k(x, x[:5])")
     torch.testing.assert_close(whole.cov1, torch.diagonal(both.nngp), rtol=1e-12, atol=0)
     torch.testing.assert_close(whole.cov2, torch.diagonal(both.nngp)[:5], rtol=1e-12, atol=0)
     assert whole.channels == 1
@@ -78,7 +81,7 @@ def test_out_numpy_memmap(tmp_path, x):
     ret = net.kernel(x, get="ntk", out=mm, tile=10)
     assert ret is mm
     back = np.load(tmp_path / "k.npy")
-    np.testing.assert_allclose(back, ref.numpy(), rtol=1e-13, atol=0)
+    assert_kernels_close(back, ref, identical="diagonal", name="memmap out")
 
 
 def test_out_dict_of_tensors(x):
@@ -87,7 +90,7 @@ def test_out_dict_of_tensors(x):
             "ntk": torch.empty(37, 37, dtype=torch.float64)}
     k = net.kernel(x, get=("nngp", "ntk"), out=outs)
     assert k.nngp is outs["nngp"] and k.ntk is outs["ntk"]
-    torch.testing.assert_close(outs["ntk"], net.kernel(x, get="ntk"), rtol=1e-13, atol=0)
+    assert_kernels_close(outs["ntk"], net.kernel(x, get="ntk"), identical="diagonal")
 
 
 def test_progress_bar(x, capsys):
@@ -103,7 +106,7 @@ def test_compiled_path_agrees_with_eager():
     net = nl.serial(nl.Dense(8, 1.3, 0.2), nl.Erf(), nl.Dense(1))
     eager = net.kernel(x, get="ntk", compile=False, tile=8)
     comp = net.kernel(x, get="ntk", compile=True, tile=8)
-    torch.testing.assert_close(comp, eager, rtol=1e-12, atol=1e-15)
+    assert_kernels_close(comp, eager, name="compiled vs eager")
 
 
 @pytest.mark.parametrize(
@@ -134,7 +137,8 @@ def test_bad_input_is_rejected_clearly(args, kwargs, exc, match):
 
 def test_numpy_inputs_accepted(x):
     net = relu_net()
-    torch.testing.assert_close(net.kernel(x.numpy(), get="ntk"), net.kernel(x, get="ntk"))
+    assert_kernels_close(net.kernel(x.numpy(), get="ntk"), net.kernel(x, get="ntk"),
+                         identical="diagonal", name="numpy vs tensor input")
 
 
 def test_overflow_is_reported_not_returned():

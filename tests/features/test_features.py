@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from kernel_compare import assert_kernels_close
 from scipy import integrate
 from sklearn.metrics.pairwise import laplacian_kernel as sk_laplacian
 from sklearn.metrics.pairwise import rbf_kernel
@@ -106,10 +107,9 @@ def test_arccos_diagonal_and_zero_vectors_are_finite():
 def test_two_layer_relu_ntk_matches_dual_form():
     x, y = _data(7, 5, 3), _data(6, 5, 4)
     k0, k1 = arccos_kernel(x, y, 0), arccos_kernel(x, y, 1)
-    torch.testing.assert_close(relu_ntk_two_layer(x, y), (x @ y.T) * k0 / 2 + k1 / 2,
-                               rtol=1e-14, atol=1e-14)
-    torch.testing.assert_close(activation_ntk_two_layer(ReLU(), x, y),
-                               relu_ntk_two_layer(x, y), rtol=1e-13, atol=1e-13)
+    assert_kernels_close(relu_ntk_two_layer(x, y), (x @ y.T) * k0 / 2 + k1 / 2, rtol=1e-14)
+    assert_kernels_close(activation_ntk_two_layer(ReLU(), x, y), relu_ntk_two_layer(x, y),
+                         rtol=1e-13)
 
 
 # ----------------------------------------------------------------- Monte Carlo checks
@@ -218,15 +218,15 @@ def test_ntk_features_converge_for_activation_specs():
             errs.append((f.gram(x) - f.exact_kernel(x)).abs().max().item())
         assert errs[1] < errs[0] / 4, errs  # 64× the width: ≈ 8× smaller
     f = NTKFeatures(3, 8, activation=ReLU())
-    torch.testing.assert_close(f.exact_kernel(x), relu_ntk_two_layer(x * math.sqrt(1.0)))
+    assert_kernels_close(f.exact_kernel(x), relu_ntk_two_layer(x * math.sqrt(1.0)))
 
 
 def test_exact_kernel_function_agrees_with_samplers():
     x, y = _data(5, 3, 40), _data(4, 3, 41)
     for kind in KINDS:
         f = make_features(kind, 3, 16, 0.8, seed=0)
-        torch.testing.assert_close(exact_kernel(kind, x, y, 0.8), f.exact_kernel(x, y),
-                                   rtol=1e-14, atol=1e-14)
+        assert_kernels_close(exact_kernel(kind, x, y, 0.8), f.exact_kernel(x, y), rtol=1e-14,
+                             name=kind)
 
 
 def test_seed_reproducible_and_float32():

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from kernel_compare import assert_kernels_close
 
 from ntkit import layers as nl
 from ntkit.kernel import Kernel, input_kernel, position_diagonal
@@ -116,8 +117,8 @@ def test_whole_image_valid_conv_is_dense_on_flattened_image(param):
     for a, b in ((conv.kernel(x[:3], x[3:], get=("nngp", "ntk")),
                   dense.kernel(flat[:3], flat[3:], get=("nngp", "ntk"))),
                  (conv.kernel(x, get=("nngp", "ntk")), dense.kernel(flat, get=("nngp", "ntk")))):
-        torch.testing.assert_close(a.nngp, b.nngp, rtol=1e-13, atol=1e-14)
-        torch.testing.assert_close(a.ntk, b.ntk, rtol=1e-12, atol=1e-13)
+        assert_kernels_close(a.nngp, b.nngp, name="conv vs dense nngp")
+        assert_kernels_close(a.ntk, b.ntk, name="conv vs dense ntk")
 
 
 def test_one_by_one_images_reduce_to_fully_connected():
@@ -130,8 +131,8 @@ def test_one_by_one_images_reduce_to_fully_connected():
                        nl.Dense(1, 1.1, 0.05))
         a = conv.kernel(x.reshape(5, 6, 1, 1), get=("nngp", "ntk"))
         b = fc.kernel(x, get=("nngp", "ntk"))
-        torch.testing.assert_close(a.nngp, b.nngp, rtol=1e-13, atol=0)
-        torch.testing.assert_close(a.ntk, b.ntk, rtol=1e-13, atol=0)
+        assert_kernels_close(a.nngp, b.nngp, identical="diagonal", name="1x1 conv vs FC nngp")
+        assert_kernels_close(a.ntk, b.ntk, identical="diagonal", name="1x1 conv vs FC ntk")
 
 
 def _constant_full_kernel(c: torch.Tensor, spatial) -> Kernel:
@@ -191,9 +192,10 @@ def test_diagonal_and_full_paths_agree():
         diag = body.map_planned(input_kernel(x, x2, track_ntk=True, full=False), False)
         full = body.map_planned(input_kernel(x, x2, track_ntk=True, full=True), True)
         assert full.full and not diag.full
+        same = {"identical": "diagonal"} if sym else {}  # x2: a disjoint batch
         for f in ("nngp", "ntk"):
-            torch.testing.assert_close(position_diagonal(getattr(full, f), 2),
-                                       getattr(diag, f), rtol=1e-12, atol=1e-14)
+            assert_kernels_close(position_diagonal(getattr(full, f), 2), getattr(diag, f),
+                                 name=f"full vs diagonal storage, {f}", **same)
         torch.testing.assert_close(position_diagonal(full.cov1, 2), diag.cov1, rtol=1e-12,
                                    atol=1e-14)
 
@@ -235,15 +237,16 @@ def test_tiles_symmetry_and_out_arrays(tmp_path):
     ref = net.kernel(x, get=("nngp", "ntk"), tile=7)
     for tile in (1, 2, 3):
         k = net.kernel(x, get=("nngp", "ntk"), tile=tile)
-        torch.testing.assert_close(k.ntk, ref.ntk, rtol=1e-13, atol=0)
+        assert_kernels_close(k.ntk, ref.ntk, identical="diagonal", name=f"tile {tile}")
     assert torch.equal(ref.ntk, ref.ntk.T)
     # Off-diagonal blocks from the asymmetric path agree with the symmetric one.
     k12 = net.kernel(x[:3], x[3:], get="ntk", tile=2)
-    torch.testing.assert_close(k12, ref.ntk[:3, 3:], rtol=1e-12, atol=0)
+    d = torch.diagonal(ref.ntk)
+    assert_kernels_close(k12, ref.ntk[:3, 3:], var1=d[:3], var2=d[3:], name="k(x[:3], x[3:])")
     mm = np.lib.format.open_memmap(tmp_path / "k.npy", mode="w+", dtype=np.float64,
                                    shape=(7, 7))
     net.kernel(x, get="ntk", tile=3, out=mm)
-    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), ref.ntk.numpy(), rtol=1e-13)
+    assert_kernels_close(np.load(tmp_path / "k.npy"), ref.ntk, identical="diagonal")
 
 
 def test_spatial_outputs_are_returned_with_positions():
@@ -273,9 +276,9 @@ def test_edge_inputs_stay_finite_and_psd():
         # Duplicate rows agree up to the arc-cosine's conditioning at correlation 1: the
         # pair (0, 2) is not on the example diagonal, so its angle is √(rounding) ≈ √eps,
         # and Tdot moves by θ/(2π) per ReLU layer (a few √eps in all).
-        cond = 10 * math.sqrt(torch.finfo(dtype).eps)
-        torch.testing.assert_close(k.ntk[0], k.ntk[2], rtol=cond, atol=0)
-        torch.testing.assert_close(k.nngp[0], k.nngp[2], rtol=cond, atol=0)
+        for m in (k.ntk, k.nngp):
+            d = torch.diagonal(m)
+            assert_kernels_close(m[[2]], m[[0]], var1=d[[0]], var2=d, name="duplicate rows")
 
 
 def test_deep_conv_stays_finite():
