@@ -4,6 +4,9 @@
     net = nl.serial(nl.Dense(512, w_std=1.5, b_std=0.05), nl.ReLU(), nl.Dense(1))
     k = net.kernel(x1, x2, get=("nngp", "ntk"))
     model = net.build(in_features=x1.shape[1], seed=0)
+
+Also: `Dropout` (p is the drop probability), `FanInProd`, `repeat`, graph convolutions
+`Aggregate` (patterns via `with_pattern`), `DotGeneral`, `ExpNormalized`, `Gabor`.
 """
 
 from ntkit.layers.activations import (
@@ -31,11 +34,23 @@ from ntkit.layers.activations import (
     Tanh,
 )
 from ntkit.layers.base import Activation, Layer
-from ntkit.layers.branching import FanInConcat, FanInSum, FanOut, parallel, serial
+from ntkit.layers.branching import (
+    FanInConcat,
+    FanInProd,
+    FanInSum,
+    FanOut,
+    parallel,
+    repeat,
+    serial,
+)
 from ntkit.layers.conv import Conv
 from ntkit.layers.dense import Dense
+from ntkit.layers.dot_general import DotGeneral
+from ntkit.layers.dropout import Dropout
+from ntkit.layers.graph import Aggregate, with_pattern
 from ntkit.layers.norm import LayerNorm
 from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool
+from ntkit.layers.special import ExpNormalized, Gabor
 
 __all__ = [
     "ABReLU", "GELU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Elementwise",
@@ -43,4 +58,7 @@ __all__ = [
     "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Sigmoid",
     "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
+    # graphs, dropout, products, constant maps and two closed-form kernels
+    "Aggregate", "DotGeneral", "Dropout", "ExpNormalized", "FanInProd", "Gabor", "repeat",
+    "with_pattern",
 ]
