@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from misc_archs import ARCHS, to_ntkit
 
 from ntkit import layers as nl
 from ntkit.kernel import Storage, input_kernel
@@ -256,6 +257,7 @@ def test_graph_network_empirical_ntk_converges(impl):
             e.append(float(torch.linalg.norm(emp - exact) / torch.linalg.norm(exact)))
         errs.append(float(np.sqrt(np.mean(np.square(e)))))
     slope = np.polyfit(np.log(widths), np.log(errs), 1)[0]
+    print(f"graph net ({impl}): errors {errs}, slope {slope:.3f}")
     assert -0.8 < slope < -0.3, (errs, slope)
     assert errs[-1] < 0.1, errs
 
@@ -319,3 +321,20 @@ def test_bad_arguments():
         nl.ExpNormalized(gamma="1")
     with pytest.raises(NotImplementedError, match="kernel-only"):
         nl.serial(nl.Dense(3), nl.ExpNormalized()).build(4)
+
+
+@pytest.mark.parametrize("name", ["dropout_conv_gap_train", "dropout_conv_flatten_train",
+                                  "prod_conv_gap", "repeat_conv", "expnorm_conv_gap",
+                                  "gabor_conv_gap", "dot_rhs_matrix_new_axis",
+                                  "dot_lhs_vector"])
+def test_tiles_and_traces_do_not_change_the_kernel(name):
+    """The engine's tiles (with their recorded/replayed per-example covariances) give the
+    single-tile kernel: Dropout scales the example diagonal in diagonal tiles only."""
+    x1 = _x(7, *ARCHS[name]["input"], seed=5)
+    x2 = _x(5, *ARCHS[name]["input"], seed=6)
+    net = to_ntkit(name)
+    for args in ((x1, None), (x1, x2)):
+        one = net.kernel(*args, tile=64)
+        tiled = net.kernel(*args, tile=2)
+        torch.testing.assert_close(tiled.nngp, one.nngp, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(tiled.ntk, one.ntk, rtol=1e-12, atol=1e-14)
