@@ -366,3 +366,22 @@ def test_finite_network_nngp_matches(which):
             est += f @ f.T / k_out / 4
     err = float(torch.linalg.norm(est - exact) / torch.linalg.norm(exact))
     assert err < 0.06, err
+
+
+def test_aggregate_identical_inputs_with_different_graphs_are_not_identical():
+    """Identical inputs (``same`` pairs) stay pinned to their variances only where their
+    patterns agree too; a missing pattern on one side is the identity graph."""
+    V = 5
+    x1 = _x(3, 3, V)
+    x2 = x1[[0, 1]].clone()
+    _, d1 = _sparse_and_dense(3, V, 8, 0)
+    d2 = d1[[0, 1]].clone()
+    d2[1] = torch.eye(V, dtype=F64)  # example 1 of x2: same input, another graph
+    same = (torch.tensor([0, 1]), torch.tensor([0, 1]))
+    k0 = input_kernel(x1, x2, track_ntk=True, full=True, same=same)
+    k = nl.serial(GRAPH, nl.Aggregate()).kernel_map(nl.with_pattern(k0, d1, d2))
+    assert k.same is not None and k.same[0].tolist() == [0] and k.same[1].tolist() == [0]
+    eye = torch.eye(V, dtype=F64)
+    a = _graph_k(nl.serial(GRAPH, nl.Aggregate()), x1, x2, d1, None)
+    b = _graph_k(nl.serial(GRAPH, nl.Aggregate()), x1, x2, d1, eye.expand(2, V, V))
+    torch.testing.assert_close(a.nngp, b.nngp, rtol=1e-15, atol=0)
