@@ -32,17 +32,6 @@ def _scale_position_diagonal(t: Tensor, factor: float, batch: int, spatial_ndim:
     return out
 
 
-def _scale_same(t: Tensor, factor: float, k: Kernel, rows: Tensor, cols: Tensor) -> Tensor:
-    """``t`` (nngp/ntk) with the entries of example pairs (rows[m], cols[m]) at equal
-    positions times ``factor``."""
-    d = len(k.spatial)
-    sub = t[rows, cols]  # (m, *S) or (m, *S, *S)
-    sub = _scale_position_diagonal(sub, factor, 1, d, k.full)
-    out = t.clone()
-    out[rows, cols] = sub
-    return out
-
-
 class _DropoutModule(nn.Module):
     def __init__(self, p: float, train: bool):
         super().__init__()
@@ -64,9 +53,11 @@ class Dropout(Layer):
     ``Dropout(rate)`` takes the keep probability: ``rate = 1 - p``).
 
     ``mode="train"``: the kernel of the network with random masks, averaged over them:
-    entries of an example with itself (``x2=None``'s diagonal, and pairs of identical
-    examples) at the same position are multiplied by 1/(1 − p); every other entry is
-    unchanged. ``mode="test"``: the identity. The output is not Gaussian (a nonlinearity
+    entries of an example with itself (the diagonal of ``net.kernel(x)``, or of
+    ``net.kernel(x, x)``, which is the same call) at the same position are multiplied by
+    1/(1 − p); every other entry is unchanged, including those of a repeated example
+    (two evaluations, two independent masks), as in neural-tangents.
+    ``mode="test"``: the identity. The output is not Gaussian (a nonlinearity
     needs a Dense/Conv layer in between, as in neural-tangents), and, like
     neural-tangents, dropout on the raw inputs is refused (their channels are finite).
 
@@ -113,12 +104,12 @@ class Dropout(Layer):
                 else:
                     diag.mul_(factor)
                 return out
-            if k.same is not None:
-                return _scale_same(t, factor, k, *k.same)
             return t
 
+        # Identical examples in two batches are two evaluations with independent masks:
+        # no longer identical (their entry is not their variance), so ``same`` is dropped.
         return k.replace(nngp=pairs(k.nngp), ntk=pairs(k.ntk), cov1=cov1, cov2=cov2,
-                         gaussian=False)
+                         gaussian=False, same=None)
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):
