@@ -43,10 +43,11 @@ def test_dropout_test_mode_is_identity():
 
 def test_dropout_train_scales_only_the_example_diagonal():
     p = 0.3
-    x1, x2 = _x(5, 4), _x(3, 4, seed=1)
+    x1 = _x(5, 4)
+    x2 = torch.cat([x1[:2], _x(3, 4, seed=1)])  # two examples repeated in another batch
     a = _fc(nl.Dropout(p)).kernel(x1, x2)
     b = _fc().kernel(x1, x2)
-    # Different inputs: independent masks, covariance unchanged.
+    # Another batch: independent masks (also for repeated examples), covariance unchanged.
     assert torch.equal(a.nngp, b.nngp) and torch.equal(a.ntk, b.ntk)
     a, b = _fc(nl.Dropout(p)).kernel(x1), _fc().kernel(x1)
     off = ~torch.eye(5, dtype=torch.bool)
