@@ -9,8 +9,10 @@ Every layer has ``kernel(x1, x2, get=..., **options)``, ``kernel_map(k)`` and
 ``build(in_features)``, documented once on `Layer` (``help(nl.Layer.kernel)``).
 Inputs are channels first (n, C, *S); pass ``channels_last=True`` for NHWC data.
 
-Linear: Dense, Conv, AvgPool, GlobalAvgPool, Flatten, LayerNorm, Identity.
-Combinators: serial, parallel, FanOut, FanInSum, FanInConcat.
+Linear: Dense, Conv, AvgPool, GlobalAvgPool, Flatten, LayerNorm, Identity, DotGeneral.
+Combinators: serial, parallel, repeat, FanOut, FanInSum, FanInConcat, FanInProd.
+Regularization: Dropout (p is the drop probability). Graphs: Aggregate (patterns via
+with_pattern). Normalized exponential and Gabor kernels: ExpNormalized, Gabor.
 Activations, closed form: ReLU, LeakyReLU, ABReLU, Abs, Sign, RectifiedMonomial, Erf,
 GELU, Sin, Cos, Rbf, Exp, Gaussian, Polynomial, Monomial, Hermite; by quadrature: Tanh,
 Sigmoid, Softplus, SiLU, Elementwise(fn); from a user's closed form:
@@ -44,13 +46,25 @@ from ntkit.layers.activations import (
     Tanh,
 )
 from ntkit.layers.base import Activation, Layer
-from ntkit.layers.branching import FanInConcat, FanInSum, FanOut, parallel, serial
+from ntkit.layers.branching import (
+    FanInConcat,
+    FanInProd,
+    FanInSum,
+    FanOut,
+    parallel,
+    repeat,
+    serial,
+)
 from ntkit.layers.conv import Conv
 from ntkit.layers.dense import Dense
+from ntkit.layers.dot_general import DotGeneral
+from ntkit.layers.dropout import Dropout
+from ntkit.layers.graph import Aggregate, with_pattern
 from ntkit.layers.norm import LayerNorm
 from ntkit.layers.nt_names import NT_NAMES as _NT_NAMES
 from ntkit.layers.nt_names import ABRelu, Gelu, LeakyRelu, Relu
 from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool
+from ntkit.layers.special import ExpNormalized, Gabor
 
 __all__ = [
     "ABReLU", "ABRelu", "GELU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense",
@@ -58,6 +72,9 @@ __all__ = [
     "Gelu", "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm", "LeakyReLU",
     "LeakyRelu", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Relu",
     "Sigmoid", "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
+    # graphs, dropout, products, constant maps and two closed-form kernels
+    "Aggregate", "DotGeneral", "Dropout", "ExpNormalized", "FanInProd", "Gabor", "repeat",
+    "with_pattern",
 ]
 
 

@@ -1,4 +1,5 @@
-"""Combinators: `serial`, `parallel`, `FanOut`, `FanInSum`, `FanInConcat` (stax's rules).
+"""Combinators: `serial`, `parallel`, `repeat`, `FanOut`, `FanInSum`, `FanInConcat`,
+`FanInProd` (stax's rules).
 
 Parallel streams travel as tuples: of `Kernel` objects in kernel maps, of tensors in the
 finite modules, and of widths in ``make_module``.
@@ -25,26 +26,41 @@ def _check_layers(name: str, layers) -> tuple[Layer, ...]:
     return tuple(layers)
 
 
+def call_with_inputs(module: nn.Module, x, inputs: dict):
+    """``module(x)``, passing the per-example side inputs (e.g. a graph's ``pattern``)
+    to modules that take them (``takes_inputs = True``: the containers and Aggregate)."""
+    if inputs and getattr(module, "takes_inputs", False):
+        return module(x, **inputs)
+    return module(x)
+
+
 class SerialModule(nn.Module):
+    takes_inputs = True
+
     def __init__(self, modules):
         super().__init__()
         self.layers = nn.ModuleList(modules)
 
-    def forward(self, x):
+    def forward(self, x, **inputs):
+        """``inputs``: per-example side inputs for the layers that use them (``pattern=``
+        for `Aggregate`)."""
         for layer in self.layers:
-            x = layer(x)
+            x = call_with_inputs(layer, x, inputs)
         return x
 
 
 class ParallelModule(nn.Module):
+    takes_inputs = True
+
     def __init__(self, modules):
         super().__init__()
         self.branches = nn.ModuleList(modules)
 
-    def forward(self, xs):
+    def forward(self, xs, **inputs):
         if not isinstance(xs, tuple) or len(xs) != len(self.branches):
             raise ValueError(f"parallel expects a tuple of {len(self.branches)} inputs")
-        return tuple(b(x) for b, x in zip(self.branches, xs, strict=True))
+        return tuple(call_with_inputs(b, x, inputs)
+                     for b, x in zip(self.branches, xs, strict=True))
 
 
 def kernel_order(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
@@ -152,6 +168,33 @@ class Parallel(Layer):
 def serial(*layers: Layer) -> Serial:
     """Compose layers: ``serial(Dense(512), ReLU(), Dense(1))``."""
     return Serial(*layers)
+
+
+class Repeat(Serial):
+    """``layer`` composed ``n`` times (see `repeat`)."""
+
+    def __init__(self, layer: Layer, n: int):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"repeat(): layer is {type(layer).__name__}, not an ntkit layer")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"repeat(): n must be an int >= 0, got {n!r}")
+        self.layer, self.n = layer, n
+        self.layers = (layer,) * n
+        self._order = kernel_order(self.layers)
+
+    def __repr__(self) -> str:
+        return f"repeat({self.layer!r}, {self.n})"
+
+
+def repeat(layer: Layer, n: int) -> Serial:
+    """``layer`` composed ``n`` times, as stax.repeat: ``serial(*[layer] * n)`` with fresh
+    parameters per repetition in the finite network. The kernel map runs as a loop (no
+    recursion), so n may be large. ``repeat(layer, 0)`` is the identity.
+
+    Example:
+      >>> net = serial(repeat(serial(Dense(512), ReLU()), 10), Dense(1))
+    """
+    return Repeat(layer, n)
 
 
 def parallel(*layers: Layer) -> Parallel:
@@ -322,3 +365,59 @@ class FanInConcat(Layer):
             raise ValueError(f"FanInConcat got spatial and fully-connected streams: "
                              f"{in_features}")
         return _ConcatModule(), sum(in_features)
+
+
+class _ProdModule(nn.Module):
+    def forward(self, xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class FanInProd(Layer):
+    """Multiplies parallel streams elementwise (they must have equal widths and shapes).
+
+    For independent streams the kernel of the product is the product of kernels:
+    nngp = ∏ nngp_i, ntk = Σ_i ntk_i ∏_{j≠i} nngp_j (as neural-tangents). Streams are
+    independent in the infinite-width limit under the same rule as `FanInSum`'s (one of
+    every pair is a fresh Dense/Conv output the other is not aligned with); otherwise this
+    raises (neural-tangents multiplies regardless). The product is not Gaussian.
+
+    Example:
+      >>> net = serial(FanOut(2), parallel(serial(Dense(512), ReLU(), Dense(512)),
+      ...                                  Dense(512)), FanInProd(), Dense(1))
+    """
+
+    def kernel_map(self, ks):
+        ks = _check_fan_in("FanInProd", ks)
+        widths = {k.channels for k in ks}
+        if len(widths) > 1:
+            raise ValueError(f"FanInProd needs streams of equal width, got {sorted(widths)}")
+        for i, a in enumerate(ks):
+            for j in range(i + 1, len(ks)):
+                if not _uncorrelated(a, ks[j]):
+                    raise ValueError(
+                        f"FanInProd: streams {i} and {j} are dependent (functions of the same "
+                        "layer's channels), so the kernel of their product is not the product "
+                        "of their kernels; end all but at most one stream with its own "
+                        "Dense/Conv layer")
+        nngp, ntk = ks[0].nngp, ks[0].ntk
+        cov1, cov2 = ks[0].cov1, ks[0].cov2
+        for k in ks[1:]:
+            if ntk is not None:
+                ntk = ntk * k.nngp + nngp * k.ntk
+            nngp = nngp * k.nngp
+            cov1 = cov1 * k.cov1
+            cov2 = None if cov2 is None else cov2 * k.cov2
+        return ks[0].replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
+                             n_dense=max(k.n_dense for k in ks), roots=_all_roots(ks),
+                             mixed_channels=any(k.mixed_channels for k in ks),
+                             gaussian=ks[0].gaussian if len(ks) == 1 else False)
+
+    def make_module(self, in_features, generator, dtype):
+        if not is_streams(in_features):
+            raise ValueError("FanInProd needs parallel streams (FanOut, parallel) before it")
+        if len(set(in_features)) > 1:
+            raise ValueError(f"FanInProd needs streams of equal width, got {in_features}")
+        return _ProdModule(), in_features[0]

@@ -70,11 +70,8 @@ NT_NAMES = {
                     "(Sigmoid is the exact logistic function, by quadrature)",
     "SumPool": "AvgPool (sums are averages times the window size: scale w_std)",
     "GlobalSumPool": "GlobalAvgPool (scale w_std of the next layer by the position count)",
-    "repeat": "serial(*[block] * n)",
-    "ExpNormalized": None, "Gabor": None, "ConvLocal": None, "ConvTranspose": None,
-    "Index": None, "DotGeneral": None, "Dropout": None, "ImageResize": None,
-    "FanInProd": None, "SliceFanInConcat": None, "Aggregate": None,
-    "GlobalSelfAttention": None,
+    "ConvLocal": None, "ConvTranspose": None, "Index": None, "ImageResize": None,
+    "SliceFanInConcat": None, "GlobalSelfAttention": None,
 }
 
 
