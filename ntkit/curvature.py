@@ -13,7 +13,9 @@ parameters; float64 is what the tests check to 1e-8.
 The Hessian of L(θ) = ℓ(f(θ)) splits as H = G + Σ_o (∂ℓ/∂f_o) ∇²f_o, where
 G = Jᵀ (∇²_f ℓ) J is the Gauss–Newton matrix (J the output Jacobian). Its nonzero
 eigenvalues are those of the small "NTK-side" matrix A^{1/2} J Jᵀ A^{1/2}, A = ∇²_f ℓ
-(lecture notes 003, "Loss Hessian": bulk + outliers; Papyan 2020; Sagun et al. 2017).
+(bulk + outliers: Sagun et al. 2017, "Empirical analysis of the Hessian of
+over-parametrized neural networks"; Papyan 2020, "Traces of class/cross-class structure
+pervade deep learning spectra").
 """
 
 from __future__ import annotations

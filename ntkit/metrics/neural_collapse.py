@@ -1,4 +1,5 @@
-"""Neural collapse metrics NC1–NC4 (Papyan, Han & Donoho 2020; notes 003, lecture 10/5).
+"""Neural collapse metrics NC1–NC4 (Papyan, Han & Donoho 2020, "Prevalence of neural
+collapse during the terminal phase of deep learning training").
 
 For last-layer features h_{ic} (example i of class c), with global mean μ_G, class means
 μ_c, between-class covariance Σ_B = Avg_c (μ_c − μ_G)(μ_c − μ_G)ᵀ and within-class

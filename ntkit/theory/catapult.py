@@ -1,4 +1,6 @@
-"""The catapult phase: the two-variable recursion of lecture 11/7, Prop ★ (notes 003).
+"""The catapult phase: the two-variable (output, NTK) recursion of gradient descent on a
+two-layer ReLU net (Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari 2020, "The large
+learning rate phase of deep learning: the catapult mechanism").
 
 A one-hidden-layer ReLU network without biases on one example (x, y),
 
@@ -12,12 +14,11 @@ c = ‖x‖²/d and κ = c/m. One gradient-descent step then gives exactly
     λ(t+1) = λ(t) + κ η r(t)·[η λ(t) r(t) − 4 z(t)]                 (2)
 
 (derivation: a_i' = a_i − η r c v_i/√m, v_i' = v_i − η r a_i/√m; expand z' and
-λ' = Σ_active (a_i'² + c v_i'²)/m). The OCR'd notes print (2) as
-λ + ηκ r² [ηλ − 4/r]; the algebra gives −4z/r in place of −4/r, and the two agree for
-y = 0, the case of Lewkowycz et al. (2020), whose "uv model" f = vᵀu·x/√m is this recursion
+λ' = Σ_active (a_i'² + c v_i'²)/m). For y = 0 this is the case of Lewkowycz et al.
+(2020), whose "uv model" f = vᵀu·x/√m is this recursion
 with every unit active (κ = x²/m).
 
-Phases (m ≫ 1, Lewkowycz et al. 2020; the notes' "Thm"): η < 2/λ₀ lazy (λ ≈ λ₀);
+Phases (m ≫ 1, Lewkowycz et al. 2020): η < 2/λ₀ lazy (λ ≈ λ₀);
 2/λ₀ < η < 4/λ₀ catapult (the loss grows to O(m), λ falls below 2/η, then converges);
 η > 4/λ₀ divergence (for the uv model; deep ReLU nets diverge near 12/λ₀ instead).
 """
@@ -53,7 +54,7 @@ def _num(v, name: str) -> float:
 
 
 def catapult_step(residual, ntk, *, target, eta, kappa) -> tuple[float, float]:
-    """One step of Prop ★: (r, λ) ↦ (r', λ') by eqs. (1)–(2) above.
+    """One step of the recursion: (r, λ) ↦ (r', λ') by eqs. (1)–(2) above.
 
     Args:
       residual: r = z − y. ntk: λ = ‖∇_θ z‖². target: y. eta: step size.
@@ -70,7 +71,7 @@ def catapult_step(residual, ntk, *, target, eta, kappa) -> tuple[float, float]:
 
 @dataclass
 class CatapultTrajectory:
-    """Iterates of Prop ★: ``residual`` and ``ntk`` are (steps + 1,) float64 tensors
+    """Iterates of the recursion: ``residual`` and ``ntk`` are (steps + 1,) float64 tensors
     (NaN after divergence); ``loss`` = ½ residual²; ``diverged`` if |r| exceeded the cap."""
 
     residual: Tensor
@@ -81,7 +82,7 @@ class CatapultTrajectory:
 
 def catapult_trajectory(z0, ntk0, *, target, eta, kappa, steps: int,
                         cap: float = 1e12) -> CatapultTrajectory:
-    """Iterate Prop ★ from (z0 − y, λ0) for ``steps`` steps (stops at |r| > cap)."""
+    """Iterate the recursion from (z0 − y, λ0) for ``steps`` steps (stops at |r| > cap)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     y = _num(target, "target")

@@ -1,10 +1,10 @@
 """Implicit bias of gradient descent: where it ends up among the many interpolants.
 
-Lecture notes 003, "Implicit Bias" (11/9, 11/14):
+Two settings (Woodworth et al. 2020; Soudry et al. 2018):
 
-- Diagonal linear networks (Woodworth et al. 2020, "Kernel and rich regimes"): the model
-  f(x) = ⟨β, x⟩ with β = w₊² − w₋², both initialized at α·1, trained by gradient flow on
-  squared loss, converges to
+- Diagonal linear networks (Woodworth et al. 2020, "Kernel and rich regimes in
+  overparametrized models"): the model f(x) = ⟨β, x⟩ with β = w₊² − w₋², both
+  initialized at α·1, trained by gradient flow on squared loss, converges to
 
       β_α = argmin Q_α(β)  subject to  Xβ = y,   Q_α(β) = α² Σ_i q(β_i / α²),
       q(z) = 2 − √(4 + z²) + z·arcsinh(z/2).

@@ -41,7 +41,8 @@ numbers.
 
 `n_widths` turns a spectrum into the Kolmogorov / linear n-widths of the RKHS unit ball in
 L²(σ) (an ellipsoid with semi-axes √μ, each repeated N(d, k) times) and two-sided bounds on
-its entropy numbers (lecture 11/28 of the seeds).
+its entropy numbers (Pinkus 1985, "n-Widths in approximation theory"; Carl & Stephani
+1990, "Entropy, compactness and the approximation of operators").
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import kendalltau, rankdata, spearmanr
 
 from ntkit.lab.experiments.architecture_scores import bootstrap_ci, spearman
 
@@ -20,9 +20,9 @@ def test_outputs(result):
     assert doc["status"] == "complete"
     assert doc["figures"] == ["scores_vs_accuracy.png"]
     assert all(p.stat().st_size > 5000 for p in result.figures)
-    assert {"architectures", "spearman"} <= set(result.tables)
-    assert len(result.claims) == 2
-    assert all(math.isfinite(c.measured) for c in result.claims)
+    assert {"architectures", "correlations"} <= set(result.tables)
+    assert len(result.claims) == 4
+    assert all(math.isfinite(c.measured) for c in result.claims[:3])
 
 
 def test_table_consistent(result):
@@ -50,21 +50,44 @@ def _kappa(t) -> np.ndarray:
     return np.array([np.inf if v is None else v for v in t["log10_kappa"]], dtype=float)
 
 
+def _residual_partial(a, b, z) -> float:
+    """Partial rank correlation by regressing ranks on the ranks of z (a second route)."""
+    ra, rb, rz = (rankdata(v) for v in (a, b, z))
+    design = np.stack([np.ones_like(rz), rz], axis=1)
+    ea = ra - design @ np.linalg.lstsq(design, ra, rcond=None)[0]
+    eb = rb - design @ np.linalg.lstsq(design, rb, rcond=None)[0]
+    return float(ea @ eb / np.sqrt((ea @ ea) * (eb @ eb)))
+
+
 def test_correlations_recomputed(result):
     t = result.tables["architectures"]
-    sp = {s: (r, lo, hi) for s, r, lo, hi in zip(*(result.tables["spearman"][c] for c in
-                                                   ("score", "rho", "lo", "hi")), strict=True)}
+    cols = result.tables["correlations"]
+    st = {s: {k: cols[k][i] for k in cols} for i, s in enumerate(cols["score"])}
     acc = np.array(t["test_accuracy"])
+    lp = np.log10(np.array(t["params"], dtype=float))
     lk = _kappa(t)
-    assert sp["kappa"][0] == pytest.approx(spearmanr(lk, acc).statistic, abs=1e-12)
+    assert st["kappa"]["tau"] == pytest.approx(kendalltau(lk, acc).statistic, abs=1e-12)
+    assert st["kappa"]["spearman"] == pytest.approx(spearmanr(lk, acc).statistic, abs=1e-12)
+    assert st["kappa"]["partial_given_log_params"] == pytest.approx(
+        _residual_partial(lk, acc, lp), abs=1e-10)
     relu = np.array([a == "relu" for a in t["activation"]])
     nas = _naswot(t)[relu]
-    assert sp["naswot"][0] == pytest.approx(spearmanr(nas, acc[relu]).statistic, abs=1e-12)
-    for _rho, lo, hi in sp.values():
-        assert -1 <= lo <= hi <= 1
-    by = {c.name.split(":")[0]: c for c in result.claims}
-    assert by["TE-NAS"].holds == (sp["kappa"][2] < 0)
-    assert by["NASWOT"].holds == (sp["naswot"][1] > 0)
+    assert st["naswot"]["tau"] == pytest.approx(kendalltau(nas, acc[relu]).statistic,
+                                                abs=1e-12)
+    for v in st.values():
+        assert -1 <= v["lo"] <= v["hi"] <= 1
+    by = {c.name: c for c in result.claims}
+    tenas = [c for n, c in by.items() if n.startswith("TE-NAS")]
+    assert tenas[0].holds == (st["kappa"]["hi"] < 0)
+    assert tenas[1].holds == (st["kappa"]["partial_hi"] < 0)
+    naswot = [c for n, c in by.items() if n.startswith("NASWOT")]
+    assert naswot[0].holds == (st["naswot"]["lo"] > 0)
+    # one init scale, the best learning rate chosen on validation, not test, accuracy
+    assert result.config["init_scale"] == 1.0
+    lrs = result.config["learning_rates"]
+    for i, best in enumerate(t["best_lr"]):
+        vals = [t[f"val_accuracy_lr_{lr:g}"][i] for lr in lrs]
+        assert t[f"val_accuracy_lr_{best:g}"][i] == max(vals)
 
 
 def test_bootstrap_ci_helper():

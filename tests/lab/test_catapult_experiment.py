@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 EXPERIMENT = "catapult"
 
 
@@ -34,3 +36,13 @@ def test_phases(result):
     mlp = result.tables["mlp_sweep"]
     assert not any(d for c, d in zip(mlp["eta_lam0"], mlp["diverged"], strict=True) if c < 4)
     assert mlp["diverged"][-1]                           # η·λ₀ = 14 diverges
+
+
+def test_mlp_threshold_is_reported_against_the_measured_lambda0(result):
+    mlp = result.tables["mlp_sweep"]
+    first_div = min(c for c, d in zip(mlp["eta_lam0"], mlp["diverged"], strict=True) if d)
+    assert result.config["mlp_eta_max_over_4_lambda0"] == first_div / 4.0
+    assert result.config["mlp_eta_max"] * result.config["mlp_lambda0"] == \
+        pytest.approx(first_div, rel=1e-12)
+    assert not any("≈ 12" in c.name or c.predicted == 12.0 for c in result.claims)
+

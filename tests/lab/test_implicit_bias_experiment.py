@@ -14,17 +14,24 @@ def test_outputs(result):
     assert doc["status"] == "complete"
     assert doc["figures"] == ["implicit_bias.png"]
     assert result.figures[0].stat().st_size > 5000
-    assert len(result.claims) == 6
+    assert len(result.claims) == 9
     assert {"diagonal_net", "logistic"} <= set(doc["tables"])
 
 
-def test_diagonal_net_and_logistic(result):
+def test_diagonal_net(result):
     dn = result.tables["diagonal_net"]
     assert max(dn["residual"]) < 1e-8                       # every run interpolates
     assert max(dn["rel_err_to_limit"]) < 2e-3               # GD ≈ argmin Q_α
     assert dn["rel_dist_l2"][-1] < dn["rel_dist_l2"][0]     # larger α: closer to min-ℓ2
+
+
+def test_logistic_data_and_trajectory(result):
+    # the data were drawn in the regime the asymptotics need
+    assert result.config["logit_lambda_min"] >= 1.0 - 1e-9
+    assert result.config["logit_min_margin_non_sv"] >= 2.0
     lg = result.tables["logistic"]
-    ang = np.asarray(lg["angle"])
-    assert np.all(np.diff(ang[len(ang) // 2:]) < 0)        # the direction keeps turning ...
-    assert ang[-1] < 0.8 * ang[len(ang) // 2]              # ... slowly (O(1/log t))
+    res = np.asarray(lg["residual"])
+    n = len(res)
+    assert np.all(np.diff(res[n // 2:]) < 0)                # w − ŵ log t → w̃ ...
+    assert res[-1] < 0.01 * res[0]                           # ... by orders of magnitude
     assert np.all(np.diff(lg["norm"]) > 0)                  # ‖w‖ grows without bound

@@ -25,15 +25,22 @@ def test_outputs(result):
     assert len(runs["width"]) == len(widths) * result.config["n_seeds"]
     assert all(math.isfinite(g) and g > 0 for g in runs["gap_T"])
     assert len(result.tables["accuracies"]["test_accuracy"]) == 6
-    assert len(result.claims) == 4
+    assert len(result.claims) == 5
     assert all(math.isfinite(c.measured) for c in result.claims)
 
 
 def test_claims(result):
     by = {c.name: c for c in result.claims}
-    slope = by["test-prediction gap vs width: log-log slope"]
+    slope = by["total gap f_net − f_NTK(Θ) vs width: log-log slope of its RMS"]
     # Not a theorem at these sizes, but the gap must clearly shrink with width.
     assert slope.measured < -0.2, slope
+    bw = {k: np.asarray(v, dtype=float) for k, v in result.tables["by_width"].items()}
+    # both parts of the split shrink with width, and the kernel-motion part (f_net − f_lin)
+    # falls faster than the init-fluctuation part (f_lin(Θ̂₀) − f_NTK)
+    assert np.all(np.diff(bw["rms_lin_emp_vs_ntk"]) < 0)
+    assert np.all(np.diff(bw["rms_net_vs_lin_emp"]) < 0)
+    assert by["f_net − f_lin(Θ̂₀) vs width: log-log slope of its RMS"].measured < \
+        by["f_lin(Θ̂₀) − f_NTK(Θ) vs width: log-log slope of its RMS"].measured
     acc = result.tables["accuracies"]["test_accuracy"]
     assert all(0.1 <= a <= 1.0 for a in acc)
     # NTK/NNGP regression on digits is far above chance (10%).

@@ -18,10 +18,10 @@ EXPERIMENT = "quadratic_model"
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
-    assert doc["figures"] == ["taylor_models.png", "relu_taylor_models.png"]
+    assert doc["figures"] == ["taylor_models.png", "catapult.png", "relu_taylor_models.png"]
     assert all(f.stat().st_size > 5000 for f in result.figures)
     assert len(result.claims) == 15
-    assert sum(c.name.startswith("ReLU") or ", ReLU" in c.name for c in result.claims) == 8
+    assert sum(c.name.startswith("ReLU") for c in result.claims) == 5
     runs = doc["tables"]["runs"]
     assert len(runs["width"]) == len(result.config["widths"]) * result.config["seeds"]
     relu = doc["tables"]["relu_runs"]
@@ -34,6 +34,24 @@ def test_taylor_identities_are_round_off(result):
     assert c.holds and c.measured < 1e-12, c
 
 
+def test_ntk_rate_at_init_is_exact(result):
+    c = next(c for c in result.claims if "dΘ/dt at t = 0" in c.name)
+    assert c.holds and c.measured < 1e-12, c
+
+
+def test_catapult_linear_diverges_quadratic_and_net_converge(result):
+    cat = result.tables["catapult"]
+    row = {m: {k: v[i] for k, v in cat.items()} for i, m in enumerate(cat["model"])}
+    steps = result.config["catapult_steps"]
+    assert row["linear"]["steps_run"] < steps and row["linear"]["final_loss"] > 1e10
+    for m in ("quadratic", "net"):
+        assert row[m]["steps_run"] == steps
+        assert row[m]["final_loss"] < row[m]["initial_loss"]
+    # η λ₀ = 3 by construction
+    assert result.config["catapult_eta"] * result.config["catapult_lambda0"] == \
+        pytest.approx(3.0, rel=1e-12)
+
+
 def test_errors_shrink_with_width_and_quadratic_is_closer(result):
     bw = result.tables["by_width"]
     e1, e2, dn = (np.array(bw[k]) for k in ("err_1", "err_2", "ntk_change_net"))
@@ -44,6 +62,7 @@ def test_errors_shrink_with_width_and_quadratic_is_closer(result):
                       strict=True))
     assert -1.4 < slopes["err_1"] < -0.7
     assert -1.4 < slopes["ntk_change_net"] < -0.6
+    assert slopes["err_3"] < slopes["err_1"]          # the cubic model falls faster
 
 
 def test_quadratic_model_of_a_small_tanh_net_matches_a_third_order_finite_difference():

@@ -1,4 +1,5 @@
-"""Prop ★ (lecture 11/7) against exact gradient descent on a real ReLU net, and its phases."""
+"""The catapult recursion (Lewkowycz et al. 2020) against exact gradient descent on a real
+ReLU net, and its phases."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _gd_relu(m=2048, d=5, eta_factor=1.5, steps=8, seed=0, y=0.4):
         gu, gv = torch.autograd.grad(0.5 * (z - y) ** 2, (uu, vv))
         u, v = u - eta * gu, v - eta * gv
         zt, lt, _, act = relu_net_state(u, v, x)
-        if not torch.equal(act, act0):            # a ReLU flipped: Prop ★ no longer applies
+        if not torch.equal(act, act0):            # a ReLU flipped: the recursion no longer applies
             break
         traj.append((zt, lt))
     return traj, eta, kappa, y

@@ -1,9 +1,11 @@
-"""catapult: large learning rates beyond the kernel regime (notes 003, lectures 10/5 and 11/7;
-Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari 2020).
+"""catapult: large learning rates beyond the kernel regime (Lewkowycz, Bahri, Dyer,
+Sohl-Dickstein & Gur-Ari 2020, "The large learning rate phase of deep learning: the catapult
+mechanism").
 
 (a) Exactness. A one-hidden-layer ReLU net without biases, z = Σ v_i ReLU(u_iᵀx/√d)/√m,
 trained by gradient descent on one digit (x, y) is bilinear in (u, v) while no pre-activation
-changes sign, so Prop ★ (`ntkit.theory.catapult`) predicts (z(t+1), λ(t+1)) from
+changes sign, so the two-variable catapult recursion of Lewkowycz et al. 2020
+(`ntkit.theory.catapult`) predicts (z(t+1), λ(t+1)) from
 (z(t), λ(t)) exactly. We compare every measured step with the one-step prediction from the
 measured state, and record when the first ReLU flips, which ends the exactness.
 
@@ -12,7 +14,10 @@ measured state, and record when the first ReLU flips, which ends the exactness.
   divergence above 4 (the recursion's own boundaries);
 - a wide 3-hidden-layer ReLU MLP (NTK parameterization) on digits with MSE, over [0, 14]:
   λ₀ = top eigenvalue of the Gauss–Newton matrix JᵀJ/n (= λ_max(Θ)/n, the curvature that
-  sets GD's stability). Lewkowycz et al. report divergence near 12/λ₀ for ReLU nets.
+  sets GD's stability). The two-layer theory predicts divergence above 4/λ₀, computed from
+  the measured λ₀; the claim is that bound (the MLP must not diverge below it), and the
+  experiment reports where the network departs from it (Lewkowycz et al. observe deep ReLU
+  nets training up to ≈ 12/λ₀, an empirical constant that no claim here uses).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ _DIVERGED = 1e8     # a loss this many times the initial one counts as divergenc
 
 
 def _exactness(ctx: Context, cfg: dict, eta_lam: float, margin: float) -> dict:
-    """GD on one example with a width-m ReLU net vs Prop ★, step by step.
+    """GD on one example with a width-m ReLU net vs the catapult recursion, step by step.
 
     ``margin`` > 0 moves every first-layer row along x so that |a_i| ≥ margin at t = 0 (a
     Gaussian init conditioned away from the kink); with margin 0 the init is plain Gaussian,
@@ -148,13 +153,15 @@ def _mlp_sweep(ctx: Context, cfg: dict) -> tuple[list[dict], float]:
     return rows, lam0
 
 
-def _phase_claims(ctx: Context, rows: list[dict], model: str, eta_max_pred: float,
+def _phase_claims(ctx: Context, rows: list[dict], model: str, eta_max_pred: float | None,
                   eta_max_tol: float, eta_max_note: str) -> float:
+    """Lazy and catapult claims; the divergence threshold is claimed against
+    ``eta_max_pred`` when given, else only returned (the caller claims the 4/λ₀ bound)."""
     lazy = [r for r in rows if 0 < r["eta_lam0"] < 2]
     dev = max(abs(r["lam_ratio"] - 1) for r in lazy) if lazy else float("nan")
     ctx.claim(f"{model}: lazy phase (η·λ₀ < 2): max |λ_final/λ₀ − 1|", "≤ 0.05", dev,
               "a few %", holds=bool(dev <= 0.05),
-              note="Prop ★ / Lewkowycz et al.: below 2/λ₀ the second-order terms are "
+              note="Lewkowycz et al. 2020: below 2/λ₀ the second-order terms are "
                    "O(1/width) and the NTK stays put; 5% leaves room for finite-width drift")
     div = [r["eta_lam0"] for r in rows if r["diverged"]]
     eta_max = min(div) if div else float("nan")
@@ -165,16 +172,18 @@ def _phase_claims(ctx: Context, rows: list[dict], model: str, eta_max_pred: floa
               "λ_final < 2/η (fraction of grid points)", 1.0, float(np.mean(ok)) if ok
               else float("nan"), 0.0,
               note=f"{sum(ok)}/{len(ok)} points; the loss must rise above its initial value "
-                   "and the NTK end below the stability limit 2/η (Prop ★ eq. 2: λ decreases "
-                   "while the residual is large)")
-    ctx.claim(f"{model}: divergence threshold η_max·λ₀ (smallest diverging grid point)",
-              eta_max_pred, eta_max, eta_max_tol, note=eta_max_note)
+                   "and the NTK end below the stability limit 2/η (Lewkowycz et al. 2020: λ "
+                   "decreases while the residual is large)")
+    if eta_max_pred is not None:
+        ctx.claim(f"{model}: divergence threshold η_max·λ₀ (smallest diverging grid point)",
+                  eta_max_pred, eta_max, eta_max_tol, note=eta_max_note)
     return eta_max
 
 
 @experiment("catapult",
-            "Prop ★ (lecture 11/7) is exact until a ReLU flips; lazy / catapult / divergent "
-            "phases in η·λ₀ for the uv model and a wide ReLU MLP on digits")
+            "The catapult recursion (Lewkowycz et al. 2020) is exact until a ReLU flips; lazy / "
+            "catapult / divergent phases in η·λ₀ for the uv model and a wide ReLU MLP, whose "
+            "divergence is reported against the 4/λ₀ bound from its measured λ₀")
 def catapult(ctx: Context) -> str:
     if ctx.quick:
         cfg = {"exact_width": 4096, "exact_runs": [(1.5, 0.5), (3.0, 0.5), (3.0, 0.0)],
@@ -201,7 +210,7 @@ def catapult(ctx: Context) -> str:
                      f"{r['err_after']:.2g}, "
                      f"free-running recursion off by ≤ {r['free_dev']:.2g}"
                      for (c, mg), r in runs.items())
-    ctx.claim("Prop ★ one-step prediction vs real GD before the first ReLU flip "
+    ctx.claim("catapult recursion's one-step prediction vs real GD before the first ReLU flip "
               "(max relative error in z and λ)", 0.0, err, 1e-10,
               note=f"width {cfg['exact_width']}; margin = init with |a_i(0)| ≥ margin (a Gaussian "
                    "init moved away from the kink; margin 0 is plain Gaussian). The recursion "
@@ -214,26 +223,40 @@ def catapult(ctx: Context) -> str:
     uv = _uv_sweep(ctx, cfg)
     ctx.table("uv_sweep", uv)
     uv_max = _phase_claims(ctx, uv, "uv model", 4.0, float(np.max(np.diff(cfg["uv_grid"]))),
-                           "Prop ★ with y = 0: λ(t+1) − λ(t) = κη r²(ηλ − 4), so λ can only "
+                           "the recursion with y = 0: λ(t+1) − λ(t) = κη r²(ηλ − 4), so λ can only "
                            "fall (and GD converge) when η·λ₀ < 4; tolerance = the grid's "
                            "spacing")
     mlp, lam0 = _mlp_sweep(ctx, cfg)
     ctx.table("mlp_sweep", mlp)
-    mlp_max = _phase_claims(ctx, mlp, f"ReLU MLP (depth {cfg['mlp_depth']})", 12.0, 2.0,
-                            "Lewkowycz et al. 2020 observe η_max ≈ 12/λ₀ for wide ReLU nets "
-                            "(an empirical value, not a theorem); ±2 covers the quick grid's "
-                            "spacing of 1 and the '≈'. Divergence = loss > 1e8 × initial "
-                            f"within {cfg['mlp_steps']} steps")
+    mlp_max = _phase_claims(ctx, mlp, f"ReLU MLP (depth {cfg['mlp_depth']})", None, 0.0, "")
+    conv_above = [r["eta_lam0"] for r in mlp if r["eta_lam0"] > 4 and not r["diverged"]]
+    below = [r for r in mlp if r["eta_lam0"] < 4]
+    div_below = [r["eta_lam0"] for r in below if r["diverged"]]
+    ratio = mlp_max / 4.0
+    ctx.config.update({"mlp_lambda0": lam0, "mlp_eta_max": mlp_max / lam0,
+                       "mlp_eta_max_over_4_lambda0": ratio})
+    ctx.claim(f"ReLU MLP (depth {cfg['mlp_depth']}): divergence threshold η_max against the "
+              "two-layer bound 4/λ₀ (ratio, λ₀ measured)", "≥ 1", ratio, "one-sided",
+              holds=bool(not div_below and ratio >= 1.0),
+              note=f"λ₀ = {lam0:.4g} (top of JᵀJ/n at init), so 4/λ₀ = {4 / lam0:.4g}; "
+                   f"smallest diverging grid point η·λ₀ = {mlp_max:g}. The two-layer analysis "
+                   "(Lewkowycz et al. 2020) makes GD diverge only above 4/λ₀, so below it the "
+                   f"MLP must converge (grid points below 4 that diverged: {div_below or 'none'}). "
+                   "Where the network departs from the two-layer prediction: it still "
+                   f"converges at η·λ₀ = {conv_above or 'none'} above 4, i.e. its threshold is "
+                   f"×{ratio:.3g} the bound (Lewkowycz et al. report ≈ ×3 for deep ReLU nets, "
+                   "an empirical observation, not a prediction). Divergence = loss > 1e8 × "
+                   f"initial within {cfg['mlp_steps']} steps; grid spacing ≤ 1")
 
     # figures
     rows = ex["rows"]
     fig, (a1, a2) = ctx.new_figure(ncols=2)
     st = [0] + [r["step"] for r in rows]
     a1.plot(st, [ex["z0"]] + [r["z"] for r in rows], "o", ms=3, label="network z(t)")
-    a1.plot(st, [ex["z0"]] + [r["z_recursion"] for r in rows], "-", label="Prop ★ iterated")
+    a1.plot(st, [ex["z0"]] + [r["z_recursion"] for r in rows], "-", label="recursion iterated")
     a1.axhline(ex["y"], color="k", lw=0.6)
     a2.plot(st, [ex["lam0"]] + [r["ntk"] for r in rows], "o", ms=3, label="network λ(t)")
-    a2.plot(st, [ex["lam0"]] + [r["ntk_recursion"] for r in rows], "-", label="Prop ★ iterated")
+    a2.plot(st, [ex["lam0"]] + [r["ntk_recursion"] for r in rows], "-", label="recursion iterated")
     a2.axhline(2 / ex["eta"], color="r", ls="--", lw=0.8, label="2/η")
     for ax in (a1, a2):
         if ex["first_flip"] is not None:
@@ -250,7 +273,7 @@ def catapult(ctx: Context) -> str:
     fig, axes = ctx.new_figure(ncols=2)
     for ax, data, title, bounds in ((axes[0], uv, "uv model", (2, 4)),
                                     (axes[1], mlp, f"ReLU MLP depth {cfg['mlp_depth']}",
-                                     (2, 12))):
+                                     (2, 4))):
         c = np.array([r["eta_lam0"] for r in data])
         ratio = np.array([r["lam_ratio"] for r in data])
         ax.plot(c, ratio, "o-", label="λ_final/λ₀")
@@ -266,7 +289,8 @@ def catapult(ctx: Context) -> str:
         ax.grid(True, alpha=0.3)
     ctx.savefig(fig, "phases")
 
-    return (f"Prop ★ matches GD to {err:.1g} until the first ReLU flip (catapult run: step "
-            f"{ex['first_flip']}). Divergence at η·λ₀ ≈ {uv_max:g} for "
-            f"the uv model (theory 4) and {mlp_max:g} for the depth-{cfg['mlp_depth']} ReLU MLP "
-            f"(paper ≈ 12); λ₀ = {lam0:.3g} for the MLP.")
+    return (f"The catapult recursion matches GD to {err:.1g} until the first ReLU flip "
+            f"(catapult run: step {ex['first_flip']}). Divergence at η·λ₀ ≈ {uv_max:g} for "
+            f"the uv model (theory 4) and {mlp_max:g} for the depth-{cfg['mlp_depth']} ReLU MLP, "
+            f"i.e. ×{mlp_max / 4:.3g} the two-layer bound 4/λ₀ (λ₀ = {lam0:.3g} measured); the "
+            f"MLP converges above 4/λ₀ at η·λ₀ = {conv_above}.")

@@ -1,14 +1,36 @@
-"""implicit_bias: which interpolant gradient descent picks (notes 003, lectures 11/9, 11/14).
+"""implicit_bias: which solution gradient descent picks.
 
-(a) Diagonal linear nets (Woodworth et al. 2020). β = w₊² − w₋², w±(0) = α·1, gradient
-descent with small steps on L = ‖Xβ − y‖²/(2n) for an underdetermined sparse regression.
-Prediction: the limit is `ntkit.theory.implicit_bias.diagonal_net_limit(X, y, α)`
-(argmin Q_α subject to Xβ = y); as α → 0 it tends to the minimum-ℓ1 interpolant (a linear
-program here) and as α → ∞ to the minimum-ℓ2 one (the pseudo-inverse).
+(a) Diagonal linear nets (Woodworth et al. 2020, "Kernel and rich regimes in
+overparametrized models"). β = w₊² − w₋², w±(0) = α·1, gradient descent with small steps on
+L = ‖Xβ − y‖²/(2n) for an underdetermined sparse regression. Prediction: the limit is
+`ntkit.theory.implicit_bias.diagonal_net_limit(X, y, α)` (argmin Q_α subject to Xβ = y); as
+α → 0 it tends to the minimum-ℓ1 interpolant (a linear program here) and as α → ∞ to the
+minimum-ℓ2 one (the pseudo-inverse).
 
-(b) Logistic regression on separable data (Soudry et al. 2018). GD on the mean logistic loss:
-w(t) = ŵ log t + O(1), so the angle to the max-margin direction
-(`max_margin_direction`) is O(1/log t), and the loss decays as O(1/t).
+(b) Logistic regression on separable data (Soudry, Hoffer, Nacson, Gunasekar & Srebro 2018,
+"The implicit bias of gradient descent on separable data", JMLR 19, Theorems 3–4). With the
+labels folded into the data (z_n = y_n x_n) and the summed loss Σ_n ℓ(z_nᵀw) at step η_S,
+
+    w(t) = ŵ log t + w̃ + o(1),   η_S·exp(−z_nᵀ w̃) = α_n for every support vector n,
+
+where ŵ = argmin ‖w‖ s.t. z_nᵀw ≥ 1 and ŵ = Σ_{n∈S} α_n z_n (the SVM's dual variables).
+Here GD runs on the *mean* loss with step η, i.e. η_S = η/N. Consequences measured:
+- ‖w(t) − ŵ log t − w̃‖ → 0; linearizing the dynamics in s = log t around w̃ gives the
+  contraction matrix Σ_{n∈S} α_n z_n z_nᵀ, non-support vectors with normalized margin
+  m_n = z_nᵀŵ enter as t^{1−m_n}, and the logistic tail's e^{−2u} term and the step's
+  discreteness as 1/t: the residual decays like t^{−κ}, κ = min(λ_min, m_min − 1, 1);
+- the angle to ŵ is not "O(1/log t) with slope −1": it follows the curve
+  atan(‖P⊥w̃‖ / (‖ŵ‖ (log t + b))), b = ⟨ŵ, w̃⟩/‖ŵ‖², so its local log-log slope against
+  log t is −log t/(log t + b);
+- t·L(t) → Σ_S α_n/η = ‖ŵ‖²/η (the loss is carried by the support vectors).
+
+How the data are drawn so that these asymptotics are reachable within the step budget:
+d support vectors z_n = γ u + v_n (v_n ⟂ u, Gaussian of scale r) are redrawn until their
+duals α_n are positive (then ŵ = u/γ exactly, by the KKT conditions) *and* the contraction
+matrix Σ α_n z_n z_nᵀ has every eigenvalue ≥ 1 (it always has u with eigenvalue exactly 1);
+the N − d other points get normalized margins m_n ∈ [2, 4] along u. Then κ = 1: the
+residual falls like 1/t instead of t^{−λ_min} with a λ_min that a random draw often makes
+≈ 0.1 (which is why an arbitrary separable data set looks like a failure of the theory).
 """
 
 from __future__ import annotations
@@ -54,46 +76,68 @@ def _diagonal_gd(x: np.ndarray, y: np.ndarray, alphas: list[float], lr_factor: f
     return (wp * wp - wm * wm).T.numpy(), steps.numpy()
 
 
+def _draw_separable(rng: np.random.Generator, d: int, n: int, gamma: float, r: float,
+                    max_tries: int = 10000) -> dict:
+    """Separable data with a known max-margin solution and well-conditioned support vectors
+    (see the module docstring). Returns z (n, d) label-folded points, the first d of which
+    are the support vectors, ŵ, the duals α and the contraction matrix's λ_min."""
+    for _ in range(max_tries):
+        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        u, perp = q[:, 0], q[:, 1:]
+        zs = gamma * u[None, :] + (r * rng.standard_normal((d, d - 1))) @ perp.T
+        w_hat = u / gamma
+        alpha = np.linalg.solve(zs.T, w_hat)        # ŵ = Σ α_n z_n
+        if alpha.min() <= 0:
+            continue
+        lam_min = float(np.linalg.eigvalsh((zs.T * alpha) @ zs).min())
+        if lam_min >= 1.0 - 1e-9:
+            break
+    else:
+        raise RuntimeError("no well-conditioned support-vector draw found")
+    m = rng.uniform(2.0, 4.0, n - d)
+    zn = (gamma * m)[:, None] * u[None, :] + (2 * r * rng.standard_normal((n - d, d - 1))) @ perp.T
+    return {"z": np.vstack([zs, zn]), "w_hat": w_hat, "alpha": alpha, "lam_min": lam_min,
+            "min_margin_non_sv": float(m.min())}
+
+
 def _logistic(ctx: Context, cfg: dict) -> dict:
-    rng = ctx.np_rng("logistic-data")
-    d = cfg["logit_dim"]
-    w_true = rng.standard_normal(d)
-    w_true /= np.linalg.norm(w_true)
-    x = rng.standard_normal((cfg["logit_n"], d))
-    s = np.sign(x @ w_true)
-    x = x + cfg["logit_margin"] * s[:, None] * w_true      # separable with a clear margin
-    w_mm, margin = max_margin_direction(x, s, return_margin=True)
-    w_mm = w_mm.numpy()
-    z = torch.tensor(s[:, None] * x)
-    w = torch.zeros(d, dtype=torch.float64)
+    from scipy.special import expit
+
+    d, n = cfg["logit_dim"], cfg["logit_n"]
+    data = _draw_separable(ctx.np_rng("logistic-data"), d, n, 1.0, 2.0)
+    z, w_hat, alpha = data["z"], data["w_hat"], data["alpha"]
+    # random labels: the classifier sees (x_n, y_n) with z_n = y_n x_n
+    labels = ctx.np_rng("logistic-labels").choice([-1.0, 1.0], n)
+    x = labels[:, None] * z
+    eta = cfg["logit_lr"]
+    w_tilde = np.linalg.solve(z[:d], np.log(eta / n / alpha))   # z_nᵀw̃ = log(η_S/α_n)
+    w = np.zeros(d)
     marks = set(np.unique(np.geomspace(1, cfg["logit_steps"], 60).astype(int)).tolist())
     rows = []
     for t in range(1, cfg["logit_steps"] + 1):
-        m = z @ w
-        # mean log(1 + e^{−m}) and its gradient, stable for large margins
-        g = -(z * torch.sigmoid(-m)[:, None]).mean(0)
-        w = w - cfg["logit_lr"] * g
+        # mean log(1 + e^{−m}); its gradient −mean z·σ(−m)
+        w = w + eta * (z * expit(-(z @ w))[:, None]).mean(0)
         if t in marks:
-            wn = w.numpy()
-            cos = float(wn @ w_mm / np.linalg.norm(wn))
-            loss = float(torch.nn.functional.softplus(-(z @ w)).mean())
+            cos = float(w @ w_hat / (np.linalg.norm(w) * np.linalg.norm(w_hat)))
+            loss = float(np.logaddexp(0.0, -(z @ w)).mean())
             rows.append({"step": t, "loss": loss, "angle": math.acos(min(1.0, cos)),
-                         "norm": float(np.linalg.norm(wn))})
-    return {"rows": rows, "margin": margin}
+                         "norm": float(np.linalg.norm(w)),
+                         "residual": float(np.linalg.norm(w - w_hat * math.log(t) - w_tilde))})
+    return {"rows": rows, "x": x, "labels": labels, **data, "w_tilde": w_tilde}
 
 
 @experiment("implicit_bias",
-            "Diagonal linear nets reach argmin Q_α (ℓ1 as α→0, ℓ2 as α→∞); logistic GD turns to "
-            "the max-margin direction at angle O(1/log t) with loss O(1/t)")
+            "Diagonal linear nets reach argmin Q_α (ℓ1 as α→0, ℓ2 as α→∞); logistic GD follows "
+            "w = ŵ log t + w̃ (Soudry et al. 2018) and its predicted angle curve")
 def implicit_bias(ctx: Context) -> str:
     if ctx.quick:
         cfg = {"n": 10, "d": 40, "sparsity": 3, "alphas": [0.1, 0.3, 1.0, 3.0],
                "lr_factor": 0.01, "max_steps": 120000, "logit_n": 40, "logit_dim": 3,
-               "logit_margin": 0.3, "logit_lr": 1.0, "logit_steps": 100000}
+               "logit_lr": 1.0, "logit_steps": 100000}
     else:
         cfg = {"n": 20, "d": 80, "sparsity": 4, "alphas": [0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
                "lr_factor": 0.01, "max_steps": 600000, "logit_n": 100, "logit_dim": 5,
-               "logit_margin": 0.3, "logit_lr": 1.0, "logit_steps": 1000000}
+               "logit_lr": 1.0, "logit_steps": 1000000}
     ctx.config.update(cfg)
 
     # (a) diagonal linear network
@@ -123,9 +167,10 @@ def implicit_bias(ctx: Context) -> str:
     ctx.table("diagonal_net", rows)
     worst = max(r["rel_err_to_limit"] for r in rows)
     ctx.claim("diagonal net: GD limit vs argmin Q_α (max relative error over α)", 0.0, worst,
-              1e-3, note="Woodworth et al. 2020 (gradient flow); GD with lr = "
+              1e-3, note="Woodworth et al. 2020, 'Kernel and rich regimes in "
+                         "overparametrized models' (gradient flow); GD with lr = "
                          "0.01/(λ_max·max(α², ‖β‖∞)) adds an O(lr) bias (halving lr halves it); "
-                         "1e-3 is the issue's accuracy target")
+                         "1e-3 sits well above that bias at these steps")
     dl1 = [r["rel_dist_l1"] for r in rows]
     mono = bool(all(a < b for a, b in zip(dl1, dl1[1:], strict=False)))
     th_small = diagonal_net_limit(x, y, 1e-12).numpy()
@@ -148,26 +193,60 @@ def implicit_bias(ctx: Context) -> str:
     # (b) logistic regression
     lg = _logistic(ctx, cfg)
     ctx.table("logistic", lg["rows"])
-    lr_rows = [r for r in lg["rows"] if r["step"] >= cfg["logit_steps"] // 1000]
-    t = np.array([r["step"] for r in lr_rows], dtype=float)
-    ang = np.array([r["angle"] for r in lr_rows])
-    loss = np.array([r["loss"] for r in lr_rows])
-    loss_fit_all = loglog_fit(t, loss)
-    last = t >= t[-1] / 10
-    loss_fit = loglog_fit(t[last], loss[last])
-    ctx.claim("logistic: loss slope in t over the last decade (O(1/t))", -1.0, loss_fit.slope,
-              0.05,
-              note=f"fit over t ∈ [{int(t[last][0])}, {int(t[-1])}], s.e. "
-                   f"{loss_fit.slope_se:.2g}; over [{int(t[0])}, {int(t[-1])}] the slope is "
-                   f"{loss_fit_all.slope:+.3f} (O(1/t) is asymptotic: Soudry et al. 2018, "
-                   "L(t) ~ 1/t up to slowly varying log factors, hence 5%)")
+    w_hat, w_tilde = lg["w_hat"], lg["w_tilde"]
+    ctx.config.update({"logit_lambda_min": lg["lam_min"],
+                       "logit_min_margin_non_sv": lg["min_margin_non_sv"],
+                       "logit_w_tilde": w_tilde.tolist(), "logit_alpha": lg["alpha"].tolist()})
+    soudry = ("Soudry, Hoffer, Nacson, Gunasekar & Srebro 2018, 'The implicit bias of gradient "
+              "descent on separable data' (JMLR), Theorems 3–4")
+    lib_dir, lib_margin = max_margin_direction(lg["x"], lg["labels"], return_margin=True)
+    unit = w_hat / np.linalg.norm(w_hat)
+    dir_err = float(np.linalg.norm(lib_dir.numpy() - unit))
+    ctx.claim("logistic: max_margin_direction (SLSQP + KKT polish) vs the constructed ŵ "
+              "(‖difference of unit vectors‖)", 0.0, dir_err, 1e-8,
+              note=f"ŵ = u/γ holds exactly by construction (KKT: margins 1 on the support "
+                   f"vectors, duals α > 0, other margins ≥ 2); library margin {lib_margin:.10g} "
+                   "vs γ = 1. The polish solves the active-set system, so round-off")
+    lrows = lg["rows"]
+    t_all = np.array([r["step"] for r in lrows], dtype=float)
+    last = t_all >= t_all[-1] / 10
+    t = t_all[last]
+    res = np.array([r["residual"] for r in lrows])[last]
+    ang = np.array([r["angle"] for r in lrows])[last]
+    loss = np.array([r["loss"] for r in lrows])[last]
+    kappa = min(lg["lam_min"], lg["min_margin_non_sv"] - 1.0, 1.0)
+    res_fit = loglog_fit(t, res)
+    ctx.claim("logistic: slope of ‖w(t) − ŵ log t − w̃‖ in t over the last decade", -kappa,
+              res_fit.slope, 0.1,
+              note=f"κ = min(λ_min = {lg['lam_min']:.3g}, m_min − 1 = "
+                   f"{lg['min_margin_non_sv'] - 1:.3g}, 1) from linearizing the dynamics in "
+                   f"log t around w̃ ({soudry}); ±0.1 for log factors in the 1/t terms. "
+                   f"Residual {res[0]:.3g} → {res[-1]:.3g} (‖w̃‖ = {np.linalg.norm(w_tilde):.3g}); "
+                   f"s.e. {res_fit.slope_se:.2g}")
+    wn2 = float(w_hat @ w_hat)
+    b = float(w_hat @ w_tilde) / wn2
+    perp = float(np.linalg.norm(w_tilde - b * w_hat))
+    pred = np.arctan2(perp, math.sqrt(wn2) * (np.log(t) + b))
+    ang_err = float(np.max(np.abs(ang - pred) / pred))
+    ctx.claim("logistic: angle to ŵ vs atan(‖P⊥w̃‖/(‖ŵ‖(log t + b))) (max relative error, "
+              "last decade)", 0.0, ang_err, 0.01,
+              note=f"b = ⟨ŵ, w̃⟩/‖ŵ‖² = {b:.3g}, ‖P⊥w̃‖ = {perp:.3g}; the angle error is ≈ "
+                   "‖w − ŵ log t − w̃‖/‖P⊥w̃‖, O(1/t) here, so 1% is generous at t ≥ T/10 "
+                   f"({soudry})")
     ang_fit = loglog_fit(np.log(t), ang)
-    ctx.claim("logistic: angle to the max-margin direction vs log t (log-log slope; O(1/log t))",
-              -1.0, ang_fit.slope, 0.25,
-              note=f"fit of log(angle) on log(log t), s.e. {ang_fit.slope_se:.2g}; final angle "
-                   f"{ang[-1]:.3g} rad, margin {lg['margin']:.3g}. log t spans only a factor "
-                   f"{math.log(t[-1]) / math.log(t[0]):.2g}, and the O(1)/log t term comes "
-                   "with log log t corrections, hence ±0.25")
+    pred_slope = loglog_fit(np.log(t), pred).slope
+    ctx.claim("logistic: local log-log slope of the angle against log t (last decade)",
+              pred_slope, ang_fit.slope, 0.05,
+              note=f"the curve's own slope ≈ −log t/(log t + b) = "
+                   f"{-math.log(t[-1]) / (math.log(t[-1]) + b):.3g} at t = {int(t[-1])}: not −1 "
+                   f"unless b = 0; the 'O(1/log t)' rate is only its limit ({soudry}). "
+                   "Tolerance 0.05: a 1% change of the relative curve error across the fit "
+                   "window moves the slope by 0.01/Δ log log t ≈ 0.045 at T = 1e5")
+    tl = float(t[-1] * loss[-1] * cfg["logit_lr"] / wn2)
+    ctx.claim("logistic: t·L(t)·η/‖ŵ‖² at the last step", 1.0, tl, 0.01,
+              note=f"L(t) → Σ_S α_n/(η t) = ‖ŵ‖²/(η t) (the support vectors carry the loss; "
+                   f"{soudry}); corrections O(1/t) from the residual and the logistic tail, "
+                   "so 1% at t = T")
 
     fig, (a1, a2) = ctx.new_figure(ncols=2)
     al = np.array(cfg["alphas"])
@@ -185,7 +264,10 @@ def implicit_bias(ctx: Context) -> str:
     tt = np.array([r["step"] for r in lg["rows"]], dtype=float)
     a2.loglog(tt, [r["angle"] for r in lg["rows"]], "o-", ms=3, label="angle to max margin")
     a2.loglog(tt, [r["loss"] for r in lg["rows"]], "s-", ms=3, label="loss")
-    a2.loglog(t, ang[-1] * np.log(t[-1]) / np.log(t), "k--", lw=0.8, label="∝ 1/log t")
+    a2.loglog(tt, np.arctan2(perp, math.sqrt(wn2) * (np.log(tt) + b)), "k--", lw=0.8,
+              label="atan(‖P⊥w̃‖/(‖ŵ‖(log t + b)))")
+    a2.loglog(tt, [r["residual"] for r in lg["rows"]], "^-", ms=3,
+              label="‖w − ŵ log t − w̃‖")
     a2.set_xlabel("step t")
     a2.set_title("logistic regression on separable data")
     a2.legend(fontsize=7)
@@ -194,5 +276,7 @@ def implicit_bias(ctx: Context) -> str:
 
     return (f"Diagonal net: GD within {worst:.2g} of argmin Q_α for α ∈ {cfg['alphas']}; "
             f"distance to min-ℓ1 {dl1[0]:.3g} (α={cfg['alphas'][0]}) → {dl1[-1]:.3g}; to min-ℓ2 "
-            f"{d_big:.2g} at α={cfg['alphas'][-1]}. Logistic: loss slope {loss_fit.slope:+.3f}, "
-            f"angle slope in log t {ang_fit.slope:+.3f}, final angle {ang[-1]:.3g} rad.")
+            f"{d_big:.2g} at α={cfg['alphas'][-1]}. Logistic: ‖w − ŵ log t − w̃‖ slope "
+            f"{res_fit.slope:+.3f} (predicted {-kappa:+.3f}), angle within {ang_err:.2g} of "
+            f"its predicted curve, local slope {ang_fit.slope:+.3f} (curve "
+            f"{pred_slope:+.3f}), t·L·η/‖ŵ‖² = {tl:.4f}.")
