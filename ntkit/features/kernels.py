@@ -92,7 +92,8 @@ def cauchy_kernel(x: Any, y: Any = None, gamma: float = 1.0, *, dtype: torch.dty
                   ) -> Tensor:
     """k(x, y) = Π_i 1 / (1 + γ² (x_i − y_i)²); returns (n1, n2).
 
-    Normalized so that k(x, x) = 1 (the lecture notes' 2/π factors belong to the density
+    Normalized so that k(x, x) = 1 (factors such as 2/π in some statements of Rahimi & Recht
+    2007, "Random features for large-scale kernel machines", belong to the density
     of the frequencies, not to the kernel).
     """
     gamma = check_gamma(gamma)

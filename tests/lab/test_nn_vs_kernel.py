@@ -8,7 +8,8 @@ import math
 import numpy as np
 import torch
 
-from ntkit.lab.experiments.nn_vs_kernel import _discrete_prediction, load_digits_data
+from ntkit.lab.data import load_digits_data
+from ntkit.lab.experiments.nn_vs_kernel import _discrete_prediction
 from ntkit.predict import gradient_descent_mse
 
 EXPERIMENT = "nn_vs_kernel"

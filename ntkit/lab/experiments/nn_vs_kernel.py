@@ -41,45 +41,12 @@ from torch import Tensor
 
 from ntkit import layers as nl
 from ntkit.empirical import empirical_ntk
+from ntkit.lab.data import load_digits_data
 from ntkit.lab.framework import Context, loglog_fit
 from ntkit.lab.registry import experiment
 from ntkit.predict import gp_inference, gradient_descent_mse, max_learning_rate
 
 F64 = torch.float64
-
-
-def load_digits_data(n_train: int, n_test: int, rng: np.random.Generator
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """sklearn digits (8×8 images, 10 classes): standardized inputs, centred one-hot targets.
-
-    Each pixel is standardized with the training split's mean and standard deviation
-    (constant pixels are left at 0), then every image is rescaled to norm √d. The second
-    step matters: a few pixels are almost always 0, so standardizing them gives a handful
-    of images huge norms that would dominate every kernel; on the sphere of radius √d the
-    input kernel x·x/d is 1 on the diagonal for every image. Targets are one-hot minus
-    1/10, so each row sums to 0.
-
-    Returns:
-      x_train (n_train, 64), y_train (n_train, 10), x_test (n_test, 64), y_test (n_test, 10),
-      all float64.
-    """
-    from sklearn.datasets import load_digits
-
-    x, labels = load_digits(return_X_y=True)
-    if n_train + n_test > len(x):
-        raise ValueError(f"digits has {len(x)} images; asked for {n_train} + {n_test}")
-    perm = rng.permutation(len(x))
-    x, labels = x[perm].astype(np.float64), labels[perm]
-    mu = x[:n_train].mean(0)
-    sd = x[:n_train].std(0)
-    sd[sd == 0] = 1.0
-    x = (x - mu) / sd
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norms > 0, norms, 1.0) * math.sqrt(x.shape[1])
-    y = np.eye(10)[labels] - 0.1
-    xt, yt = torch.tensor(x, dtype=F64), torch.tensor(y, dtype=F64)
-    return (xt[:n_train], yt[:n_train], xt[n_train:n_train + n_test],
-            yt[n_train:n_train + n_test])
 
 
 def _accuracy(f: Tensor, y: Tensor) -> float:
