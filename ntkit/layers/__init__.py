@@ -4,6 +4,9 @@
     net = nl.serial(nl.Dense(512, w_std=1.5, b_std=0.05), nl.ReLU(), nl.Dense(1))
     k = net.kernel(x1, x2, get=("nngp", "ntk"))
     model = net.build(in_features=x1.shape[1], seed=0)
+
+Convolution family (channels first; 1-D, 2-D and 3-D): Conv, ConvTranspose, ConvLocal,
+AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten, ImageResize, Index.
 """
 
 from ntkit.layers.activations import (
@@ -33,9 +36,12 @@ from ntkit.layers.activations import (
 from ntkit.layers.base import Activation, Layer
 from ntkit.layers.branching import FanInConcat, FanInSum, FanOut, parallel, serial
 from ntkit.layers.conv import Conv
+from ntkit.layers.conv_local import ConvLocal
+from ntkit.layers.conv_transpose import ConvTranspose
 from ntkit.layers.dense import Dense
 from ntkit.layers.norm import LayerNorm
-from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool
+from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+from ntkit.layers.resize import ImageResize, Index
 
 __all__ = [
     "ABReLU", "GELU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Elementwise",
@@ -43,4 +49,6 @@ __all__ = [
     "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Sigmoid",
     "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
+    # convolution family: transposed, local, sum pools, resizing and indexing
+    "ConvLocal", "ConvTranspose", "GlobalSumPool", "ImageResize", "Index", "SumPool",
 ]
