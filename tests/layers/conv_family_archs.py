@@ -15,10 +15,12 @@ Layer tuples, torch's channels-first layout (as in ntkit); those of conv_archs.p
     ("resize", shape (n, C, *S) with -1 kept, method)
     ("index", idx)   # a numpy index of the (n, C, *S) batch; ':' on n and C
 
-``nt_wrong``: neural-tangents 0.6.5 computes this architecture wrongly (its ImageResize
-resizes the swapped axes after an odd number of shared-weight convolutions on full
-storage); the fixture stores its value and the test checks that ntkit differs from it
-and agrees with the finite network instead.
+``nt_wrong``: neural-tangents 0.6.5 computes this architecture wrongly. After an odd
+number of shared-weight convolutions on full storage its kernel keeps the spatial axes
+in reversed order (``is_reversed``), which its ImageResize ignores (it resizes the
+swapped axes) and so does its ConvLocal (it applies the transposed filter shape). The
+fixture stores its value; the test checks that ntkit differs from it and agrees with
+the finite network instead.
 """
 
 from __future__ import annotations
@@ -83,10 +85,23 @@ ARCHS: dict[str, dict] = {
     },
     "convlocal2d_circular_gap_standard": {
         "input": (2, 4, 4),
-        "layers": [("conv", 3, (2, 2), None, "SAME", 1.3, 0.1, "standard"), ("relu",),
-                   ("convlocal", 4, (3, 2), None, "CIRCULAR", 1.5, 0.1, "standard"),
+        "layers": [("convlocal", 4, (3, 2), None, "CIRCULAR", 1.5, 0.1, "standard"),
                    ("relu",), ("avgpool", (2, 2), (2, 2), "VALID"),
+                   ("conv", 3, (2, 2), None, "SAME", 1.3, 0.1, "standard"), ("relu",),
                    ("gap",), ("dense", 1, 1.0, 0.1, "standard")],
+    },
+    "convlocal2d_square_after_one_conv_gap": {
+        "input": (2, 4, 5),
+        "layers": [("conv", 3, (2, 3), None, "SAME", 1.3, 0.1, "ntk"), ("relu",),
+                   ("convlocal", 3, (2, 2), (1, 2), "SAME", 1.4, 0.1, "ntk"), ("relu",),
+                   ("gap",), ("dense", 1, 1.0, 0.0, "ntk")],
+    },
+    "convlocal2d_nonsquare_after_one_conv": {
+        "input": (1, 4, 4),
+        "nt_wrong": True,
+        "layers": [("conv", 3, (2, 2), None, "SAME", 1.0, 0.0, "ntk"), ("relu",),
+                   ("convlocal", 3, (3, 1), None, "SAME", 1.0, 0.0, "ntk"), ("relu",),
+                   ("gap",), ("dense", 1, 1.0, 0.0, "ntk")],
     },
     # ---- 3-D convolutions --------------------------------------------------------------
     "conv3d_flatten": {
