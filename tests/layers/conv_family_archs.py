@@ -91,16 +91,16 @@ ARCHS: dict[str, dict] = {
                    ("gap",), ("dense", 1, 1.0, 0.1, "standard")],
     },
     "convlocal2d_square_after_one_conv_gap": {
-        "input": (2, 4, 5),
+        "input": (2, 4, 4),
         "layers": [("conv", 3, (2, 3), None, "SAME", 1.3, 0.1, "ntk"), ("relu",),
-                   ("convlocal", 3, (2, 2), (1, 2), "SAME", 1.4, 0.1, "ntk"), ("relu",),
+                   ("convlocal", 3, (2, 2), (2, 2), "SAME", 1.4, 0.1, "ntk"), ("relu",),
                    ("gap",), ("dense", 1, 1.0, 0.0, "ntk")],
     },
     "convlocal2d_nonsquare_after_one_conv": {
-        "input": (1, 4, 4),
+        "input": (1, 4, 6),
         "nt_wrong": True,
-        "layers": [("conv", 3, (2, 2), None, "SAME", 1.0, 0.0, "ntk"), ("relu",),
-                   ("convlocal", 3, (3, 1), None, "SAME", 1.0, 0.0, "ntk"), ("relu",),
+        "layers": [("conv", 3, (1, 1), None, "SAME", 1.0, 0.0, "ntk"), ("relu",),
+                   ("convlocal", 3, (4, 1), None, "VALID", 1.0, 0.0, "ntk"), ("relu",),
                    ("gap",), ("dense", 1, 1.0, 0.0, "ntk")],
     },
     # ---- 3-D convolutions --------------------------------------------------------------
