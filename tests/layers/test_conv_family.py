@@ -268,3 +268,24 @@ def test_bad_inputs_are_refused_clearly():
         nl.AvgPool((2,), normalize_edges="yes")
     with pytest.raises(ValueError, match="parameterization"):
         nl.ConvTranspose(2, (3,), parameterization="mup")
+
+
+# ---- the engine: tiles replay each example's covariance chain ------------------------------
+
+@pytest.mark.parametrize("name", ["convT1d_circular_q5_s2_gap", "convlocal2d_circular_gap_standard",
+                                  "conv3d_circular_pool_gap", "avgpool2d_normalize_edges",
+                                  "resize_linear_up_after_two_convs", "index_int_to_1d_gap",
+                                  "sumpool2d_circular_gsp"])
+def test_tiled_equals_untiled(name):
+    """Tiles replay the examples' own covariance maps (a CovTrace) instead of recomputing
+    them: the result must not depend on the tile size (rounding only)."""
+    from conv_family_archs import ARCHS, to_ntkit
+
+    shape = ARCHS[name]["input"]
+    x1, x2 = _x(5, *shape, seed=20), _x(3, *shape, seed=21)
+    net = to_ntkit(name)
+    for b in (None, x2):
+        whole = net.kernel(x1, b, get=("nngp", "ntk"))
+        tiled = net.kernel(x1, b, get=("nngp", "ntk"), tile=2)
+        _close(tiled.nngp, whole.nngp)
+        _close(tiled.ntk, whole.ntk)
