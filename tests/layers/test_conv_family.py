@@ -272,10 +272,10 @@ def test_bad_inputs_are_refused_clearly():
 
 # ---- the engine: tiles replay each example's covariance chain ------------------------------
 
-@pytest.mark.parametrize("name", ["convT1d_circular_q5_s2_gap", "convlocal2d_circular_gap_standard",
-                                  "conv3d_circular_pool_gap", "avgpool2d_normalize_edges",
-                                  "resize_linear_up_after_two_convs", "index_int_to_1d_gap",
-                                  "sumpool2d_circular_gsp"])
+@pytest.mark.parametrize("name", [
+    "convT1d_circular_q5_s2_gap", "convlocal2d_circular_gap_standard",
+    "conv3d_circular_pool_gap", "avgpool2d_normalize_edges",
+    "resize_linear_up_after_two_convs", "index_int_to_1d_gap", "sumpool2d_circular_gsp"])
 def test_tiled_equals_untiled(name):
     """Tiles replay the examples' own covariance maps (a CovTrace) instead of recomputing
     them: the result must not depend on the tile size (rounding only)."""
@@ -289,3 +289,28 @@ def test_tiled_equals_untiled(name):
         tiled = net.kernel(x1, b, get=("nngp", "ntk"), tile=2)
         _close(tiled.nngp, whole.nngp)
         _close(tiled.ntk, whole.ntk)
+
+
+@pytest.mark.parametrize("cls", [nl.ConvTranspose, nl.ConvLocal])
+def test_tensor_stds_get_gradients(cls):
+    """0-d tensor w_std/b_std (learnable) give the same kernel as numbers, and its
+    gradient matches a central difference (step 1e-5: truncation ~1e-10, rounding
+    ~1e-11 relative)."""
+    x = _x(3, 2, 5, seed=30)
+
+    def kernel(w, b):
+        net = nl.serial(cls(3, (3,), strides=(2,), padding="SAME", w_std=w, b_std=b),
+                        nl.ReLU(), nl.GlobalAvgPool(), nl.Dense(1))
+        return net.kernel(x, get="ntk")
+
+    w = torch.tensor(1.3, dtype=F64, requires_grad=True)
+    b = torch.tensor(0.2, dtype=F64, requires_grad=True)
+    k = kernel(w, b)
+    _close(k, kernel(1.3, 0.2), tol=0)
+    k.sum().backward()
+    h = 1e-5
+    cases = ((w, w.grad, lambda v: kernel(v, 0.2)), (b, b.grad, lambda v: kernel(1.3, v)))
+    for t, grad, f in cases:
+        v = float(t.detach())
+        fd = (f(v + h).sum() - f(v - h).sum()) / (2 * h)
+        assert abs(float(grad) - float(fd)) < 1e-7 * abs(float(fd)), (float(grad), float(fd))
