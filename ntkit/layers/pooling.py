@@ -104,6 +104,14 @@ class AvgPool(Layer):
     def requires_full(self, full_after):
         return Storage(full=True)
 
+    def __repr__(self) -> str:
+        # normalize_edges only when set: the repr fingerprints stored kernels (resume),
+        # which must not change for the networks that existed before the argument.
+        fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        if not self.normalize_edges:
+            del fields["normalize_edges"]
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
     def _check(self, spatial) -> None:
         name = type(self).__name__
         if not spatial:
@@ -166,9 +174,7 @@ class SumPool(AvgPool):
                  padding: str = "VALID"):
         super().__init__(window_shape, strides, padding)
 
-    def __repr__(self) -> str:
-        return (f"SumPool(window_shape={self.window_shape!r}, strides={self.strides!r}, "
-                f"padding={self.padding!r})")
+
 
 
 class _MeanPositions(nn.Module):
