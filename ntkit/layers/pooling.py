@@ -175,8 +175,6 @@ class SumPool(AvgPool):
         super().__init__(window_shape, strides, padding)
 
 
-
-
 class _MeanPositions(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=tuple(range(2, x.ndim)))
