@@ -9,7 +9,9 @@ Every layer has ``kernel(x1, x2, get=..., **options)``, ``kernel_map(k)`` and
 ``build(in_features)``, documented once on `Layer` (``help(nl.Layer.kernel)``).
 Inputs are channels first (n, C, *S); pass ``channels_last=True`` for NHWC data.
 
-Linear: Dense, Conv, AvgPool, GlobalAvgPool, Flatten, LayerNorm, Identity, DotGeneral.
+Linear: Dense, LayerNorm, Identity, DotGeneral.
+Convolution family (channels first; 1-D, 2-D and 3-D): Conv, ConvTranspose, ConvLocal,
+AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten, ImageResize, Index.
 Combinators: serial, parallel, repeat, FanOut, FanInSum, FanInConcat, FanInProd.
 Regularization: Dropout (p is the drop probability). Graphs: Aggregate (patterns via
 with_pattern). Normalized exponential and Gabor kernels: ExpNormalized, Gabor.
@@ -56,6 +58,8 @@ from ntkit.layers.branching import (
     serial,
 )
 from ntkit.layers.conv import Conv
+from ntkit.layers.conv_local import ConvLocal
+from ntkit.layers.conv_transpose import ConvTranspose
 from ntkit.layers.dense import Dense
 from ntkit.layers.dot_general import DotGeneral
 from ntkit.layers.dropout import Dropout
@@ -63,7 +67,8 @@ from ntkit.layers.graph import Aggregate, with_pattern
 from ntkit.layers.norm import LayerNorm
 from ntkit.layers.nt_names import NT_NAMES as _NT_NAMES
 from ntkit.layers.nt_names import ABRelu, Gelu, LeakyRelu, Relu
-from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool
+from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool, GlobalSumPool, SumPool
+from ntkit.layers.resize import ImageResize, Index
 from ntkit.layers.special import ExpNormalized, Gabor
 
 __all__ = [
@@ -75,6 +80,8 @@ __all__ = [
     # graphs, dropout, products, constant maps and two closed-form kernels
     "Aggregate", "DotGeneral", "Dropout", "ExpNormalized", "FanInProd", "Gabor", "repeat",
     "with_pattern",
+    # convolution family: transposed, local, sum pools, resizing and indexing
+    "ConvLocal", "ConvTranspose", "GlobalSumPool", "ImageResize", "Index", "SumPool",
 ]
 
 

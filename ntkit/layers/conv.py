@@ -1,4 +1,4 @@
-"""Convolution: `Conv`, 1-D or 2-D, in neural-tangents' two parameterizations."""
+"""Convolution: `Conv`, 1-D, 2-D or 3-D, in neural-tangents' two parameterizations."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from ntkit.layers.nt_names import W_STD_DEFAULT, resolve_w_std
 
 
 def check_window(name: str, what: str, value, ndim: int | None = None) -> tuple[int, ...]:
-    """A tuple of positive ints (1 or 2 of them)."""
+    """A tuple of positive ints (1, 2 or 3 of them)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value,) * (ndim or 1)
     if not isinstance(value, (tuple, list)) or not value or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
         raise ValueError(f"{name} {what} must be a tuple of positive ints, got {value!r}")
     value = tuple(value)
-    if ndim is None and len(value) not in (1, 2):
-        raise ValueError(f"{name} supports 1-D and 2-D windows, got {what}={value}")
+    if ndim is None and len(value) not in (1, 2, 3):
+        raise ValueError(f"{name} supports 1-D, 2-D and 3-D windows, got {what}={value}")
     if ndim is not None and len(value) != ndim:
         raise ValueError(f"{name} {what}={value} must have {ndim} entries, one per spatial "
                          "dimension of the window")
@@ -54,6 +54,10 @@ def pad_input(x: Tensor, window: Sequence[int], strides: Sequence[int], padding:
             x = W.pad_axis(x, 2 + i, before, after, circular=True)
         return x
     return F.pad(x, amounts)
+
+
+#: torch's "VALID" correlation per number of spatial dimensions.
+CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 class _InPlace:
@@ -97,7 +101,7 @@ class ConvModule(nn.Module):
     'ntk': W, b ~ N(0, 1), w_scale = w_std/√(C·q) with q the filter size, b_scale = b_std.
     'standard': W ~ N(0, w_std²/(C·q)), b ~ N(0, b_std²), scales 1.
     Padding is applied to the input first (asymmetric for "SAME" with even filters,
-    wrapping for "CIRCULAR"), then a "VALID" ``F.conv1d``/``F.conv2d``.
+    wrapping for "CIRCULAR"), then a "VALID" ``F.conv1d``/``F.conv2d``/``F.conv3d``.
     """
 
     def __init__(self, in_shape: ExampleShape, out_channels: int, filter_shape, strides,
@@ -118,7 +122,7 @@ class ConvModule(nn.Module):
             self.w_scale, self.b_scale = 1.0, 1.0
         self.weight = nn.Parameter(w)
         self.bias = None if b is None else nn.Parameter(b)
-        self._conv = F.conv1d if len(filter_shape) == 1 else F.conv2d
+        self._conv = CONV_FNS[len(filter_shape)]
 
     def forward(self, x: Tensor) -> Tensor:
         x = pad_input(x, self.filter_shape, self.strides, self.padding)
@@ -135,8 +139,8 @@ class ConvModule(nn.Module):
 
 
 class Conv(Layer):
-    """Convolution with ``out_channels`` channels over 1-D (n, C, L) or 2-D (n, C, H, W)
-    inputs, by ``len(filter_shape)``; weights shared across positions.
+    """Convolution with ``out_channels`` channels over 1-D (n, C, L), 2-D (n, C, H, W) or
+    3-D (n, C, D, H, W) inputs, by ``len(filter_shape)``; weights shared across positions.
 
     Kernel map (per pair of positions; q = filter size, C = input channels):
 
@@ -147,7 +151,7 @@ class Conv(Layer):
 
     Args:
       out_channels: output channels (the kernel is their infinite limit).
-      filter_shape: (q,) or (qh, qw).
+      filter_shape: (q,), (qh, qw) or (qd, qh, qw).
       strides: same length as filter_shape; default 1.
       padding: "VALID", "SAME" (total padding split with the extra one after, as in
         neural-tangents/lax) or "CIRCULAR" (same amounts, wrapping around).
@@ -181,9 +185,9 @@ class Conv(Layer):
 
     def _check(self, spatial) -> None:
         if not spatial:
-            raise ValueError("Conv needs spatial inputs: (n, C, L) for 1-D or (n, C, H, W) "
-                             "for 2-D filters, channels first; got fully-connected (n, d) "
-                             "features")
+            raise ValueError("Conv needs spatial inputs: (n, C, L) for 1-D, (n, C, H, W) "
+                             "for 2-D or (n, C, D, H, W) for 3-D filters, channels first; "
+                             "got fully-connected (n, d) features")
         W.check_fits(spatial, self.filter_shape, self.padding, "Conv")
 
     def kernel_map(self, k: Kernel) -> Kernel:
@@ -234,3 +238,74 @@ class Conv(Layer):
         spatial = W.output_spatial(in_features.spatial, self.filter_shape, self.strides,
                                    self.padding)
         return module, ExampleShape((self.out_channels, *spatial))
+
+
+def affine_conv_map(k: Kernel, box, q: int, w_std, b_std, parameterization: str,
+                    post=None) -> tuple:
+    """The weight/bias part of a convolution-like kernel map, shared by `ConvTranspose`
+    and `ConvLocal` (the same formulas as `Conv`): given ``box(t, b)``, the layer's sum
+    over its q filter taps of a field t with b batch axes, returns (nngp, ntk, cov1, cov2)
+    of the output. 'ntk': nngp' = w²/q·box(nngp) + b², ntk' = w²/q·box(ntk) + nngp';
+    'standard': ntk' = C·box(nngp) + w²/q·box(ntk) (+1 with a bias). ``post(t, b)``, if
+    given, maps every finished field (e.g. back to full storage)."""
+    w2 = w_std**2
+    b2 = 0.0 if b_std is None else b_std**2
+    ops = _InPlace if not (isinstance(w2, Tensor) or isinstance(b2, Tensor)) else _OutOfPlace
+    standard = parameterization == "standard" and k.ntk is not None
+    nngp_sum = box(k.nngp, 2)
+    nngp = ops.add(ops.scale(nngp_sum, w2 / q, keep=standard), b2)
+    ntk = k.ntk
+    if ntk is not None:
+        if not standard:
+            ntk = ops.add(ops.scale(box(ntk, 2), w2 / q), nngp)
+        else:
+            ntk = ops.axpy(ops.scale(nngp_sum, k.channels), box(ntk, 2), w2 / q)
+            if b_std is not None:
+                ntk = ops.add(ntk, 1.0)
+    if post is not None:
+        nngp, ntk = post(nngp, 2), None if ntk is None else post(ntk, 2)
+
+    def cov_map(c: Tensor) -> Tensor:
+        c = ops.add(ops.scale(box(c, 1), w2 / q), b2)
+        return c if post is None else post(c, 1)
+
+    cov1, cov2 = k.map_covs(cov_map, nngp)
+    return nngp, ntk, cov1, cov2
+
+
+def check_conv_args(name: str, out_channels, filter_shape, strides, padding, w_std, b_std,
+                    parameterization) -> tuple:
+    """Validated (out_channels, filter_shape, strides, padding, w_std, b_std,
+    parameterization) of a convolution-like layer, with clear errors naming ``name``."""
+    if isinstance(out_channels, bool) or not isinstance(out_channels, int):
+        raise TypeError(f"{name} out_channels must be an int, got {out_channels!r}")
+    if out_channels < 1:
+        raise ValueError(f"{name} out_channels must be >= 1, got {out_channels}")
+    filter_shape = check_window(name, "filter_shape", filter_shape)
+    d = len(filter_shape)
+    strides = (1,) * d if strides is None else check_window(name, "strides", strides, d)
+    padding = check_padding(name, padding)
+    w_std = check_std("w_std", w_std)
+    b_std = check_std("b_std", b_std, allow_none=True)
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"{name}: unknown parameterization {parameterization!r}; "
+                         f"expected one of {PARAMETERIZATIONS}")
+    return out_channels, filter_shape, strides, padding, w_std, b_std, parameterization
+
+
+def conv_weights(out_channels: int, in_channels: int, filter_shape, w_std: float,
+                 b_std: float | None, parameterization: str, generator: torch.Generator,
+                 dtype: torch.dtype, weight_shape=None, bias_shape=None):
+    """(weight, bias, w_scale, b_scale) of a finite convolution-like layer in
+    neural-tangents' parameterizations (fan-in C·q): 'ntk' draws N(0, 1) and scales in
+    the forward pass, 'standard' draws N(0, w_std²/(C·q)) and N(0, b_std²)."""
+    fan_in = in_channels * math.prod(filter_shape)
+    w = torch.randn(*(weight_shape or (out_channels, in_channels, *filter_shape)),
+                    generator=generator, dtype=dtype)
+    b = None if b_std is None else torch.randn(*(bias_shape or (out_channels,)),
+                                               generator=generator, dtype=dtype)
+    if parameterization == "ntk":
+        return w, b, w_std / math.sqrt(fan_in), (b_std or 0.0)
+    w = w * (w_std / math.sqrt(fan_in))
+    b = None if b is None else b * b_std
+    return w, b, 1.0, 1.0

@@ -68,9 +68,6 @@ NT_NAMES = {
                             "Elementwise(nngp_fn=...) takes a closed form)",
     "Sigmoid_like": "Erf(a=0.5, b=1/2.4020563531719796, c=0.5), the same function "
                     "(Sigmoid is the exact logistic function, by quadrature)",
-    "SumPool": "AvgPool (sums are averages times the window size: scale w_std)",
-    "GlobalSumPool": "GlobalAvgPool (scale w_std of the next layer by the position count)",
-    "ConvLocal": None, "ConvTranspose": None, "Index": None, "ImageResize": None,
     "SliceFanInConcat": None, "GlobalSelfAttention": None,
 }
 

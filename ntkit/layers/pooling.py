@@ -1,4 +1,4 @@
-"""Reducing positions: `AvgPool`, `GlobalAvgPool` and `Flatten`.
+"""Reducing positions: `AvgPool`, `SumPool`, `GlobalAvgPool`, `GlobalSumPool`, `Flatten`.
 
 Pooling averages positions independently in the two inputs, so it needs the full
 position-position covariance of its input (and so does every spatial layer before it).
@@ -34,19 +34,37 @@ def _single_width(name: str, width):
     return width
 
 
+_AVG_POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
 class AvgPoolModule(nn.Module):
-    def __init__(self, window, strides, padding):
+    """Finite pooling over windows: pad (zeros count, asymmetric SAME; wrapping for
+    CIRCULAR), sum each window, then divide by the window size ("avg"), by the number of
+    real entries in it ("avg" with ``normalize_edges``), or not at all ("sum")."""
+
+    def __init__(self, window, strides, padding, mode: str = "avg",
+                 normalize_edges: bool = False):
         super().__init__()
         self.window, self.strides, self.padding = window, strides, padding
-        self._pool = F.avg_pool1d if len(window) == 1 else F.avg_pool2d
+        self.mode, self.normalize_edges = mode, normalize_edges
 
     def forward(self, x: Tensor) -> Tensor:
-        # Pad explicitly (zeros count in the average, asymmetric SAME), then pool VALID.
+        spatial = x.shape[2:]
         x = pad_input(x, self.window, self.strides, self.padding)
-        return self._pool(x, self.window, self.strides)
+        if self.mode == "avg" and not self.normalize_edges:
+            return _AVG_POOLS[len(self.window)](x, self.window, self.strides)
+        for i, (q, s) in enumerate(zip(self.window, self.strides, strict=True)):
+            x = x.unfold(2 + i, q, s).sum(-1)
+        if self.mode == "sum":
+            return x
+        for i, (n, q, s) in enumerate(zip(spatial, self.window, self.strides, strict=True)):
+            counts = W.edge_counts(n, q, s, self.padding).to(x.dtype)
+            x = x / counts.reshape(-1, *(1,) * (len(spatial) - 1 - i))
+        return x
 
     def extra_repr(self) -> str:
-        return f"window={self.window}, strides={self.strides}, padding={self.padding!r}"
+        return (f"window={self.window}, strides={self.strides}, padding={self.padding!r}, "
+                f"mode={self.mode!r}, normalize_edges={self.normalize_edges}")
 
 
 class AvgPool(Layer):
@@ -57,53 +75,114 @@ class AvgPool(Layer):
     of in[s·p + k, s·p' + k'] — it needs the full position-position covariance.
 
     Args:
-      window_shape: (q,) or (qh, qw).
+      window_shape: (q,), (qh, qw) or (qd, qh, qw).
       strides: default 1 along each axis, as in neural-tangents (pass the window shape
         for non-overlapping windows).
       padding: "VALID", "SAME" or "CIRCULAR".
+      normalize_edges: with "SAME" padding, divide each window by the number of real
+        (unpadded) entries it covers instead of the window size (neural-tangents'
+        ``normalize_edges=True``, ``torch``'s ``count_include_pad=False``); no effect
+        with "VALID" or "CIRCULAR". The kernel divides entry [p, p'] by
+        count(p)·count(p').
     """
 
+    _mode = "avg"
+
     def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-                 padding: str = "VALID"):
-        self.window_shape = check_window("AvgPool", "window_shape", window_shape)
+                 padding: str = "VALID", normalize_edges: bool = False):
+        name = type(self).__name__
+        self.window_shape = check_window(name, "window_shape", window_shape)
         d = len(self.window_shape)
         self.strides = (1,) * d if strides is None else check_window(
-            "AvgPool", "strides", strides, d)
-        self.padding = check_padding("AvgPool", padding)
+            name, "strides", strides, d)
+        self.padding = check_padding(name, padding)
+        if not isinstance(normalize_edges, bool):
+            raise TypeError(f"{name} normalize_edges must be True or False, got "
+                            f"{normalize_edges!r}")
+        self.normalize_edges = normalize_edges
 
     def requires_full(self, full_after):
         return Storage(full=True)
 
+    def __repr__(self) -> str:
+        # normalize_edges only when set: the repr fingerprints stored kernels (resume),
+        # which must not change for the networks that existed before the argument.
+        fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        if not self.normalize_edges:
+            del fields["normalize_edges"]
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
     def _check(self, spatial) -> None:
+        name = type(self).__name__
         if not spatial:
-            raise ValueError("AvgPool needs spatial inputs (n, C, L) or (n, C, H, W), got "
-                             "fully-connected features")
-        W.check_fits(spatial, self.window_shape, self.padding, "AvgPool")
+            raise ValueError(f"{name} needs spatial inputs (n, C, L), (n, C, H, W) or "
+                             "(n, C, D, H, W), got fully-connected features")
+        W.check_fits(spatial, self.window_shape, self.padding, name)
 
     def kernel_map(self, k: Kernel) -> Kernel:
-        k = _single("AvgPool", k)
+        k = _single(type(self).__name__, k)
         self._check(k.spatial)
-        scale = 1.0 / W.window_size(self.window_shape) ** 2
+        d = len(k.spatial)
+        edges = self._mode == "avg" and self.normalize_edges and self.padding == "SAME"
+        scale = 1.0 if self._mode == "sum" or edges else \
+            1.0 / W.window_size(self.window_shape) ** 2
 
         def pool(t: Tensor, b: int) -> Tensor:
-            return W.pool_sum(t, b, k.full, self.window_shape, self.strides,
-                              self.padding).mul_(scale)
+            t = W.pool_sum(t, b, k.full, self.window_shape, self.strides, self.padding)
+            if not edges:
+                return t.mul_(scale) if scale != 1.0 else t
+            # Divide [p, p'] by count(p)·count(p'), axis by axis (both axes of each pair).
+            for i, (n, q, s) in enumerate(zip(k.spatial, self.window_shape, self.strides,
+                                              strict=True)):
+                counts = W.edge_counts(n, q, s, self.padding).to(t.dtype)
+                for ax in (b + i, b + d + i):
+                    t = t / counts.reshape(-1, *(1,) * (t.ndim - 1 - ax))
+            return t
 
         spatial = W.output_spatial(k.spatial, self.window_shape, self.strides, self.padding)
         return k.map_fields(pool).replace(spatial=spatial)
 
     def make_module(self, in_features, generator, dtype):
-        width = _single_width("AvgPool", in_features)
+        width = _single_width(type(self).__name__, in_features)
         self._check(width.spatial if isinstance(width, ExampleShape) else ())
         spatial = W.output_spatial(width.spatial, self.window_shape, self.strides,
                                    self.padding)
-        return (AvgPoolModule(self.window_shape, self.strides, self.padding),
+        return (AvgPoolModule(self.window_shape, self.strides, self.padding, self._mode,
+                              self.normalize_edges),
                 ExampleShape((width.channels, *spatial)))
+
+
+class SumPool(AvgPool):
+    """Sum pooling over windows of ``window_shape`` (neural-tangents' ``SumPool``): the
+    window sums of `AvgPool` without the division, so its kernels are window_size² times
+    AvgPool's. Padding as in `Conv` (zeros add nothing; CIRCULAR wraps).
+
+    Args:
+      window_shape: (q,), (qh, qw) or (qd, qh, qw).
+      strides: default 1 along each axis.
+      padding: "VALID", "SAME" or "CIRCULAR".
+
+    Example::
+
+        net = nl.serial(nl.Conv(64, (3, 3)), nl.ReLU(), nl.SumPool((2, 2), (2, 2)),
+                        nl.Flatten(), nl.Dense(1))
+    """
+
+    _mode = "sum"
+
+    def __init__(self, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+                 padding: str = "VALID"):
+        super().__init__(window_shape, strides, padding)
 
 
 class _MeanPositions(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=tuple(range(2, x.ndim)))
+
+
+class _SumPositions(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sum(dim=tuple(range(2, x.ndim)))
 
 
 class GlobalAvgPool(Layer):
@@ -129,6 +208,38 @@ class GlobalAvgPool(Layer):
         if not isinstance(width, ExampleShape):
             raise ValueError("GlobalAvgPool needs spatial inputs, got fully-connected features")
         return _MeanPositions(), width.channels
+
+
+class GlobalSumPool(Layer):
+    """Sum over all positions: (n, C, *S) -> (n, C); kernels are |S|² times
+    `GlobalAvgPool`'s. Needs full covariances.
+
+    Example::
+
+        net = nl.serial(nl.Conv(64, (3,)), nl.ReLU(), nl.GlobalSumPool(), nl.Dense(1))
+    """
+
+    def requires_full(self, full_after):
+        return Storage(full=True)
+
+    def kernel_map(self, k: Kernel) -> Kernel:
+        k = _single("GlobalSumPool", k)
+        if not k.is_spatial:
+            raise ValueError("GlobalSumPool needs spatial inputs (n, C, *S), got "
+                             "fully-connected features")
+        d = len(k.spatial)
+
+        def total(t: Tensor, b: int) -> Tensor:
+            return t.sum(dim=tuple(range(b, b + 2 * d)))
+
+        return k.map_fields(total).replace(spatial=(), full=False)
+
+    def make_module(self, in_features, generator, dtype):
+        width = _single_width("GlobalSumPool", in_features)
+        if not isinstance(width, ExampleShape):
+            raise ValueError("GlobalSumPool needs spatial inputs, got fully-connected "
+                             "features")
+        return _SumPositions(), width.channels
 
 
 class _FlattenModule(nn.Module):

@@ -217,3 +217,77 @@ def pool_sum(t: Tensor, b: int, full: bool, window: Sequence[int], strides: Sequ
 
 def window_size(window: Sequence[int]) -> int:
     return math.prod(window)
+
+
+# ---- transposed convolutions, circular folds, per-axis linear maps ---------------------
+# A transposed convolution (lax.conv_transpose, as neural-tangents uses it) is a stride-1
+# "VALID" correlation of the filter with the input dilated by the stride (s − 1 zeros
+# between entries) and zero-padded by `transpose_pads`. Its kernel map is therefore
+# `conv_sum` (stride 1, VALID) of the dilated, padded kernel: the zeros have zero
+# covariance with everything, so dilating both axes of a pair (or the diagonal) is exact.
+
+
+def transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
+    """(before, after) zero padding of the dilated input of a transposed convolution
+    along one axis, as in ``jax.lax.conv_transpose`` ("SAME" or "VALID"; "CIRCULAR"
+    transposes "VALID" and then folds, see `circular_fold_matrix`)."""
+    k, s = window, stride
+    if padding == "SAME":
+        pad_len = k + s - 2
+        before = k - 1 if s > k - 1 else -(-pad_len // 2)
+    else:
+        pad_len = k + s - 2 + max(k - s, 0)
+        before = k - 1
+    return before, pad_len - before
+
+
+def transpose_out_size(size: int, window: int, stride: int, padding: str) -> int:
+    """Output length of one axis of a transposed convolution."""
+    if padding in ("SAME", "CIRCULAR"):
+        return size * stride
+    return size * stride + max(window - stride, 0)
+
+
+def dilate_axis(t: Tensor, axis: int, stride: int) -> Tensor:
+    """Insert ``stride − 1`` zeros between consecutive entries along ``axis``."""
+    if stride == 1:
+        return t
+    n = t.shape[axis]
+    shape = list(t.shape)
+    shape[axis] = (n - 1) * stride + 1
+    out = t.new_zeros(shape)
+    idx = [slice(None)] * t.ndim
+    idx[axis] = slice(None, None, stride)
+    out[tuple(idx)] = t
+    return out
+
+
+def circular_fold_matrix(length: int, out: int, dtype: torch.dtype,
+                         device=None) -> Tensor:
+    """The (out, length) 0/1 matrix that wraps a "VALID" transposed-convolution output of
+    ``length`` entries onto ``out`` entries, exactly as neural-tangents'
+    CIRCULAR transposed convolution does: entry j collects x[j + c + t·out] for
+    |t| ≤ w // 2 (w = the odd round-up of ⌈length/out⌉, c = (length − out) // 2)."""
+    w = -(-length // out) // 2 * 2 + 1
+    c = (length - out) // 2
+    m = torch.zeros(out, length, dtype=dtype, device=device)
+    for j in range(out):
+        for t in range(-(w // 2), w // 2 + 1):
+            src = j + c + t * out
+            if 0 <= src < length:
+                m[j, src] = 1.0
+    return m
+
+
+def apply_axis_matrix(t: Tensor, axis: int, m: Tensor) -> Tensor:
+    """out[..., i, ...] = Σ_j m[i, j] · t[..., j, ...] along ``axis``."""
+    return torch.movedim(torch.tensordot(t, m.to(t.dtype), dims=([axis], [1])), -1, axis)
+
+
+def edge_counts(size: int, window: int, stride: int, padding: str) -> Tensor:
+    """How many real (unpadded) entries each output window covers along one axis
+    (the divisor of average pooling with ``normalize_edges=True``), float64."""
+    before, after = pads(size, window, stride, padding)
+    ones = torch.ones(size, dtype=torch.float64)
+    ones = pad_axis(ones, 0, before, after, circular=padding == "CIRCULAR")
+    return ones.unfold(0, window, stride).sum(-1)

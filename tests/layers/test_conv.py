@@ -346,8 +346,8 @@ def test_errors_name_the_problem():
         nl.Conv(4, (0, 3))
     with pytest.raises(ValueError, match="strides"):
         nl.Conv(4, (3, 3), strides=(1,))
-    with pytest.raises(ValueError, match="1-D and 2-D"):
-        nl.Conv(4, (3, 3, 3))
+    with pytest.raises(ValueError, match="1-D, 2-D and 3-D"):
+        nl.Conv(4, (3, 3, 3, 3))
     with pytest.raises(TypeError, match="out_channels"):
         nl.Conv(4.0, (3, 3))
     with pytest.raises(ValueError, match="per-example shapes"):

@@ -91,8 +91,8 @@ def test_unknown_names_say_what_to_use():
         nl.ElementwiseNumerical  # noqa: B018
     with pytest.raises(AttributeError, match="Sigmoid_like is ntkit's Erf"):
         nl.Sigmoid_like  # noqa: B018
-    with pytest.raises(AttributeError, match="ConvTranspose has no ntkit counterpart"):
-        nl.ConvTranspose  # noqa: B018
+    with pytest.raises(AttributeError, match="SliceFanInConcat has no ntkit counterpart"):
+        nl.SliceFanInConcat  # noqa: B018
     with pytest.raises(AttributeError, match="the layers are: .*Dense"):
         nl.Zzzz  # noqa: B018
     assert not hasattr(nl, "Relu2x")
