@@ -211,3 +211,23 @@ def test_empirical_ntk_with_patterns_converges_to_the_kernel(data):
     print(f"graph net via empirical_ntk(pattern=): errors {errs}, slope {slope:.3f}")
     assert -0.8 < slope < -0.3, (errs, slope)
     assert errs[-1] < 0.1, errs
+
+
+def test_monte_carlo_kernel_forwards_patterns(data):
+    """monte_carlo_kernel(pattern=) averages the same networks' empirical kernels as
+    empirical_ntk/empirical_nngp with those patterns (and differs from the graph-free
+    average, so the patterns reach the forward)."""
+    from ntkit.empirical import empirical_nngp
+    from ntkit.monte_carlo import monte_carlo_kernel, sample_seeds
+
+    x1, x2, p1, p2 = data
+    x1, p1, x2, p2 = x1[:3], p1[:3], x2[:2], p2[:2]
+    net = _net(w=16)
+    got = monte_carlo_kernel(net, x1, x2, n_samples=2, pattern=(p1, p2))
+    models = [net.build((3, V), seed=s) for s in sample_seeds(0, 2)]
+    ntk = sum(empirical_ntk(m, x1, x2, pattern=(p1, p2)) for m in models) / 2
+    nngp = sum(empirical_nngp(m, x1, x2, pattern=(p1, p2)) for m in models) / 2
+    torch.testing.assert_close(got.ntk, ntk, rtol=1e-12, atol=0)
+    torch.testing.assert_close(got.nngp, nngp, rtol=1e-12, atol=0)
+    plain = monte_carlo_kernel(net, x1, x2, n_samples=2)
+    assert not torch.allclose(plain.ntk, got.ntk)
