@@ -141,7 +141,8 @@ class Kernel:
     Fields (see the module docstring for shapes, storage and flags): ``nngp``, ``ntk``
     (or None), ``cov1``, ``cov2`` (None when x2 is x1), ``channels``, ``spatial``,
     ``full``, and the planning flags ``source``, ``roots``, ``n_dense``, ``x1_is_x2``,
-    ``gaussian``, ``mixed_channels``, ``same``, ``trace``.
+    ``gaussian``, ``mixed_channels``, ``same``, ``trace``, and the per-example side
+    input ``pattern`` (graph patterns for `Aggregate`; see the module docstring).
 
     A `Kernel` is immutable: maps return new ones (``k.replace(...)``). Kernels compose
     as in neural-tangents' ``kernel_fn``: ``net2.kernel_map(net1.kernel_map(k))`` is the
@@ -172,6 +173,7 @@ class Kernel:
     roots: frozenset = frozenset()
     mixed_channels: bool = False
     same: tuple[Tensor, Tensor] | None = None
+    pattern: tuple | None = None
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
@@ -361,7 +363,8 @@ def swap_examples(t: Tensor, spatial_ndim: int, full: bool) -> Tensor:
 def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bool = False,
                  cov1: Tensor | None = None, cov2: Tensor | None = None,
                  full: bool = False, trace: CovTrace | None = None,
-                 same: tuple[Tensor, Tensor] | None = None) -> Kernel:
+                 same: tuple[Tensor, Tensor] | None = None,
+                 pattern: tuple | None = None) -> Kernel:
     """The kernel of the raw inputs: nngp = x1·x2 / C, ntk = 0, cov = |x|² / C.
 
     x1: (n1, d) or, channels first, (n1, C, *S); x2: the same per-example shape, or None
@@ -371,7 +374,8 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     passed precomputed (the engine computes them once for a whole batch rather than once
     per tile). ``trace``: a `CovTrace` to record the input variances in, or to replay
     them from (then cov1/cov2 are not computed). ``same``: (rows, cols) of identical
-    example pairs of x1 and x2 (see `Kernel`), or None.
+    example pairs of x1 and x2 (see `Kernel`), or None. ``pattern``: (pattern1, pattern2)
+    graph patterns of these rows of x1 and x2 (see `Kernel`), or None.
     """
     if x2 is None:
         x2 = x1
@@ -417,7 +421,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     ntk = torch.zeros_like(nngp) if track_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=c,
                   source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace,
-                  same=same)
+                  same=same, pattern=pattern)
 
 
 def _self_cov(x: Tensor, full: bool) -> Tensor:

@@ -74,7 +74,8 @@ def sample_seeds(seed: int, n: int) -> list[int]:
 
 def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
                        get: str | Sequence[str] = ("nngp", "ntk"), seed: int = 0,
-                       progress: bool = False, memory_budget: int | None = None):
+                       progress: bool = False, memory_budget: int | None = None,
+                       pattern=None):
     """Kernels of ``net`` averaged over ``n_samples`` random finite networks.
 
     Args:
@@ -92,6 +93,9 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
       memory_budget: bytes each network's empirical kernels may use for their tiles
         (None: `ntkit.engine.memory.default_memory_budget` of the inputs' device); see
         `ntkit.empirical.empirical_ntk`. The estimate does not depend on it.
+      pattern: (pattern1, pattern2) per-example graph patterns for graph networks, passed
+        to each network's forward as `ntkit.empirical.empirical_ntk` does (as
+        ``net.kernel(x1, x2, pattern=...)`` takes them).
 
     Returns:
       For one ``get`` name a (n1, n2) tensor, else a namedtuple with those fields; for a
@@ -124,9 +128,9 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
         model = net.build(in_features=d, seed=seeds[s])
         for g in names:
             if g == "nngp":
-                k = empirical_nngp(model, x1, x2, memory_budget=budget)
+                k = empirical_nngp(model, x1, x2, memory_budget=budget, pattern=pattern)
             else:
-                k = empirical_ntk(model, x1, x2, memory_budget=budget)
+                k = empirical_ntk(model, x1, x2, memory_budget=budget, pattern=pattern)
             sums[g] = k if sums[g] is None else sums[g] + k
         if bar is not None:
             bar.update(1)

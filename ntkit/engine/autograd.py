@@ -36,11 +36,14 @@ def evaluate_grad(layer, p: Plan, tile: int | None, budget: int):
         for j in range(len(b2)):
             if sym and j < i:
                 continue
-            if sym and i == j:
-                k = fn_diag(x1[b1[i]])
+            diag = sym and i == j
+            pat = p.patterns(b1[i], None if diag else b2[j])
+            if diag:
+                k = fn_diag(x1[b1[i]], pattern=pat)
             else:
                 k = fn(x1[b1[i]], (x1 if sym else x2)[b2[j]],
-                       same=None if sym else pairs_in_tile(p.same, b1[i], b2[j]))
+                       same=None if sym else pairs_in_tile(p.same, b1[i], b2[j]),
+                       pattern=pat)
             check_finite(k)
             tiles[i, j] = k
     d = len(p.probe.spatial)

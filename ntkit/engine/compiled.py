@@ -26,9 +26,10 @@ from ntkit.kernel import Kernel, input_kernel, swap_examples
 
 
 def _eager(layer, track_ntk: bool, sym_tile: bool, full: bool = False):
-    def fn(x1: Tensor, x2: Tensor | None = None, trace=None, same=None) -> Kernel:
+    def fn(x1: Tensor, x2: Tensor | None = None, trace=None, same=None,
+           pattern=None) -> Kernel:
         k = layer.kernel_map(input_kernel(x1, x2, track_ntk=track_ntk, full=full,
-                                          trace=trace, same=same))
+                                          trace=trace, same=same, pattern=pattern))
         if sym_tile and isinstance(k, Kernel):
             # x x^T from BLAS is not bitwise symmetric; make diagonal tiles exactly so.
             d = len(k.spatial)
@@ -46,8 +47,10 @@ def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool):
     # torch.compile traces tensors in, tensors out; the Kernel is rebuilt outside.
     inner = _eager(layer, track_ntk, sym_tile, full)
 
-    def fn(x1: Tensor, x2: Tensor | None = None):
-        k = inner(x1, x2)
+    def fn(x1: Tensor, x2: Tensor | None = None, p1: Tensor | None = None,
+           p2: Tensor | None = None):
+        # The tile's graph patterns travel as tensors (traced like x1, x2).
+        k = inner(x1, x2, pattern=None if p1 is None and p2 is None else (p1, p2))
         if isinstance(k, tuple):
             return k
         return k.nngp, k.ntk, k.cov1, k.var2, k.channels, k.spatial, k.full
@@ -63,8 +66,9 @@ def _own_code(fn):
 
 def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: bool = False,
                   *, backend="inductor", fullgraph: bool = False):
-    """fn(x1_tile, x2_tile=None, same=None) -> Kernel of the tile (x2_tile None: x2 is
-    x1; ``same``: identical example pairs of the tile, see `ntkit.kernel.Kernel`).
+    """fn(x1_tile, x2_tile=None, same=None, pattern=None) -> Kernel of the tile (x2_tile
+    None: x2 is x1; ``same``: identical example pairs of the tile, ``pattern``: the
+    tile's graph patterns (pattern1[rows], pattern2[cols]), see `ntkit.kernel.Kernel`).
 
     ``full``: spatial inputs start with full position-position covariances.
     ``backend`` and ``fullgraph`` are passed to ``torch.compile`` when ``compiled``
@@ -82,12 +86,12 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
     cfn = cache[key]
     state = {"failed": False}
 
-    def fn(x1: Tensor, x2: Tensor | None = None, same=None) -> Kernel:
+    def fn(x1: Tensor, x2: Tensor | None = None, same=None, pattern=None) -> Kernel:
         if same is not None:  # tiles with identical example pairs (rare): eager
-            return eager(x1, x2, same=same)
+            return eager(x1, x2, same=same, pattern=pattern)
         if not state["failed"]:
             try:
-                res = cfn(x1, x2)
+                res = cfn(x1, x2, *(pattern if pattern is not None else (None, None)))
             except Exception as exc:  # compilation is an optimization, never a requirement
                 if fullgraph:
                     raise  # asked for a proof of one graph: a break is an error
@@ -101,6 +105,6 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
                                   cov2=None if x2 is None else var2, channels=channels,
                                   x1_is_x2=x2 is None, spatial=spatial, full=full_out)
                 return res
-        return eager(x1, x2)
+        return eager(x1, x2, pattern=pattern)
 
     return fn

@@ -62,7 +62,7 @@ from ntkit.engine.compiled import tile_function
 from ntkit.engine.inputs import LazyBatch, aligned
 from ntkit.engine.memory import default_memory_budget
 from ntkit.engine.pairs import pairs_in_tile
-from ntkit.engine.plan import plan
+from ntkit.engine.plan import plan, tile_patterns
 from ntkit.engine.schedule import auto_tile, tile_slices
 from ntkit.engine.threads import torch_threads
 from ntkit.engine.writers import store_tile
@@ -219,7 +219,7 @@ def _open_shared(shared: dict) -> dict[str, Tensor] | None:
 
 def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_ntk: bool,
                full: bool, names: tuple[str, ...], shared: dict | None = None,
-               same=None) -> dict:
+               same=None, pattern=None) -> dict:
     """Worker task: tiles (i, j) for j in js, exactly as `ntkit.engine.evaluate` does.
 
     Fields in ``shared`` (name -> (path, shape, dtype) of the driver's `shared_result`)
@@ -242,10 +242,13 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
         pair = {n: [] for n in ("nngp", "ntk") if n in names and n not in written}
         out: dict = {"cov1": None, "var2": [], "written": written}
         for j in js:
-            if sym and i == j:
-                k = fn_diag(xr)
+            diag = sym and i == j
+            pat = tile_patterns(pattern, b1[i], None if diag else b2[j], sym)
+            if diag:
+                k = fn_diag(xr, pattern=pat)
             else:
-                k = fn(xr, aligned(other[b2[j]]), same=pairs_in_tile(same, b1[i], b2[j]))
+                k = fn(xr, aligned(other[b2[j]]), same=pairs_in_tile(same, b1[i], b2[j]),
+                       pattern=pat)
             if views:
                 store_tile(views, k, b1[i], b2[j], i, j, sym)
             for n, parts in pair.items():
@@ -262,12 +265,13 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
 
 def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: bool,
               full: bool, names: tuple[str, ...], shared: dict | None = None,
-              same=None) -> Iterator[tuple[int, int, SimpleNamespace]]:
+              same=None, pattern=None) -> Iterator[tuple[int, int, SimpleNamespace]]:
     """Compute the tiles ``pairs`` on the cluster; yield (i, j, tile) as they come, the
     tile holding the fields of ``names`` (nngp, ntk, cov1, var2) plus spatial and full,
     and ``written``: the fields a worker already stored into the ``shared`` results
     (name -> (path, shape, dtype) of `shared_result` files), which the tile then lacks.
     ``same``: identical example pairs of x1 and x2 (`ntkit.engine.pairs`), or None.
+    ``pattern``: the call's graph patterns (`ntkit.engine.plan.Plan.pattern`), or None.
 
     One task per row block i (all its pending tiles). Cancels what is left if the
     consumer stops early or a task fails.
@@ -282,7 +286,7 @@ def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: boo
     fx2 = None if x2 is None else _scatter(client, x2)
     layer = _portable(layer)
     futures = {client.submit(_row_block, layer, fx1, fx2, i, js, b1, b2, sym, track_ntk,
-                             full, tuple(names), shared, same, pure=False): i
+                             full, tuple(names), shared, same, pattern, pure=False): i
                for i, js in rows.items()}
     try:
         for fut in distributed.as_completed(list(futures)):

@@ -52,11 +52,11 @@ __all__ = ["CPU_TILE_BYTES", "DEFAULT_TILE", "LIVE_ARRAYS", "auto_tile", "evalua
 def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None,
              dtype: torch.dtype = torch.float64, progress: bool = False, out=None,
              compile: bool = False, memory_budget: int | None = None, resume: bool = False,
-             client=None):
+             client=None, pattern=None):
     """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
-    p = plan(layer, x1, x2, get, dtype=dtype)
+    p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
     if not isinstance(compile, bool):
@@ -132,8 +132,9 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     ledgers = []
     if zouts:
         done = None
+        # Hashes the inputs (and patterns) once.
         fp0 = storage.fingerprint(layer=layer, name="", names=names, x1=x1, x2=x2, sym=sym,
-                                  tile=tile, dtype=dtype)  # hashes the inputs once
+                                  tile=tile, dtype=dtype, pattern=p.pattern)
         for name, arr in zouts.items():
             ledger = storage.TileLedger(arr)
             fp = {**fp0, "field": name, **({"upper": True} if name in upper else {})}
@@ -169,7 +170,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
             else:
                 TileScheduler(x1, x2, b1, b2, pairs, fn, fn_diag, same=p.same,
                               use_trace=use_trace, finish=finish, tick=tick, device=device,
-                              compiled=compile).run()
+                              compiled=compile, pattern=p.pattern).run()
     finally:
         if bar is not None:
             bar.close()
@@ -186,7 +187,8 @@ def _run_on_dask(client, layer, p, pairs, b1, b2, shared, finish, tick) -> None:
             for i, j, k in distributed.run_tiles(client, layer, p.x1, p.x2, pairs, b1, b2,
                                                  sym=p.sym, track_ntk=p.track_ntk,
                                                  full=p.full, names=p.names,
-                                                 shared=shared or None, same=p.same):
+                                                 shared=shared or None, same=p.same,
+                                                 pattern=p.pattern):
                 finish(i, j, k)
                 tick(1)
         finally:

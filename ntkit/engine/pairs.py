@@ -82,3 +82,19 @@ def pairs_in_tile(same: tuple[Tensor, Tensor] | None, r: slice,
     if not bool(m.any()):
         return None
     return rows[m] - r.start, cols[m] - c.start
+
+
+def same_side_rows(a1, a2, rows: Tensor, cols: Tensor) -> Tensor:
+    """(m,) bool: whether the per-example side inputs a1[rows[m]] and a2[cols[m]] (graph
+    patterns, leading axis the examples; None = absent) are bitwise equal. Two inputs
+    are identical examples only when their side inputs are too (a pattern changes the
+    example's kernel)."""
+    if a1 is None and a2 is None:
+        return torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+    if a1 is None or a2 is None or a1.shape[1:] != a2.shape[1:] or a1.dtype != a2.dtype:
+        return torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+    if not len(rows):
+        return torch.zeros(0, dtype=torch.bool, device=rows.device)
+    a = a1[rows.to(a1.device)].reshape(len(rows), -1)
+    b = a2[cols.to(a2.device)].reshape(len(rows), -1)
+    return (a == b).all(1).to(rows.device)

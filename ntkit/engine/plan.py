@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ntkit.engine.inputs import LazyBatch, as_pair, check_dtype, check_get
-from ntkit.engine.pairs import identical_rows
+from ntkit.engine.pairs import identical_rows, same_side_rows
 from ntkit.kernel import CovTrace, Kernel, Storage, input_kernel
 
 #: Every field a kernel evaluation can return, in order.
@@ -40,6 +40,13 @@ class Plan:
     probe_trace: CovTrace | None
     same: tuple[Tensor, Tensor] | None
     needs_grad: bool
+    pattern: tuple | None = None
+
+    def patterns(self, rows: slice, cols: slice | None) -> tuple | None:
+        """The graph patterns of a tile (see `ntkit.kernel.Kernel`): x1's ``rows`` and
+        x2's ``cols`` (x1's on the symmetric path); ``cols`` None: a diagonal tile
+        (x2 is x1), (pattern1[rows], None). None when the call has no patterns."""
+        return tile_patterns(self.pattern, rows, cols, self.sym)
 
     @property
     def sym(self) -> bool:
@@ -71,13 +78,69 @@ class Plan:
         return input_kernel(x1, x2, track_ntk=self.track_ntk, full=self.full, **options)
 
 
+def tile_patterns(pattern: tuple | None, rows: slice, cols: slice | None,
+                  sym: bool) -> tuple | None:
+    """(pattern1[rows], pattern2[cols]) of a tile; pattern1[cols] on the symmetric path;
+    (pattern1[rows], None) for a diagonal tile (``cols`` None). None without patterns."""
+    if pattern is None:
+        return None
+    p1, p2 = pattern
+
+    def take(p, r):
+        return None if p is None else p[r]
+
+    if cols is None:
+        return take(p1, rows), None
+    return take(p1, rows), take(p1 if sym else p2, cols)
+
+
+def check_pattern(pattern, n1: int, n2: int | None, device) -> tuple | None:
+    """Validate ``pattern=`` of ``net.kernel``: None, or a pair (pattern1, pattern2) of
+    per-example arrays (leading axis the examples of x1 and of x2; pattern2 None when x2
+    is None). Returned as tensors on the inputs' device."""
+    if pattern is None:
+        return None
+    if not (isinstance(pattern, (tuple, list)) and len(pattern) == 2):
+        raise ValueError("pattern must be a pair (pattern1, pattern2): the graph patterns of "
+                         "x1's and x2's examples (pattern2 None when x2 is None), got "
+                         f"{type(pattern).__name__}")
+    out = []
+    for name, p, n in (("pattern1", pattern[0], n1), ("pattern2", pattern[1], n2)):
+        if p is None:
+            out.append(None)
+            continue
+        if n is None:
+            raise ValueError("pattern2 is given but x2 is None: pass pattern=(pattern1, None) "
+                             "(pattern1 serves both sides), or pass x2")
+        try:
+            t = torch.as_tensor(p)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"pattern: {name} must be an array (tensor or numpy), got "
+                            f"{type(p).__name__}") from None
+        if t.ndim < 1 or t.shape[0] != n:
+            raise ValueError(f"pattern: {name} has shape {tuple(t.shape)}, but its leading "
+                             f"axis must be the {n} examples of x{name[-1]} (one graph per "
+                             "example)")
+        out.append(t.to(device))
+    if out[0] is None and out[1] is None:
+        return None
+    return tuple(out)
+
+
+def _equal(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+
+
 def storage_full(net, x) -> bool:
     """Whether spatial inputs x must start with full position-position covariances."""
     return x.ndim > 2 and net.requires_full(Storage(full=False)).any_full
 
 
 def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.float64,
-         lazy: bool = True, symmetric: bool = True, find_pairs: bool = True) -> Plan:
+         lazy: bool = True, symmetric: bool = True, find_pairs: bool = True,
+         pattern: tuple | None = None) -> Plan:
     """Plan the evaluation of ``net``'s kernel over (x1, x2).
 
     Args:
@@ -90,6 +153,9 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
         object, the same file, or equal values when no input needs gradients: d/dx1 of
         k(x1, x2) is not d/dx of k(x, x)).
       find_pairs: look for identical examples in x1 and x2 (`ntkit.engine.pairs`).
+      pattern: None, or (pattern1, pattern2), per-example graph patterns of x1's and
+        x2's examples (`ntkit.layers.graph.Aggregate`); x2 equal to x1 takes the
+        symmetric path only when the patterns are equal too.
 
     Example:
       >>> import torch, ntkit.layers as nl
@@ -101,9 +167,13 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
     get = check_get(get)
     same_object = x2 is x1
     x1, x2 = as_pair(x1, x2, dtype, spatial=True, lazy=lazy)
+    pattern = check_pattern(pattern, x1.shape[0], None if x2 is None else x2.shape[0],
+                            x1.device)
+    # Equal inputs with different graphs are different examples: not symmetric.
+    same_graphs = pattern is None or _equal(pattern[0], pattern[1])
     inputs_grad = torch.is_grad_enabled() and any(
         isinstance(x, Tensor) and x.requires_grad for x in (x1, x2))
-    if symmetric:
+    if symmetric and same_graphs:
         if isinstance(x1, LazyBatch):
             if x1.same_source(x2):
                 x2 = None
@@ -115,16 +185,23 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
             and isinstance(x2, Tensor)):
         # Not when x1 or x2 needs gradients: the pair's entry then depends on x1 alone.
         same = identical_rows(x1, x2)
+        if pattern is not None:
+            keep = same_side_rows(*pattern, *same)
+            same = (same[0][keep], same[1][keep])
         same = same if same[0].numel() else None
+    if pattern is not None and x2 is None:
+        pattern = (pattern[0], None)
     names = ALL_FIELDS if get is None else ((get,) if isinstance(get, str) else get)
     full = storage_full(net, x1)
     # The probe records its covariance chain: its steps' sizes price a `CovTrace`.
     probe_trace = CovTrace() if x1.ndim > 2 else None
     probe = net.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full,
-                                        trace=probe_trace))
+                                        trace=probe_trace,
+                                        pattern=tile_patterns(pattern, slice(0, 1), None,
+                                                              True)))
     if isinstance(probe, tuple):
         raise ValueError(f"the network ends in {len(probe)} parallel streams; merge them "
                          "with FanInSum() or FanInConcat()")
     needs_grad = inputs_grad or (torch.is_grad_enabled() and probe.nngp.requires_grad)
     return Plan(x1=x1, x2=x2, get=get, names=names, dtype=dtype, full=full, probe=probe,
-                probe_trace=probe_trace, same=same, needs_grad=needs_grad)
+                probe_trace=probe_trace, same=same, needs_grad=needs_grad, pattern=pattern)

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ntkit.engine.inputs import aligned
 from ntkit.engine.pairs import pairs_in_tile
+from ntkit.engine.plan import tile_patterns
 from ntkit.engine.threads import torch_threads
 from ntkit.kernel import CovTrace
 
@@ -123,15 +124,19 @@ class TileScheduler:
 
     ``fn``/``fn_diag``: the tile functions for off-diagonal and (x2 = x1) diagonal
     tiles. ``use_trace``: replay recorded covariance chains (see module docstring).
+    ``pattern``: the call's graph patterns (`ntkit.engine.plan.Plan.pattern`), indexed
+    with each tile's rows and columns.
     ``tick(n)``: progress callback, n output tiles finished.
     """
 
     def __init__(self, x1, x2, b1, b2, pairs, fn, fn_diag, *, same, use_trace: bool,
-                 finish: Callable, tick: Callable, device: torch.device, compiled: bool):
+                 finish: Callable, tick: Callable, device: torch.device, compiled: bool,
+                 pattern: tuple | None = None):
         self.x1, self.x2, self.b1, self.b2 = x1, x2, b1, b2
         self.sym = x2 is None
         self.pairs, self.fn, self.fn_diag = pairs, fn, fn_diag
         self.same, self.use_trace = same, use_trace
+        self.pattern = pattern
         self.finish, self.tick = finish, tick
         self.device, self.compiled = device, compiled
         self.pending = set(pairs)
@@ -148,12 +153,19 @@ class TileScheduler:
                             else (self.x2, self.b2, self.recs2))
         xr = aligned(xs[blocks[i]])
         tr = CovTrace()
+        # This block's own patterns: pattern1 for x1's blocks (and all on the symmetric
+        # path), pattern2 for x2's.
+        pat = None if self.pattern is None else (self.pattern[0 if side == 1 else 1],)
         if self.sym or xr.shape[0] <= 2:
-            k = self.fn_diag(xr, trace=tr)
+            own = None if pat is None else tile_patterns(pat * 2, blocks[i], None, True)
+            k = self.fn_diag(xr, trace=tr, pattern=own)
             if self.sym and (i, i) in self.pending:
                 self.finish(i, i, k)
         else:
-            self.fn(xr, xr[:1], trace=tr)
+            r = blocks[i]
+            own = None if pat is None else tile_patterns(
+                pat * 2, r, slice(r.start, r.start + 1), False)
+            self.fn(xr, xr[:1], trace=tr, pattern=own)
         recs[i] = tr.steps
 
     def run_tile(self, pair) -> None:
@@ -161,18 +173,21 @@ class TileScheduler:
         r, c = self.b1[i], self.b2[j]
         xr = aligned(self.x1[r])
         tile_same = None if self.sym else pairs_in_tile(self.same, r, c)
-        if self.sym and i == j:
-            k = self.fn_diag(xr)
+        diag = self.sym and i == j
+        pat = tile_patterns(self.pattern, r, None if diag else c, self.sym)
+        if diag:
+            k = self.fn_diag(xr, pattern=pat)
         elif tile_same is not None:  # maps its own covariances (the pairs need them)
-            k = self.fn(xr, aligned(self.x2[c]), same=tile_same)
+            k = self.fn(xr, aligned(self.x2[c]), same=tile_same, pattern=pat)
         elif self.use_trace:
             tr = CovTrace(self.recs1[i], (self.recs1 if self.sym else self.recs2)[j])
-            k = self.fn(xr, aligned((self.x1 if self.sym else self.x2)[c]), trace=tr)
+            k = self.fn(xr, aligned((self.x1 if self.sym else self.x2)[c]), trace=tr,
+                        pattern=pat)
             if tr.pos != len(tr.steps):
                 raise RuntimeError("internal error: a tile replayed fewer covariance maps "
                                    "than its recording made")
         else:
-            k = self.fn(xr, aligned((self.x1 if self.sym else self.x2)[c]))
+            k = self.fn(xr, aligned((self.x1 if self.sym else self.x2)[c]), pattern=pat)
         self.finish(i, j, k)
 
     def phases(self) -> list[tuple[list, Callable, Callable]]:

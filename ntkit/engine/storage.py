@@ -222,10 +222,14 @@ def _bytes(t: torch.Tensor) -> bytes:
 
 
 def fingerprint(*, layer, name: str, names: Sequence[str], x1, x2, sym: bool, tile: int,
-                dtype: torch.dtype) -> dict:
-    """What determines the values of the kernel array ``name`` (JSON-serializable)."""
+                dtype: torch.dtype, pattern: tuple | None = None) -> dict:
+    """What determines the values of the kernel array ``name`` (JSON-serializable);
+    ``pattern``: the call's graph patterns (hashed like inputs), if any."""
     n1 = int(x1.shape[0])
-    return {
+    extra = {} if pattern is None else {"pattern_digests": [
+        None if p is None else [list(p.shape), str(p.dtype), input_digest(p, int(p.shape[0]))]
+        for p in pattern]}
+    return {**extra,
         "format": _FORMAT,
         "field": name,
         "get": list(names),

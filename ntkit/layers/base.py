@@ -103,7 +103,7 @@ class Layer(metaclass=LayerType):
                tile: int | None = None, dtype: torch.dtype = torch.float64,
                progress: bool = False, out=None, compile: bool = False,
                memory_budget: int | None = None, resume: bool = False, client=None,
-               channels_last: bool | None = None):
+               channels_last: bool | None = None, pattern: tuple | None = None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
 
         A thin call: the engine (`ntkit.engine.evaluate`) plans, tiles and writes the
@@ -153,6 +153,13 @@ class Layer(metaclass=LayerType):
             before anything else. None (default): channels first; a batch that looks
             channels last (last axis 1–4 and smaller than axis 1) gives a UserWarning
             naming this option. False: channels first, no warning. See `ntkit.layout`.
+          pattern: graph patterns for `Aggregate` layers, as in neural-tangents: a pair
+            (pattern1, pattern2) of per-example arrays whose leading axis is the examples
+            of x1 and of x2 (dense (n, *A, *A) adjacencies or sparse (n, E, K, 2) arcs, as
+            `Aggregate` takes them); pattern2 None when x2 is None. Each tile gets its
+            rows' patterns; x2 equal to x1 counts as x1 (the symmetric path) only when the
+            patterns are equal too. Example:
+            ``net.kernel(x1, x2, pattern=(a1, a2))`` with x: (n, C, N), a: (n, N, N).
 
         Returns:
           A tensor (n1, n2) for a single name (with the positions appended, (n1, n2, *S)
@@ -173,7 +180,8 @@ class Layer(metaclass=LayerType):
         # -- end input layout --
         return evaluator()(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
                            out=out, compile=compile, memory_budget=memory_budget,
-                           resume=resume, client=client)
+                           resume=resume, client=client,
+                           **({} if pattern is None else {"pattern": pattern}))
 
     def build(self, in_features: int | Sequence[int], seed: int | None = 0,
               dtype: torch.dtype = torch.float64) -> nn.Module:

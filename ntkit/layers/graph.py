@@ -16,15 +16,16 @@ aggregated spatial axes A ⊆ S (e.g. (n, C, N) for N nodes). Each example comes
 
 The kernel is linear in the pattern on each side: nngp'[i, j] = P1[i]ᵀ nngp[i, j] P2[j]
 over the aggregated position axes (full position-position storage is needed). The
-patterns reach the kernel map either as its ``pattern=(pattern1, pattern2)`` argument or
-on the Kernel (`with_pattern`); the finite module takes ``module(x, pattern=p)``.
+patterns reach the kernel map as ``net.kernel(x1, x2, pattern=(pattern1, pattern2))``
+(the engine gives each tile its rows' patterns), as the ``pattern=`` argument of
+`Aggregate.kernel_map`, or on the Kernel (`with_pattern`); the finite module takes
+``module(x, pattern=p)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -33,26 +34,16 @@ from ntkit.kernel import Kernel, Storage
 from ntkit.layers.base import ExampleShape, Layer, is_streams
 
 
-@dataclass(frozen=True)
-class PatternKernel(Kernel):
-    """A `Kernel` carrying the graph patterns of its two batches: ``pattern`` =
-    (pattern1 for x1's rows, pattern2 for x2's rows or None when x2 is x1). Every map
-    keeps it (maps return ``k.replace(...)``), so each `Aggregate` of a network reads it.
-    """
-
-    pattern: tuple | None = None
-
-
-def with_pattern(k: Kernel, pattern1, pattern2=None) -> PatternKernel:
-    """``k`` carrying the graph patterns (see `PatternKernel`) for `Aggregate` layers.
+def with_pattern(k: Kernel, pattern1, pattern2=None) -> Kernel:
+    """``k`` carrying the graph patterns of its two batches (the Kernel's ``pattern``
+    field: pattern1 for x1's rows, pattern2 for x2's rows, ignored when x2 is x1) for
+    `Aggregate` layers. ``net.kernel(x1, x2, pattern=(p1, p2))`` does this for every tile.
 
     Example:
       >>> k0 = with_pattern(input_kernel(x1, x2, track_ntk=True, full=True), a1, a2)
       >>> k = net.kernel_map(k0)
     """
-    fields = {f: getattr(k, f) for f in k.__dataclass_fields__}
-    fields["pattern"] = (pattern1, pattern2)
-    return PatternKernel(**fields)
+    return k.replace(pattern=(pattern1, pattern2))
 
 
 def _axes(aggregate_axis, n_spatial: int) -> tuple[int, ...]:
@@ -189,7 +180,7 @@ class Aggregate(Layer):
             raise ValueError("Aggregate needs spatial inputs (n, C, *S) with the nodes on the "
                              "spatial axes, got fully-connected features")
         if pattern is None:
-            pattern = getattr(k, "pattern", None)
+            pattern = k.pattern
         if pattern is None:
             pattern = (None, None)
         if not (isinstance(pattern, tuple) and len(pattern) == 2):
