@@ -30,6 +30,7 @@ from ntkit.layers.activations import (
     Softplus,
     Tanh,
 )
+from ntkit.layers.attention import GlobalSelfAttention
 from ntkit.layers.base import Activation, Layer
 from ntkit.layers.branching import FanInConcat, FanInSum, FanOut, parallel, serial
 from ntkit.layers.conv import Conv
@@ -40,7 +41,7 @@ from ntkit.layers.pooling import AvgPool, Flatten, GlobalAvgPool
 __all__ = [
     "ABReLU", "GELU", "Abs", "Activation", "AvgPool", "Conv", "Cos", "Dense", "Elementwise",
     "Erf", "Exp", "FanInConcat", "FanInSum", "FanOut", "Flatten", "Gaussian",
-    "GlobalAvgPool", "Hermite", "Identity", "Layer", "LayerNorm",
+    "GlobalAvgPool", "GlobalSelfAttention", "Hermite", "Identity", "Layer", "LayerNorm",
     "LeakyReLU", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "ReLU", "Sigmoid",
     "SiLU", "Sign", "Sin", "Softplus", "Tanh", "parallel", "serial",
 ]
