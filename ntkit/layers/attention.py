@@ -238,6 +238,8 @@ class GlobalSelfAttention(Layer):
     def _weights(self, channels: int) -> tuple[float, float]:
         """(input weight a, embedding weight c) of the interpolation K̃ = a·K + c·R."""
         pw = self.w_pos_emb_std**2
+        if self.pos_emb_type != "none":
+            self.pos_emb_channels(channels)  # refuses a "sum" width mismatch
         if self.pos_emb_type != "concat":
             return 1.0, pw
         ce = self.pos_emb_channels(channels)
