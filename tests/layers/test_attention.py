@@ -159,17 +159,24 @@ def test_sum_embedding_channel_mismatch():
 
 # ---- finite networks -------------------------------------------------------------------
 
-def _block(w: int, heads: int = 2, **kw):
-    """Conv -> GlobalSelfAttention -> ReLU -> GlobalAvgPool -> Dense, all widths ~ w."""
-    return nl.serial(nl.Conv(w, (3,), padding="SAME", w_std=1.5, b_std=0.1),
-                     nl.GlobalSelfAttention(w, w, w // heads, heads, b_std=0.1, w_key_std=1.3,
-                                            **kw),
+def _block(w: int, **kw):
+    """Conv -> GlobalSelfAttention -> ReLU -> GlobalAvgPool -> Dense, all widths ~ w.
+
+    Linear scaling: 2 heads of w keys (each head's attention weights converge, so the
+    head count does not matter). Square-root scaling: each head's weights stay random
+    (Gaussian logits), only their average over heads converges, so the heads grow:
+    w/8 heads of 8 keys and values."""
+    if kw.get("linear_scaling", True):
+        attn = nl.GlobalSelfAttention(w, w, max(w // 2, 1), 2, b_std=0.1, w_key_std=1.3, **kw)
+    else:
+        attn = nl.GlobalSelfAttention(w, 8, 8, max(w // 8, 1), b_std=0.1, w_key_std=1.3, **kw)
+    return nl.serial(nl.Conv(w, (3,), padding="SAME", w_std=1.5, b_std=0.1), attn,
                      nl.ReLU(), nl.GlobalAvgPool(), nl.Dense(1, b_std=0.1))
 
 
 def _ntk_errors(widths, seeds, **kw):
     x = _x(4, (2, 5), 0)
-    exact = _block(2, **kw).kernel(x, get="ntk")
+    exact = _block(8, **kw).kernel(x, get="ntk")
     errs = []
     for w in widths:
         e = []
@@ -192,9 +199,12 @@ def test_empirical_ntk_converges_quick():
 @pytest.mark.slow
 @pytest.mark.parametrize("kw", [
     dict(),
-    dict(attention_mechanism="relu", pos_emb_type="concat", n_chan_pos_emb=8,
+    # n_chan_pos_emb stays None: the concat kernel weighs inputs and embeddings by their
+    # channel counts, so both must grow together for a width-independent limit.
+    dict(attention_mechanism="relu", pos_emb_type="concat",
          pos_emb_decay_fn=lambda d: torch.exp(-d / 4), val_pos_emb=True),
-], ids=["softmax", "relu_concat_decay_val"])
+    dict(linear_scaling=False, attention_mechanism="identity", pos_emb_type="concat"),
+], ids=["softmax", "relu_concat_decay_val", "sqrt_identity_concat"])
 def test_empirical_ntk_error_slope_is_minus_half(kw):
     slope, errs = _ntk_errors([64, 256, 1024], 4, **kw)
     assert -0.8 < slope < -0.3, (errs, slope)
