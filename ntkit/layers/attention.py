@@ -74,6 +74,42 @@ def pos_emb_covariance(spatial: tuple[int, ...], p_norm: float,
     return R.to(dtype)
 
 
+def _position_masks(k: Kernel, P: int) -> tuple[Tensor | None, Tensor | None]:
+    """The (n, P) bool masks of absent positions of the two inputs (True: absent), read
+    from the Kernel's proposed ``mask1``/``mask2`` fields ((n, *S) bool, or None; see
+    neural-tangents' ``mask_constant``). Kernels without those fields have no masks."""
+    m1, m2 = getattr(k, "mask1", None), getattr(k, "mask2", None)
+    if m2 is None and k.x1_is_x2:
+        m2 = m1
+    flat = [None if m is None else m.reshape(m.shape[0], P).to(torch.bool) for m in (m1, m2)]
+    return flat[0], flat[1]
+
+
+class _PairMasks:
+    """Zeroes the entries of position pairs with an absent position, per field:
+    "11" (n1, P, P), "12" (n1, n2, P, P), "22" (n2, P, P)."""
+
+    def __init__(self, m1: Tensor | None, m2: Tensor | None):
+        self.m1, self.m2 = m1, m2
+
+    def pairs(self, which: str) -> Tensor | None:
+        if which == "11":
+            m = self.m1
+            return None if m is None else m[:, :, None] | m[:, None, :]
+        if which == "22":
+            m = self.m2
+            return None if m is None else m[:, :, None] | m[:, None, :]
+        if self.m1 is None and self.m2 is None:
+            return None
+        a = self.m1 if self.m1 is not None else torch.zeros_like(self.m2[:1]).expand(1, -1)
+        b = self.m2 if self.m2 is not None else torch.zeros_like(self.m1[:1]).expand(1, -1)
+        return a[:, None, :, None] | b[None, :, None, :]
+
+    def apply(self, t: Tensor, which: str) -> Tensor:
+        m = self.pairs(which)
+        return t if m is None else t.masked_fill(m, 0.0)
+
+
 class GlobalSelfAttentionModule(nn.Module):
     """Finite attention layer, neural-tangents' ``apply_fn`` channels first: (n, C, *S) ->
     (n, n_chan_out, *S), or (n, C) -> (n, n_chan_out) (one position). All weights are
@@ -268,24 +304,38 @@ class GlobalSelfAttention(Layer):
         c1 = cov1.reshape(cov1.shape[0], *sq)
         c2 = None if cov2 is None else cov2.reshape(cov2.shape[0], *sq)
         a, c = self._weights(k.channels)
+        m1, m2 = _position_masks(k, P)
+        pair = _PairMasks(m1, m2)
         R = None
         if self.pos_emb_type != "none":
             R = pos_emb_covariance(S, self.pos_emb_p_norm, self.pos_emb_decay_fn,
                                    k.nngp.dtype).to(k.nngp.device)
 
-        def interp(t):
-            return t if (t is None or R is None) else a * t + c * R
+        def interp(t, which):
+            # K̃ = a·K + c·R, R zeroed at pairs with a masked position (neural-tangents
+            # masks the embedding covariance as it masks the inputs).
+            if t is None or R is None:
+                return t
+            return a * t + c * pair.apply(R.expand(t.shape), which)
 
         if self.linear_scaling:
-            out = self._linear(interp, c1, c2, nngp, ntk, k)
+            out = self._linear(interp, c1, c2, nngp, ntk, pair)
         else:
-            out = self._sqrt_identity(interp, c1, c2, nngp, ntk, k)
+            out = self._sqrt_identity(interp, c1, c2, nngp, ntk)
         nngp_o, ntk_o, fn_cov = out
         shape = (n1, n2, *S, *S) if S else (n1, n2)
-        nngp_o = nngp_o.reshape(shape)
-        ntk_o = None if ntk_o is None else ntk_o.reshape(shape)
-        cov1_o, cov2_o = k.map_covs(lambda t: fn_cov(t, 1), nngp_o,
-                                    fn2=lambda t: fn_cov(t, 2))
+        # Outputs at masked positions are absent: their covariances are 0 (the remasking
+        # of neural-tangents; a fully masked example gives exactly 0).
+        nngp_o = pair.apply(nngp_o, "12").reshape(shape)
+        ntk_o = None if ntk_o is None else pair.apply(ntk_o, "12").reshape(shape)
+
+        def cov_map(t, side):
+            which = "11" if side == 1 or c2 is None else "22"
+            return pair.apply(fn_cov(t, side).reshape(-1, P, P), which).reshape(
+                self._cov_shape(k, t))
+
+        cov1_o, cov2_o = k.map_covs(lambda t: cov_map(t, 1), nngp_o,
+                                    fn2=lambda t: cov_map(t, 2))
         m = k.n_dense + 1
         return k.replace(nngp=nngp_o, ntk=ntk_o, cov1=cov1_o, cov2=cov2_o,
                          channels=self.n_chan_out, source=m, roots=frozenset((m,)),
@@ -309,32 +359,44 @@ class GlobalSelfAttention(Layer):
         tr.steps.append(k.cov1.detach().clone())
         return k.cov1, k.cov2
 
-    def _linear(self, interp, c1, c2, nngp, ntk, k):
+    def _linear(self, interp, c1, c2, nngp, ntk, pair):
         mech = self.attention_mechanism
         qk = self.w_query_std * self.w_key_std
         ov2 = (self.w_out_std * self.w_value_std) ** 2
         b2 = 0.0 if self.b_std is None else self.b_std**2
-        G1 = _mechanism(mech, qk * interp(c1))
-        G2 = G1 if c2 is None else _mechanism(mech, qk * interp(c2))
-        vals = interp if self.val_pos_emb else (lambda t: t)
+
+        def weights(cov, m):
+            g = qk * cov
+            if m is not None:
+                # Masked keys: no attention (a -1e20 logit, neural-tangents' constant, so a
+                # fully masked example attends uniformly instead of 0/0; its output is
+                # masked anyway); for the other mechanisms a zero weight.
+                fill = -1e20 if mech == "softmax" else 0.0
+                g = g.masked_fill(m[:, None, :], fill)
+            return _mechanism(mech, g)
+
+        G1 = weights(interp(c1, "11"), pair.m1)
+        G2 = G1 if c2 is None else weights(interp(c2, "22"), pair.m2)
+
+        def vals(t, which):
+            return interp(t, which) if self.val_pos_emb else t
 
         def sandwich(ga, t, gb):  # ga t gbᵀ over positions, batched
             return ga @ t @ gb.transpose(-1, -2)
 
-        v12 = vals(nngp)
+        v12 = vals(nngp, "12")
         nngp_o = ov2 * sandwich(G1[:, None], v12, G2[None]) + b2
         ntk_o = None
         if ntk is not None:
-            ntk_o = ov2 * sandwich(G1[:, None], vals(ntk) + 2 * v12, G2[None]) + b2
+            ntk_o = ov2 * sandwich(G1[:, None], vals(ntk, "12") + 2 * v12, G2[None]) + b2
 
         def fn_cov(t, side):
-            G = G1 if side == 1 or c2 is None else G2
-            t = t.reshape(G.shape)
-            return (ov2 * sandwich(G, vals(t), G) + b2).reshape(self._cov_shape(k, t))
+            G, which = (G1, "11") if side == 1 or c2 is None else (G2, "22")
+            return ov2 * sandwich(G, vals(t.reshape(G.shape), which), G) + b2
 
         return nngp_o, ntk_o, fn_cov
 
-    def _sqrt_identity(self, interp, c1, c2, nngp, ntk, k):
+    def _sqrt_identity(self, interp, c1, c2, nngp, ntk):
         """neural-tangents' square-root-scaling identity kernel (its formula verbatim):
         with ⟨A, B⟩ the sum over all position pairs and std = w_q·w_k·w_o·w_v,
         dot12 = ⟨K̃, V⟩ (V = K̃ if val_pos_emb else K), nngp' = std²·dot12·K̃ + b², and
@@ -342,17 +404,18 @@ class GlobalSelfAttention(Layer):
         embedding) or ⟨K̃, Θ⟩ + ⟨K, Θ̃⟩ (otherwise)."""
         std2 = (self.w_query_std * self.w_key_std * self.w_out_std * self.w_value_std) ** 2
         b2 = 0.0 if self.b_std is None else self.b_std**2
-        vals = interp if self.val_pos_emb else (lambda t: t)
+        def vals(t, which):
+            return interp(t, which) if self.val_pos_emb else t
 
         def dot(a, b):
             return (a * b).sum((-2, -1), keepdim=True)
 
-        n_i = interp(nngp)
-        dot12 = dot(n_i, vals(nngp))
+        n_i = interp(nngp, "12")
+        dot12 = dot(n_i, vals(nngp, "12"))
         nngp_o = std2 * dot12 * n_i + b2
         ntk_o = None
         if ntk is not None:
-            t_i = interp(ntk)
+            t_i = interp(ntk, "12")
             if self.val_pos_emb or self.pos_emb_type == "none":
                 th = 2 * dot(n_i, t_i)
             else:
@@ -361,9 +424,10 @@ class GlobalSelfAttention(Layer):
 
         def fn_cov(t, side):
             P = nngp.shape[-1]
+            which = "11" if side == 1 or c2 is None else "22"
             t = t.reshape(t.shape[0], P, P)
-            t_i = interp(t)
-            return (std2 * dot(t_i, vals(t)) * t_i + b2).reshape(self._cov_shape(k, t))
+            t_i = interp(t, which)
+            return std2 * dot(t_i, vals(t, which)) * t_i + b2
 
         return nngp_o, ntk_o, fn_cov
 
