@@ -152,14 +152,20 @@ class GlobalSelfAttentionModule(nn.Module):
         self.qk = std_value(s.w_query_std) * std_value(s.w_key_std)
         self.ov = std_value(s.w_out_std) * std_value(s.w_value_std)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (n, C, *S); mask: None or (n, *S) bool, True at absent positions (as
+        neural-tangents' ``apply_fn(mask=...)``: their embeddings are zeroed and no
+        position attends to them; outputs there are meaningless and left as computed)."""
         s = self.spec
         n = x.shape[0]
         xs = x.reshape(n, self.channels, -1).transpose(1, 2)  # (n, P, C)
+        m = None if mask is None else mask.reshape(n, -1).to(torch.bool)
         vals = None
         if self.pos_emb is not None:
             pe = self.pos_emb if self.chol is None else self.chol @ self.pos_emb
             pe = pe * std_value(s.w_pos_emb_std)
+            if m is not None:
+                pe = pe.masked_fill(m[:, :, None], 0.0)  # (n, P, Cₑ)
             vals = None if s.val_pos_emb else xs
             if s.pos_emb_type == "sum":
                 xs = xs + pe
@@ -169,7 +175,11 @@ class GlobalSelfAttentionModule(nn.Module):
         keys = torch.einsum("npc,hcd->hnpd", xs, self.key)
         queries = keys if self.query is None else torch.einsum("npc,hcd->hnpd", xs, self.query)
         norm = xs.shape[-1] * s.n_chan_key ** (1.0 if s.linear_scaling else 0.5)
-        g = _mechanism(s.attention_mechanism, queries @ keys.transpose(-1, -2) * (self.qk / norm))
+        g = queries @ keys.transpose(-1, -2) * (self.qk / norm)
+        if m is not None:
+            g = g.masked_fill(m[None, :, None, :], -1e20 if s.attention_mechanism == "softmax"
+                              else 0.0)
+        g = _mechanism(s.attention_mechanism, g)
         heads = g @ torch.einsum("npc,hcd->hnpd", vals, self.value)  # (h, n, P, dv)
         heads = heads.permute(1, 2, 3, 0).reshape(n, heads.shape[2], -1)
         out = heads @ self.out * (self.ov / math.sqrt(s.n_chan_val * s.n_heads * vals.shape[-1]))

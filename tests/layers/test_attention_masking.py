@@ -99,3 +99,17 @@ def test_one_position_left_is_that_position_alone():
     torch.testing.assert_close(k.nngp[:, :, 2, 2], alone.nngp[:, :, 0, 0], rtol=1e-13, atol=0)
     torch.testing.assert_close(k.ntk[:, :, 2, 2], alone.ntk[:, :, 0, 0], rtol=1e-13, atol=0)
     assert (k.nngp[:, :, [0, 1, 3, 4]] == 0).all()
+
+
+@pytest.mark.parametrize("mech", ["softmax", "relu"])
+def test_finite_module_mask_equals_truncated_input(mech):
+    """The finite layer with positions 3, 4 masked gives, at positions 0..2, exactly its
+    output on the truncated input x[:, :, :3] (same weights: no embedding)."""
+    x = torch.randn(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    layer = nl.GlobalSelfAttention(6, 5, 4, 2, attention_mechanism=mech, b_std=0.3)
+    full = layer.build((4, 5), seed=1)
+    short = layer.build((4, 3), seed=1)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[:, 3:] = True
+    torch.testing.assert_close(full(x, mask)[:, :, :3], short(x[:, :, :3]), rtol=1e-13,
+                               atol=1e-14)
