@@ -13,6 +13,7 @@ Linear: Dense, LayerNorm, Identity, DotGeneral.
 Convolution family (channels first; 1-D, 2-D and 3-D): Conv, ConvTranspose, ConvLocal,
 AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten, ImageResize, Index.
 Combinators: serial, parallel, repeat, FanOut, FanInSum, FanInConcat, FanInProd.
+Attention: GlobalSelfAttention (no masking yet).
 Regularization: Dropout (p is the drop probability). Graphs: Aggregate (patterns via
 with_pattern). Normalized exponential and Gabor kernels: ExpNormalized, Gabor.
 Activations, closed form: ReLU, LeakyReLU, ABReLU, Abs, Sign, RectifiedMonomial, Erf,
@@ -47,6 +48,7 @@ from ntkit.layers.activations import (
     Softplus,
     Tanh,
 )
+from ntkit.layers.attention import GlobalSelfAttention
 from ntkit.layers.base import Activation, Layer
 from ntkit.layers.branching import (
     FanInConcat,
@@ -82,6 +84,8 @@ __all__ = [
     "with_pattern",
     # convolution family: transposed, local, sum pools, resizing and indexing
     "ConvLocal", "ConvTranspose", "GlobalSumPool", "ImageResize", "Index", "SumPool",
+    # attention
+    "GlobalSelfAttention",
 ]
 
 

@@ -68,7 +68,7 @@ NT_NAMES = {
                             "Elementwise(nngp_fn=...) takes a closed form)",
     "Sigmoid_like": "Erf(a=0.5, b=1/2.4020563531719796, c=0.5), the same function "
                     "(Sigmoid is the exact logistic function, by quadrature)",
-    "SliceFanInConcat": None, "GlobalSelfAttention": None,
+    "SliceFanInConcat": None,
 }
 
 
