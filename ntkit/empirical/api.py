@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ntkit.empirical._common import (
+from ntkit.empirical.common import (
     FunctionalModel,
     ParamSelection,
     as_batch,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from torch import Tensor
 from torch.func import jacrev
 
-from ntkit.empirical._common import FunctionalModel, contract, vmap_examples
+from ntkit.empirical.common import FunctionalModel, contract, vmap_examples
 
 __all__ = [
     "JacobianFeatures",

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
-from ntkit.empirical._common import FunctionalModel, vmap_examples
+from ntkit.empirical.common import FunctionalModel, vmap_examples
 
 __all__ = [
     "NtkVpFeatures",

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import jacrev
 
-from ntkit.empirical._common import (
+from ntkit.empirical.common import (
     FunctionalModel,
     ParamSelection,
     as_batch,

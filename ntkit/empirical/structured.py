@@ -52,7 +52,7 @@ from torch.func import vjp, vmap
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from ntkit.empirical._common import FunctionalModel, contract, vmap_examples
+from ntkit.empirical.common import FunctionalModel, contract, vmap_examples
 
 __all__ = ["StructuredFeatures", "StructuredMethod", "StructuredPlan", "choose_routes", "discover",
            "route_cost", "route_mem"]

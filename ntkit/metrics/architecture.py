@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ntkit.empirical import empirical_ntk
-from ntkit.empirical._common import ParamSelection, as_batch, eval_mode, flatten_output
+from ntkit.empirical.common import ParamSelection, as_batch, eval_mode, flatten_output
 
 __all__ = ["ntk_spectrum", "ntk_condition_number", "naswot_score", "relu_codes", "OUTPUTS"]
 

@@ -8,7 +8,7 @@ from empirical_nets import mlp, models_and_inputs
 from torch import nn
 
 from ntkit.empirical import empirical_nngp, empirical_ntk
-from ntkit.empirical._common import FunctionalModel
+from ntkit.empirical.common import FunctionalModel
 from ntkit.empirical.structured import StructuredMethod, discover
 
 TOL = 1e-12

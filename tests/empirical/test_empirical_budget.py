@@ -9,7 +9,7 @@ from empirical_nets import CNN, mlp
 
 from ntkit import layers as nl
 from ntkit.empirical import api, empirical_nngp, empirical_ntk
-from ntkit.empirical._common import FunctionalModel
+from ntkit.empirical.common import FunctionalModel
 from ntkit.engine.memory import default_memory_budget
 from ntkit.monte_carlo import monte_carlo_kernel
 
