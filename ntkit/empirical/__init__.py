@@ -6,13 +6,13 @@ convolution layers), chosen with ``method=`` or automatically by a cost model; `
 projections of per-example gradients, ``projection_dim=``) for models too large for them.
 """
 
-from ntkit.empirical.common import eval_mode
 from ntkit.empirical.api import (
     METHODS,
     empirical_nngp,
     empirical_ntk,
     estimate_costs,
 )
+from ntkit.empirical.common import eval_mode
 from ntkit.empirical.projected import (
     DEFAULT_PROJECTION,
     PROJECTIONS,

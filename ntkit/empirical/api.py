@@ -24,17 +24,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ntkit.empirical.axes import OutputAxes, output_axes
 from ntkit.empirical.common import (
     FunctionalModel,
     ParamSelection,
-    as_batch,
+    as_model_input,
     check_independent,
     check_input_shape,
     contract,
     eval_mode,
     raise_if_mixing,
 )
-from ntkit.empirical.axes import OutputAxes, output_axes
 from ntkit.empirical.jacobian import JacobianMethod
 from ntkit.empirical.ntk_vp import NtkVpMethod
 from ntkit.empirical.projected import DEFAULT_PROJECTION, projected_gradients
@@ -55,9 +55,9 @@ METHODS = ("auto", "jacobian", "ntk_vp", "structured")
 def _inputs(fm: FunctionalModel, x1, x2) -> tuple[Tensor, Tensor | None]:
     if x2 is x1:   # the same object: use the symmetric path
         x2 = None
-    x1 = as_batch(x1, "x1", fm.dtype, fm.device)
+    x1 = as_model_input(x1, "x1", fm.dtype, fm.device)
     if x2 is not None:
-        x2 = as_batch(x2, "x2", fm.dtype, fm.device)
+        x2 = as_model_input(x2, "x2", fm.dtype, fm.device)
         if x1.shape[1:] != x2.shape[1:]:
             raise ValueError(f"x1 and x2 must have the same feature shape, got "
                              f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}")

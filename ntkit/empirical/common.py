@@ -90,7 +90,7 @@ def select_params(model: nn.Module, params: ParamSelection) -> list[str]:
     return names
 
 
-def as_batch(x, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+def as_model_input(x, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Validate one input batch and move it to the model's dtype/device.
 
     Floating inputs are cast to the model's dtype; integer inputs (token ids, ...)

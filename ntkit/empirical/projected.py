@@ -54,7 +54,7 @@ from torch.func import jacrev
 from ntkit.empirical.common import (
     FunctionalModel,
     ParamSelection,
-    as_batch,
+    as_model_input,
     check_independent,
     check_input_shape,
     eval_mode,
@@ -205,7 +205,7 @@ def projected_gradients(model: nn.Module, x: Any, k: int, *, seed: int = 0,
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     fm = FunctionalModel(model, params)
     budget = check_memory_budget(memory_budget, fm.device)
-    x = as_batch(x, "x", fm.dtype, fm.device)
+    x = as_model_input(x, "x", fm.dtype, fm.device)
     check_input_shape(fm, x, "x")
     with eval_mode(model):
         return _projected(fm, x, k, seed, projection, chunk_size, budget)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ntkit.empirical import empirical_ntk
-from ntkit.empirical.common import ParamSelection, as_batch, eval_mode, flatten_output
+from ntkit.empirical.common import ParamSelection, as_model_input, eval_mode, flatten_output
 
 __all__ = ["ntk_spectrum", "ntk_condition_number", "naswot_score", "relu_codes", "OUTPUTS"]
 
@@ -149,7 +149,7 @@ def relu_codes(model: nn.Module, x) -> Tensor:
     ref = next((p for p in model.parameters() if p.dtype.is_floating_point), None)
     dtype = ref.dtype if ref is not None else torch.get_default_dtype()
     device = ref.device if ref is not None else torch.device("cpu")
-    x = as_batch(x, "x", dtype, device)
+    x = as_model_input(x, "x", dtype, device)
     rec = _ReluRecorder(x.shape[0])
     with torch.no_grad(), eval_mode(model), rec:
         model(x)
