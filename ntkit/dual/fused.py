@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["MIN_NUMEL", "cache_dir", "enabled", "is_enabled", "run", "set_backend",
-           "stats", "wants"]
+           "set_min_numel", "stats", "wants"]
 
 MIN_NUMEL = 1 << 16
 """Default smallest tile (entries of cov) that is fused: 256 × 256."""
@@ -98,10 +98,25 @@ def set_backend(backend: Callable | str | None) -> Callable | str | None:
     return old
 
 
+def set_min_numel(numel: int) -> int:
+    """Set the process-wide smallest fused tile (entries of cov); returns the previous."""
+    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
+    old, _STATE["min_numel"] = _STATE["min_numel"], numel
+    return old
+
+
 def stats() -> dict:
     """Counts since import: ``compiles`` (graphs handed to the compiler), ``calls``
-    (fused calls) and ``fallbacks`` (kernels that failed to compile and run eagerly)."""
-    return dict(_STATS)
+    (fused calls), ``fallbacks`` (kernels that failed to compile and run eagerly), and
+    inductor's on-disk FX graph cache ``cache_hits`` / ``cache_misses``."""
+    out = dict(_STATS)
+    out["cache_hits"] = out["cache_misses"] = 0
+    if "torch._dynamo" in sys.modules:  # inductor's counters, without importing dynamo
+        counters = sys.modules["torch._dynamo"].utils.counters["inductor"]
+        out["cache_hits"] = int(counters["fxgraph_cache_hit"])
+        out["cache_misses"] = int(counters["fxgraph_cache_miss"])
+    return out
 
 
 def _isa_flags() -> str:
@@ -194,6 +209,10 @@ def run(key: tuple, fn: Callable, *tensors: Tensor):
     ``("abrelu", a, b, need_dot)``); dtype, device type and broadcast pattern are added
     here. ``fn`` must be the dual's plain eager chain (it is also the fallback).
     """
+    # Views would make dynamo guard on their bases' sizes (e.g. var1 = v[:, None] and
+    # var2 = w[None, :] guard len(v) == len(w)): pass owned tensors (var1 and var2 are
+    # vectors; cov is normally a fresh tensor already).
+    tensors = tuple(t.clone() if t._base is not None else t for t in tensors)
     full_key = key + tuple((t.dtype, t.device.type, tuple(s == 1 for s in t.shape))
                            for t in tensors)
     cfn = _KERNELS.get(full_key, False)
@@ -210,6 +229,18 @@ def run(key: tuple, fn: Callable, *tensors: Tensor):
     return cfn(*tensors)
 
 
+def _no_duck_shapes():
+    # Dynamic shapes give equal sizes one symbol ("duck shaping"): a square first tile
+    # would then guard n1 == n2 and recompile for the first rectangular one.
+    try:
+        from torch.fx.experimental import _config as fx_config  # only when compiling
+    except ImportError:
+        return contextlib.nullcontext()
+    if not hasattr(fx_config, "use_duck_shape"):
+        return contextlib.nullcontext()
+    return fx_config.patch(use_duck_shape=False)
+
+
 def _first_call(full_key, fn, tensors):
     _use_cache_dir()
     if not _STATE["announced"]:
@@ -219,7 +250,8 @@ def _first_call(full_key, fn, tensors):
               file=sys.stderr)
     try:
         cfn = torch.compile(_own_code(fn), dynamic=True, backend=_backend)
-        out = cfn(*tensors)
+        with _no_duck_shapes():
+            out = cfn(*tensors)
     except Exception as exc:  # compilation is an optimization, never a requirement
         _KERNELS[full_key] = None
         _STATS["fallbacks"] += 1
