@@ -229,16 +229,22 @@ def run(key: tuple, fn: Callable, *tensors: Tensor):
     return cfn(*tensors)
 
 
-def _no_duck_shapes():
+def _trace_config():
     # Dynamic shapes give equal sizes one symbol ("duck shaping"): a square first tile
     # would then guard n1 == n2 and recompile for the first rectangular one.
     try:
         from torch.fx.experimental import _config as fx_config  # only when compiling
     except ImportError:
         return contextlib.nullcontext()
-    if not hasattr(fx_config, "use_duck_shape"):
-        return contextlib.nullcontext()
-    return fx_config.patch(use_duck_shape=False)
+    stack = contextlib.ExitStack()
+    if hasattr(fx_config, "use_duck_shape"):
+        stack.enter_context(fx_config.patch(use_duck_shape=False))
+    # The activation's constants (a, b, ...) are part of the kernel's key: trace them as
+    # numbers, not symbolic floats (dynamic=True would make them inputs).
+    dynamo_config = sys.modules["torch._dynamo"].config
+    if hasattr(dynamo_config, "specialize_float"):
+        stack.enter_context(dynamo_config.patch(specialize_float=True))
+    return stack
 
 
 def _first_call(full_key, fn, tensors):
@@ -250,7 +256,7 @@ def _first_call(full_key, fn, tensors):
               file=sys.stderr)
     try:
         cfn = torch.compile(_own_code(fn), dynamic=True, backend=_backend)
-        with _no_duck_shapes():
+        with _trace_config():
             out = cfn(*tensors)
     except Exception as exc:  # compilation is an optimization, never a requirement
         _KERNELS[full_key] = None
