@@ -22,8 +22,10 @@ neural-tangents runs in a subprocess of its venv, one at a time, with its addres
 capped at --nt-mem-gb (RLIMIT_AS) so that running out of memory is reported as "OOM"
 rather than taking down the machine. Its kernel_fn is jitted; the first call (compile +
 run) is reported separately and the best of --repeat further calls is the NT time.
-ntkit runs in process (eager, nothing to compile): best of --repeat calls. "rel diff" is the largest
-|ntkit − NT| over max|NT|; until ntkit has conv layers its columns print "n/a".
+ntkit runs in process (default mode: fused duals, see ntkit.dual.fused; ``--eager``
+adds compile=False in the same run): best of --repeat calls, and its first call's time.
+"rel diff" is the largest |ntkit − NT| over max|NT|;
+until ntkit has conv layers its columns print "n/a".
 """
 
 from __future__ import annotations
@@ -133,8 +135,12 @@ def run_nt(nt_python: Path, layers, x: np.ndarray, dtype: str, repeat: int,
         return res
 
 
-def run_ntkit(layers, x: np.ndarray, dtype: torch.dtype, repeat: int) -> dict:
-    """Time ntkit in process; dict(status="n/a", detail=...) until the layers exist."""
+def run_ntkit(layers, x: np.ndarray, dtype: torch.dtype, repeat: int,
+              compile=None) -> dict:
+    """Time ntkit in process; dict(status="n/a", detail=...) until the layers exist.
+
+    ``first``: the first call's wall time (with the fused duals' compilation, or their
+    loading from the on-disk cache, when this process has not used them yet)."""
     try:
         net = conv_archs.to_ntkit(layers)
     except (ImportError, AttributeError) as e:
@@ -142,21 +148,22 @@ def run_ntkit(layers, x: np.ndarray, dtype: torch.dtype, repeat: int) -> dict:
     xt = torch.from_numpy(x).to(dtype)
 
     def call():
-        return net.kernel(xt, get=("nngp", "ntk"), dtype=dtype)
+        return net.kernel(xt, get=("nngp", "ntk"), dtype=dtype, compile=compile)
 
-    # No warm-up call: ntkit runs eagerly (nothing to compile), and a heavy case would
-    # double the benchmark's time.
-    best, k, cpu = float("inf"), None, (0.0, 0.0)
+    # No separate warm-up call (a heavy case would double the benchmark's time): the
+    # first call is reported on its own, and the best of all calls as the time.
+    best, k, cpu, first = float("inf"), None, (0.0, 0.0), None
     for _ in range(repeat):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         k = call()
         wall = time.perf_counter() - t
+        first = wall if first is None else first
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         if wall < best:
             best = wall
             cpu = (r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime)
-    return dict(status="ok", time=best, user=cpu[0], sys=cpu[1],
+    return dict(status="ok", time=best, first=first, user=cpu[0], sys=cpu[1],
                 nngp=k.nngp.double().numpy(), ntk=k.ntk.double().numpy())
 
 
@@ -180,6 +187,8 @@ def main() -> None:
     p.add_argument("--nt-timeout", type=float, default=900.0)
     p.add_argument("--no-nt", action="store_true", help="time ntkit only")
     p.add_argument("--no-ntkit", action="store_true", help="time neural-tangents only")
+    p.add_argument("--eager", action="store_true",
+                   help="also time ntkit with compile=False (eager duals) in the same run")
     p.add_argument("--venv", default=str(ROOT / ".venv-nt"))
     p.add_argument("--no-retain", action="store_true",
                    help="ntkit without engine.allocator's scope (freed arrays unmapped, "
@@ -226,6 +235,13 @@ def main() -> None:
                         for f in ("nngp", "ntk"))
                 diff = f"{d:8.1e}"
             first = fmt_time(nt["first"]) if nt["status"] == "ok" else ""
+            if ours["status"] == "ok":
+                notes.append(f"ntkit 1st call {fmt_time(ours['first'])}")
+            if ours["status"] == "ok" and args.eager:
+                eager = run_ntkit(case["layers"], x, getattr(torch, dtype), args.repeat,
+                                  compile=False)
+                notes.append(f"eager/entry {fmt_time(eager['time'] / n**2)} "
+                             f"(eager/fused {eager['time'] / ours['time']:.2f})")
             if ours["status"] == "ok":
                 notes.append(f"ntkit cpu/entry {fmt_time((ours['user'] + ours['sys']) / n**2)}"
                              f" (sys {fmt_time(ours['sys'] / n**2)})")

@@ -19,6 +19,10 @@ skipped): each time is synchronized, the floor is the same transcendental math a
 (n, n) pass per layer on the device, and the peak memory above the inputs comes from
 ``torch.cuda.max_memory_allocated``. ``--tile`` times given tile sizes next to the
 default (the engine's budget rule), ``--compile`` adds ``compile=True``.
+
+On the CPU, "ntkit" is the default mode (fused duals, `ntkit.dual.fused`); "eager" is
+``compile=False`` in the same run, and "1st call" the default mode's first call (it
+includes compiling the fused duals when their on-disk cache is cold).
 """
 
 from __future__ import annotations
@@ -72,7 +76,9 @@ def ntkit_net(act: str, depth: int, w: float, b: float):
 
 
 def time_best(fn, repeat: int) -> tuple[float, object]:
-    fn()  # warm-up
+    t = time.perf_counter()
+    fn()  # warm-up (its time: the first call, with any compilation)
+    time_best.first = time.perf_counter() - t
     best, res = float("inf"), None
     for _ in range(repeat):
         t = time.perf_counter()
@@ -163,7 +169,8 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float64, d = 64")
     header = (f"{'act':5} {'depth':>5} {'n':>6} | {'ntkit s':>8} {'NT s':>8} {'NT/ntkit':>8} "
-              f"| {'rel diff':>8} {'off-diag':>8} | {'floor s':>8} {'ntkit/floor':>11}")
+              f"| {'rel diff':>8} {'off-diag':>8} | {'floor s':>8} {'ntkit/floor':>11} "
+              f"| {'eager s':>8} {'eager/fused':>11} {'1st call':>8}")
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(0)
@@ -176,6 +183,10 @@ def main() -> None:
                 xt = torch.from_numpy(x)
                 t_ours, k_ours = time_best(lambda net=net, xt=xt: net.kernel(xt, get="ntk"),
                                            args.repeat)
+                t_first = time_best.first  # default mode: fused duals (compiles if cold)
+                t_eager, _ = time_best(
+                    lambda net=net, xt=xt: net.kernel(xt, get="ntk", compile=False),
+                    args.repeat)
                 t_nt, diff, off = float("nan"), float("nan"), float("nan")
                 if have_nt:
                     with tempfile.TemporaryDirectory() as tmp:
@@ -195,7 +206,8 @@ def main() -> None:
                 t_floor = floor_time(act, n, depth, 256, args.repeat)
                 print(f"{act:5} {depth:>5} {n:>6} | {t_ours:8.3f} {t_nt:8.3f} "
                       f"{t_nt / t_ours:8.2f} | {diff:8.1e} {off:8.1e} | {t_floor:8.3f} "
-                      f"{t_ours / t_floor:11.2f}", flush=True)
+                      f"{t_ours / t_floor:11.2f} | {t_eager:8.3f} {t_eager / t_ours:11.2f} "
+                      f"{t_first:8.2f}", flush=True)
 
 
 def main_device(args, device: torch.device) -> None:

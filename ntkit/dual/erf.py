@@ -28,6 +28,7 @@ import math
 import torch
 from torch import Tensor
 
+import ntkit.dual.fused as fused
 from ntkit.dual.gram import gram_det, inplace_ok
 
 
@@ -40,6 +41,14 @@ def erf_dual(a: float, b: float, c: float, var1: Tensor, cov: Tensor, var2: Tens
         root = d.sqrt()
         t = (a * a * 2 / math.pi) * (2 * b2 * cov).atan2(root) + c * c
         return t, ((a * a * 4 * b2 / math.pi) / root if need_dot else None)
+    if fused.wants(var1, cov, var2):
+        return fused.run(("erf", a, b, c, need_dot),
+                         lambda v1, cv, v2: _erf(a, b, c, v1, cv, v2, need_dot), var1, cov, var2)
+    return _erf(a, b, c, var1, cov, var2, need_dot)
+
+
+def _erf(a, b, c, var1, cov, var2, need_dot):
+    b2 = b * b
     # In-place chain over the (n1, n2) tile (this is a hot loop): D, then √D, then T.
     d = gram_det(var1, cov, var2).mul_(4 * b2 * b2)
     d.add_(var1 * (2 * b2) + 1).add_(var2 * (2 * b2))
@@ -55,6 +64,13 @@ def erf_dual(a: float, b: float, c: float, var1: Tensor, cov: Tensor, var2: Tens
 def gelu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
               need_dot: bool) -> tuple[Tensor, Tensor | None]:
     """Dual of GELU φ(x) = x Φ(x) (the exact, erf-based GELU). Shapes broadcast."""
+    if fused.wants(var1, cov, var2):
+        return fused.run(("gelu", need_dot), lambda v1, c, v2: _gelu(v1, c, v2, need_dot),
+                         var1, cov, var2)
+    return _gelu(var1, cov, var2, need_dot)
+
+
+def _gelu(var1, cov, var2, need_dot):
     p = (1 + var1) * (1 + var2)
     prod = var1 * var2
     delta2 = 1 + var1 + var2 + gram_det(var1, cov, var2)

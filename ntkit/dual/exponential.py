@@ -26,10 +26,19 @@ import math
 import torch
 from torch import Tensor
 
+import ntkit.dual.fused as fused
+
 
 def exp_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
              need_dot: bool) -> tuple[Tensor, Tensor | None]:
     """Dual of φ(x) = a·exp(b x) (see module docstring). Shapes broadcast."""
+    if fused.wants(var1, cov, var2):
+        return fused.run(("exp", a, b, need_dot),
+                         lambda v1, c, v2: _exp(a, b, v1, c, v2, need_dot), var1, cov, var2)
+    return _exp(a, b, var1, cov, var2, need_dot)
+
+
+def _exp(a, b, var1, cov, var2, need_dot):
     t = (a * a) * (0.5 * b * b * (var1 + var2 + 2 * cov)).exp()
     return t, ((b * b) * t if need_dot else None)
 
@@ -37,6 +46,13 @@ def exp_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
 def gaussian_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
                   need_dot: bool) -> tuple[Tensor, Tensor | None]:
     """Dual of φ(x) = a·exp(b x²) (see module docstring). Shapes broadcast."""
+    if fused.wants(var1, cov, var2):
+        return fused.run(("gaussian", a, b, need_dot),
+                         lambda v1, c, v2: _gaussian(a, b, v1, c, v2, need_dot), var1, cov, var2)
+    return _gaussian(a, b, var1, cov, var2, need_dot)
+
+
+def _gaussian(a, b, var1, cov, var2, need_dot):
     det = (var1 * var2 - cov * cov).clamp_min(0)
     d = 1 - 2 * b * (var1 + var2) + 4 * b * b * det
     if a == 0:  # φ ≡ 0: no infinities even where the Gaussian integral diverges

@@ -29,6 +29,8 @@ from functools import lru_cache
 
 from torch import Tensor
 
+import ntkit.dual.fused as fused
+
 MAX_DEGREE = 100
 
 # A Mehler table: for each j, the coefficients (lowest power first) of h_j as a
@@ -86,6 +88,14 @@ def mehler_dual(table: MehlerTable, shift: float, var1: Tensor, cov: Tensor, var
       shift: 0 for plain polynomials, 1 for the Hermite form.
       var1, cov, var2: broadcastable tensors.
     """
+    if fused.wants(var1, cov, var2):
+        return fused.run(("mehler", table, shift, need_dot),
+                         lambda v1, c, v2: _mehler(table, shift, v1, c, v2, need_dot),
+                         var1, cov, var2)
+    return _mehler(table, shift, var1, cov, var2, need_dot)
+
+
+def _mehler(table, shift, var1, cov, var2, need_dot):
     x1 = var1 - shift if shift else var1
     x2 = var2 - shift if shift else var2
     zero = cov * 0  # broadcast shape, dtype and device (and keeps autograd's graph)

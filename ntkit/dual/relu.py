@@ -43,6 +43,7 @@ import math
 import torch
 from torch import Tensor
 
+import ntkit.dual.fused as fused
 from ntkit.dual.autodiff import ABReLURule, MonomialRule, SignRule, dual_with_grad
 from ntkit.dual.gram import gram_det, inplace_ok
 
@@ -124,6 +125,14 @@ def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
             return abrelu_dual(a, b, v1, c, v2, nd, deriv_at_zero)
 
         return dual_with_grad(ABReLURule(a, b, value), var1, cov, var2, need_dot)
+    if fused.wants(var1, cov, var2):
+        return fused.run(("abrelu", a, b, need_dot, deriv_at_zero),
+                         lambda v1, c, v2: _abrelu(a, b, v1, c, v2, need_dot, deriv_at_zero),
+                         var1, cov, var2)
+    return _abrelu(a, b, var1, cov, var2, need_dot, deriv_at_zero)
+
+
+def _abrelu(a, b, var1, cov, var2, need_dot, deriv_at_zero):
     theta, s, pos = angle(var1, cov, var2)
     k = (a - b) ** 2 / _TWO_PI
     dot = (a * a + b * b) / 2 - k * theta
@@ -150,6 +159,13 @@ def relu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     if not inplace_ok(var1, cov, var2):
 
         return dual_with_grad(ABReLURule(0.0, 1.0, relu_dual), var1, cov, var2, need_dot)
+    if fused.wants(var1, cov, var2):
+        return fused.run(("relu", need_dot), lambda v1, c, v2: _relu(v1, c, v2, need_dot),
+                         var1, cov, var2)
+    return _relu(var1, cov, var2, need_dot)
+
+
+def _relu(var1, cov, var2, need_dot):
     theta, s, _ = angle(var1, cov, var2)
     rest = theta.neg_().add_(math.pi)  # theta is ours: reuse its buffer for π − θ
     t = s.addcmul_(rest, cov).mul_(1 / _TWO_PI)
@@ -166,6 +182,13 @@ def sign_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     if not inplace_ok(var1, cov, var2):
 
         return dual_with_grad(SignRule(sign_dual), var1, cov, var2, need_dot)
+    if fused.wants(var1, cov, var2):
+        return fused.run(("sign", need_dot), lambda v1, c, v2: _sign(v1, c, v2, need_dot),
+                         var1, cov, var2)
+    return _sign(var1, cov, var2, need_dot)
+
+
+def _sign(var1, cov, var2, need_dot):
     theta, _, pos = angle(var1, cov, var2)
     t = torch.where(pos, 1 - theta * (2 / math.pi), torch.zeros_like(theta))
     return t, (torch.zeros_like(t) if need_dot else None)
@@ -205,6 +228,14 @@ def rectified_monomial_dual(degree: int, var1: Tensor, cov: Tensor, var2: Tensor
 
         return dual_with_grad(MonomialRule(degree, value, rectified_monomial_dual), var1, cov, var2,
                               need_dot)
+    if fused.wants(var1, cov, var2):
+        return fused.run(("relu^n", degree, need_dot),
+                         lambda v1, c, v2: _rectified_monomial(degree, v1, c, v2, need_dot),
+                         var1, cov, var2)
+    return _rectified_monomial(degree, var1, cov, var2, need_dot)
+
+
+def _rectified_monomial(degree, var1, cov, var2, need_dot):
     t, t_prev = rectified_monomial_duals(degree, var1, cov, var2)
     if not need_dot:
         return t, None

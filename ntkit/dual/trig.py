@@ -23,10 +23,19 @@ import math
 
 from torch import Tensor
 
+import ntkit.dual.fused as fused
+
 
 def sin_dual(a: float, b: float, c: float, var1: Tensor, cov: Tensor, var2: Tensor,
              need_dot: bool) -> tuple[Tensor, Tensor | None]:
     """Dual of φ(x) = a·sin(b x + c) (see module docstring). Shapes broadcast."""
+    if fused.wants(var1, cov, var2):
+        return fused.run(("sin", a, b, c, need_dot),
+                         lambda v1, cv, v2: _sin(a, b, c, v1, cv, v2, need_dot), var1, cov, var2)
+    return _sin(a, b, c, var1, cov, var2, need_dot)
+
+
+def _sin(a, b, c, var1, cov, var2, need_dot):
     b2 = b * b
     total = var1 + var2
     s1 = (-0.5 * b2 * (total - 2 * cov)).exp()
@@ -40,5 +49,12 @@ def sin_dual(a: float, b: float, c: float, var1: Tensor, cov: Tensor, var2: Tens
 def rbf_dual(gamma: float, var1: Tensor, cov: Tensor, var2: Tensor,
              need_dot: bool) -> tuple[Tensor, Tensor | None]:
     """Dual of φ(x) = √2 sin(√(2γ) x + π/4): T = exp(−γ(var1 + var2 − 2cov)), Tdot = 2γT."""
+    if fused.wants(var1, cov, var2):
+        return fused.run(("rbf", gamma, need_dot),
+                         lambda v1, c, v2: _rbf(gamma, v1, c, v2, need_dot), var1, cov, var2)
+    return _rbf(gamma, var1, cov, var2, need_dot)
+
+
+def _rbf(gamma, var1, cov, var2, need_dot):
     t = (-gamma * (var1 + var2 - 2 * cov)).exp()
     return t, ((2 * gamma) * t if need_dot else None)

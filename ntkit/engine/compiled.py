@@ -22,6 +22,7 @@ import warnings
 import torch
 from torch import Tensor
 
+import ntkit.dual.fused as fused_duals
 from ntkit.kernel import Kernel, input_kernel, swap_examples
 
 
@@ -41,6 +42,17 @@ def _eager(layer, track_ntk: bool, sym_tile: bool, full: bool = False):
         return k
 
     return fn
+
+
+def _with_fusion(fn, fused: bool | None):
+    if fused is None:
+        return fn
+
+    def with_fusion(*args, **kwargs):
+        with fused_duals.enabled(fused):
+            return fn(*args, **kwargs)
+
+    return with_fusion
 
 
 def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool):
@@ -65,7 +77,8 @@ def _own_code(fn):
 
 
 def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: bool = False,
-                  *, backend="inductor", fullgraph: bool = False):
+                  *, backend="inductor", fullgraph: bool = False,
+                  fused: bool | None = None):
     """fn(x1_tile, x2_tile=None, same=None, pattern=None) -> Kernel of the tile (x2_tile
     None: x2 is x1; ``same``: identical example pairs of the tile, ``pattern``: the
     tile's graph patterns (pattern1[rows], pattern2[cols]), see `ntkit.kernel.Kernel`).
@@ -74,8 +87,13 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
     ``backend`` and ``fullgraph`` are passed to ``torch.compile`` when ``compiled``
     (tests trace with a cheap backend and ``fullgraph=True`` to prove there is no graph
     break).
+
+    ``fused``: whether the duals fuse their elementwise work (`ntkit.dual.fused`) in the
+    eager map: None keeps the process default (off unless ``NTKIT_FUSED=1``). Entered in
+    each tile's own thread (the setting is thread-local).
     """
-    eager = _eager(layer, track_ntk, sym_tile, full)
+    eager = _with_fusion(_eager(layer, track_ntk, sym_tile, full),
+                         False if compiled else fused)
     if not compiled:
         return eager
     cache = layer.__dict__.setdefault("_ntkit_compiled", {})

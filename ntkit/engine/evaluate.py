@@ -51,7 +51,8 @@ __all__ = ["CPU_TILE_BYTES", "DEFAULT_TILE", "LIVE_ARRAYS", "auto_tile", "evalua
 
 def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None,
              dtype: torch.dtype = torch.float64, progress: bool = False, out=None,
-             compile: bool = False, memory_budget: int | None = None, resume: bool = False,
+             compile: bool | str | None = None, memory_budget: int | None = None,
+             resume: bool = False,
              client=None, pattern=None):
     """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
     if not isinstance(resume, bool):
@@ -59,8 +60,14 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
-    if not isinstance(compile, bool):
-        raise ValueError(f"compile must be True or False, got {compile!r}")
+    # compile (see ntkit.dual.fused): None -> the process default (eager unless
+    # NTKIT_FUSED=1); "fused" -> fused duals; False -> eager; True or "whole" -> the whole
+    # per-tile map compiled.
+    if not (compile is None or isinstance(compile, bool) or compile in ("fused", "whole")):
+        raise ValueError(f"compile must be None, True, False, 'fused' or 'whole', got "
+                         f"{compile!r}")
+    fuse = None if compile is None else compile == "fused"
+    compile = compile is True or compile == "whole"
     x1, x2, sym, names, dtype = p.x1, p.x2, p.sym, p.names, p.dtype
     budget = check_memory_budget(memory_budget, x1.device)
     if p.needs_grad:
@@ -122,8 +129,10 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         tile = auto_tile(x1, p.full, dtype, budget // workers(device, 2**31, compile), n1,
                          n2, traced=use_trace)
 
-    fn = tile_function(layer, p.track_ntk, sym_tile=False, compiled=compile, full=p.full)
-    fn_diag = tile_function(layer, p.track_ntk, sym_tile=True, compiled=compile, full=p.full)
+    fn = tile_function(layer, p.track_ntk, sym_tile=False, compiled=compile, full=p.full,
+                       fused=fuse)
+    fn_diag = tile_function(layer, p.track_ntk, sym_tile=True, compiled=compile, full=p.full,
+                            fused=fuse)
     b1 = tile_slices(n1, tile)
     b2 = b1 if sym else tile_slices(n2, tile)
     pairs = [(i, j) for i in range(len(b1)) for j in range(len(b2)) if not sym or j >= i]

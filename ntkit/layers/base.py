@@ -101,7 +101,7 @@ class Layer(metaclass=LayerType):
     # ---- user-facing wrappers -------------------------------------------------------
     def kernel(self, x1, x2=None, get: str | Sequence[str] | None = ("nngp", "ntk"), *,
                tile: int | None = None, dtype: torch.dtype = torch.float64,
-               progress: bool = False, out=None, compile: bool = False,
+               progress: bool = False, out=None, compile: bool | str | None = None,
                memory_budget: int | None = None, resume: bool = False, client=None,
                channels_last: bool | None = None, pattern: tuple | None = None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
@@ -131,9 +131,12 @@ class Layer(metaclass=LayerType):
             disk), or a zarr array (see ``resume``); for several names, a dict
             name -> array. Returned as given. A zarr array's chunks set the tiles
             (create one with `ntkit.engine.storage.create_kernel_array`).
-          compile: fuse the per-tile map with ``torch.compile`` (falls back to eager if
-            compilation fails). Off by default: compiling takes from tens of seconds to
-            minutes on a small CPU, more than the eager engine needs for n ≈ 10⁴.
+          compile: None (default): eager, unless ``NTKIT_FUSED=1`` is set. "fused": each
+            dual's elementwise work runs as one compiled loop per activation and dtype
+            (`ntkit.dual.fused`; compiled once, cached on disk, eager if compilation
+            fails; the first call compiles for tens of seconds). False: eager. True or
+            "whole": the whole per-tile map under ``torch.compile`` (tens of seconds to
+            minutes per network on a small CPU).
           memory_budget: bytes the tiles may hold at once (the output comes on top).
             Default: a quarter of the free device memory on CUDA, of the available RAM
             (at most 8 GiB) on a CPU; see `ntkit.engine.memory`.
