@@ -58,8 +58,10 @@ def _sym_inputs(n, seed=1):
 
 @pytest.fixture
 def fuse_all():
+    # Fusion on (it is off by default) for every tile, however small.
     old = fused.set_min_numel(1)
-    yield
+    with fused.enabled(True):
+        yield
     fused.set_min_numel(old)
 
 
@@ -202,7 +204,8 @@ print(s["calls"], s["cache_hits"], s["cache_misses"])
 
 @pytest.mark.slow
 def test_second_process_reuses_the_disk_cache(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NTKIT_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NTKIT_CACHE_DIR": str(tmp_path),
+           "NTKIT_FUSED": "1"}
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
     runs = [subprocess.run([sys.executable, "-c", SECOND_PROCESS], capture_output=True,
                            text=True, env=env, check=True).stdout.split()
