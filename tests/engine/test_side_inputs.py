@@ -15,6 +15,8 @@ from ntkit.engine.compiled import tile_function
 from ntkit.engine.plan import plan
 from ntkit.kernel import Storage, input_kernel
 
+EPS = torch.finfo(torch.float64).eps
+
 F64 = torch.float64
 V = 6
 
@@ -161,10 +163,15 @@ def test_equal_inputs_need_equal_patterns_to_be_symmetric(data):
     same = plan(net, x1, x2, pattern=(p1, q2)).same
     assert [tuple(map(int, t)) for t in same] == [(0, 5), (0, 2)]
     k = net.kernel(x1, x2, pattern=(p1, q2), tile=2)
-    # The pairs kept are the symmetric kernel's diagonal entries, bitwise; the dropped
-    # one is the kernel map of the two different graphs.
-    assert torch.equal(k.ntk[0, 0], k_sym.ntk[0, 0]) and torch.equal(k.ntk[5, 2],
-                                                                     k_sym.ntk[5, 5])
+    # The pairs kept are the symmetric kernel's diagonal entries: no arc-cosine error at
+    # correlation 1, only the linear maps' rounding, which depends on the tiles' shapes
+    # and on the CPU's kernels (bitwise here with AVX-512, an ulp apart with ATen's
+    # portable kernels): within 4 ulps of the entry. The dropped one is the kernel map of
+    # the two different graphs.
+    k_sym2 = net.kernel(x1, pattern=(p1, None), tile=2)
+    for (i, j), d in (((0, 0), 0), ((5, 2), 5)):
+        want = k_sym2.ntk[d, d]
+        assert abs(float(k.ntk[i, j] - want)) <= 4 * EPS * abs(float(want)), (i, j)
     # Elsewhere the kernel map of the whole batch; at the identical pairs the plain map
     # (without `same`) meets correlation 1, where the arc-cosine turns 1e-16 into ~1e-8.
     ref = _reference(net, x1, x2, p1, q2)
