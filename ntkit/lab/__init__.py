@@ -54,8 +54,20 @@ def run(name: str, quick: bool = False, seed: int = 0, out: str | Path = "runs/"
       progress: show tqdm bars and log lines on stderr.
       threads: torch intra-op threads for the run (None: leave as is; restored after).
 
+    Returns:
+      `Result`: ``claims`` (each with predicted, measured, tolerance, whether it holds
+      and its source), ``tables``, ``figures`` (PNG paths), ``summary`` and ``run_dir``
+      (with ``result.json`` and ``report.html``).
+
     Raises:
       UnknownExperimentError (a KeyError) for an unknown name.
+
+    Example:
+      >>> import tempfile
+      >>> import ntkit.lab as lab
+      >>> r = lab.run("kernel_limits", quick=True, out=tempfile.mkdtemp(),
+      ...             progress=False, threads=1)
+      >>> print(r.claims_table())                    # doctest: +SKIP
     """
     return run_experiment(name, quick=quick, seed=seed, out=out, progress=progress,
                           threads=threads)
