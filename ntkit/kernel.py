@@ -178,6 +178,14 @@ class Kernel:
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
 
+    def fresh_affine(self, channels: int, **changes) -> Kernel:
+        """The kernel of a fresh Dense/Conv output (new zero-mean weights): the layer
+        count advances and the output is its own source and root (the independence rule
+        of ``FanInSum``), Gaussian, with unmixed channels; ``changes`` as in ``replace``."""
+        n = self.n_dense + 1
+        return self.replace(channels=channels, source=n, roots=frozenset((n,)),
+                            mixed_channels=False, n_dense=n, gaussian=True, **changes)
+
     @property
     def var2(self) -> Tensor:
         """Variances of the x2 batch (cov1 when x2 is x1)."""

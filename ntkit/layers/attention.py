@@ -346,10 +346,8 @@ class GlobalSelfAttention(Layer):
 
         cov1_o, cov2_o = k.map_covs(lambda t: cov_map(t, 1), nngp_o,
                                     fn2=lambda t: cov_map(t, 2))
-        m = k.n_dense + 1
-        return k.replace(nngp=nngp_o, ntk=ntk_o, cov1=cov1_o, cov2=cov2_o,
-                         channels=self.n_chan_out, source=m, roots=frozenset((m,)),
-                         n_dense=m, mixed_channels=False, gaussian=True)
+        return k.fresh_affine(self.n_chan_out, nngp=nngp_o, ntk=ntk_o, cov1=cov1_o,
+                              cov2=cov2_o)
 
     def _own_covariances(self, k: Kernel) -> tuple[Tensor, Tensor | None]:
         """Each example's full (n, *S, *S) covariance of this layer's input.

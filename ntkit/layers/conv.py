@@ -219,10 +219,8 @@ class Conv(Layer):
                     ntk = ops.add(ntk, 1.0)
         spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
         cov1, cov2 = k.map_covs(lambda c: ops.add(ops.scale(box(c, 1), w2 / q), b2), nngp)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
-                         channels=self.out_channels, source=k.n_dense + 1,
-                         roots=frozenset((k.n_dense + 1,)), mixed_channels=False,
-                         n_dense=k.n_dense + 1, spatial=spatial, gaussian=True)
+        return k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
+                              cov2=cov2, spatial=spatial)
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):

@@ -136,11 +136,8 @@ class ConvTranspose(Layer):
         nngp, ntk, cov1, cov2 = affine_conv_map(k, box, W.window_size(self.filter_shape),
                                                 self.w_std, self.b_std,
                                                 self.parameterization)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
-                         channels=self.out_channels, source=k.n_dense + 1,
-                         roots=frozenset((k.n_dense + 1,)), mixed_channels=False,
-                         n_dense=k.n_dense + 1, spatial=self._out_spatial(k.spatial),
-                         gaussian=True)
+        return k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
+                              cov2=cov2, spatial=self._out_spatial(k.spatial))
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):

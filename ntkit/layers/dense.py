@@ -111,10 +111,8 @@ class Dense(Layer):
                 if self.b_std is not None:
                     ntk = ntk + 1.0
         cov1, cov2 = k.map_covs(affine, nngp)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
-                         channels=self.out_features, source=k.n_dense + 1,
-                         roots=frozenset((k.n_dense + 1,)), mixed_channels=False,
-                         n_dense=k.n_dense + 1, gaussian=True)
+        return k.fresh_affine(self.out_features, nngp=nngp, ntk=ntk, cov1=cov1,
+                              cov2=cov2)
 
     def make_module(self, in_features, generator, dtype):
         if isinstance(in_features, ExampleShape):
