@@ -8,7 +8,7 @@ Layer tuples, torch's channels-first layout (as in ntkit); those of conv_archs.p
     ("conv", out, filter_shape, strides_or_None, padding, w_std, b_std_or_None, param)
     ("convT", out, filter_shape, strides_or_None, padding, w_std, b_std_or_None, param)
     ("convlocal", out, filter_shape, strides_or_None, padding, w_std, b_std_or_None, param)
-    ("relu",)  ("erf",)  ("gap",)  ("gsp",)  ("flatten",)
+    ("relu",)  ("erf",)  ("sign",)  ("gap",)  ("gsp",)  ("flatten",)
     ("dense", out, w_std, b_std_or_None, param)
     ("avgpool", window_shape, strides_or_None, padding[, normalize_edges])
     ("sumpool", window_shape, strides_or_None, padding)
@@ -18,7 +18,11 @@ Layer tuples, torch's channels-first layout (as in ntkit); those of conv_archs.p
 ``nt_wrong``: neural-tangents 0.6.5 computes this architecture wrongly. After an odd
 number of shared-weight convolutions on full storage its kernel keeps the spatial axes
 in reversed order (``is_reversed``), which its ImageResize ignores (it resizes the
-swapped axes) and so does its ConvLocal (it applies the transposed filter shape). The
+swapped axes) and so does its ConvLocal (it applies the transposed filter shape). Its
+``Sign`` on full spatial storage sets every entry of an example's position-position
+covariance to 1 (only the same-position entries are 1: E[sign(u)sign(v)] =
+(2/π)·arcsin(ρ) elsewhere), so an example's variance after a global pool is 1 and a
+later nonlinearity, which normalizes by it, is wrong. The
 fixture stores its value; the test checks that ntkit differs from it and agrees with
 the finite network instead.
 """
@@ -208,6 +212,14 @@ ARCHS: dict[str, dict] = {
                    ("conv", 3, (2,), None, "VALID", 1.1, 0.0, "ntk"), ("relu",),
                    ("gap",), ("dense", 1, 1.0, 0.0, "ntk")],
     },
+    # ---- Sign on full spatial storage ----------------------------------------------------
+    "sign_conv_gap": {
+        "input": (2, 5),
+        "nt_wrong": True,
+        "layers": [("conv", 3, (3,), None, "SAME", 1.2, 0.1, "ntk"), ("sign",),
+                   ("gap",), ("dense", 3, 1.3, 0.1, "ntk"), ("relu",),
+                   ("dense", 1, 1.0, 0.0, "ntk")],
+    },
 }
 
 
@@ -226,6 +238,8 @@ def _layers(layers: list) -> list:
             out.append(nl.ReLU())
         elif kind == "erf":
             out.append(nl.Erf())
+        elif kind == "sign":
+            out.append(nl.Sign())
         elif kind == "avgpool":
             window, strides, padding, *ne = args
             out.append(nl.AvgPool(window, strides=strides, padding=padding,
