@@ -202,13 +202,20 @@ def main() -> None:
     p.add_argument("--nt-timeout", type=float, default=900.0)
     p.add_argument("--no-nt", action="store_true", help="time ntkit only")
     p.add_argument("--venv", default=str(ROOT / ".venv-nt"))
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="intra-op threads of both libraries (1: XLA's Eigen pool off too); "
+                        "on a machine shared with other work, 1 avoids both libraries' "
+                        "threads spinning against each other's")
     args = p.parse_args()
     nt_python = Path(args.venv) / "bin" / "python"
     have_nt = nt_python.exists() and not args.no_nt
     if not have_nt and not args.no_nt:
         print(f"(neural-tangents venv not found at {args.venv}: run "
               "benchmarks/setup_reference.sh; timing ntkit only)")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
+    if args.threads == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_"
+                                   "eigen=false intra_op_parallelism_threads=1").strip()
     load0 = os.getloadavg()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, NNGP+NTK of x with "
           f"itself, time per entry = wall / n², NT capped at {args.nt_mem_gb:g} GB; "

@@ -125,8 +125,9 @@ def transformer(depth: int = 2, n_heads: int = 2, width: int = 64, *,
                 mlp_width: int | None = None, n_chan_key: int | None = None,
                 num_classes: int = 1, spatial_dims: int = 1,
                 attention_mechanism: str = "softmax", pos_emb_type: str = "sum",
-                pos_emb_decay_fn=None, w_pos_emb_std: float = 1.0,
-                layer_norm: str = "post", w_std: float = math.sqrt(2.0), b_std: float = 0.0,
+                pos_emb_decay_fn=None, pos_emb_p_norm: float = 2, w_pos_emb_std: float = 1.0,
+                val_pos_emb: bool = False, layer_norm: str = "post",
+                w_std: float = math.sqrt(2.0), b_std: float = 0.0,
                 activation: Activation | None = None, readout: str = "pool") -> Layer:
     """A transformer encoder in the infinite-width limit (Hron et al. 2020, "Infinite
     attention: NNGP and NTK for deep attention networks"; Yang 2019, "Tensor Programs I").
@@ -139,16 +140,17 @@ def transformer(depth: int = 2, n_heads: int = 2, width: int = 64, *,
           x + Conv(width, 1) ∘ act ∘ Conv(mlp_width, 1) (x), LayerNorm ]
         GlobalAvgPool, Dense(num_classes)                        readout="pool"
 
-    The attention is `ntkit.layers.GlobalSelfAttention` with ``linear_scaling=True``
-    (tied keys and queries, logits scaled by 1/n_chan_key: its weights converge, so the
-    kernel has a closed form for every mechanism) and positional embeddings added to its
-    keys and queries (``pos_emb_type``, ``pos_emb_decay_fn``, ``w_pos_emb_std`` are
-    passed on). Each residual branch ends in a fresh attention/Conv output, so both
-    streams of every sum are uncorrelated at infinite width, and `LayerNorm` normalizes
-    over channels at each position (neural-tangents' ``LayerNorm(axis=-1)``).
-    ``layer_norm="pre"`` puts it at the start of each branch (``x + f(LN(x))``),
-    ``"none"`` drops it. Widths only matter for the finite network (``build``): the
-    kernel is their limit.
+    The attention is `ntkit.layers.GlobalSelfAttention` with ``linear_scaling=True`` (tied
+    keys and queries, logits scaled by 1/n_chan_key: its weights converge, so the kernel has
+    a closed form for every mechanism) and positional embeddings added to its keys and
+    queries (and values with ``val_pos_emb``). Without positional embeddings
+    (``pos_emb_type="none"``) the kernel is invariant to permuting each example's positions:
+    attention is permutation-equivariant and the readout averages. Each residual branch ends
+    in a fresh attention/Conv output, so both streams of every sum are uncorrelated at
+    infinite width, and `LayerNorm` normalizes over channels at each position
+    (neural-tangents' ``LayerNorm(axis=-1)``). ``layer_norm="pre"`` puts it at the start of
+    each branch (``x + f(LN(x))``), ``"none"`` drops it. Widths only matter for the finite
+    network (``build``): the kernel is their limit.
 
     Args:
       depth: number of blocks (>= 1). n_heads: attention heads (finite network).
@@ -157,8 +159,10 @@ def transformer(depth: int = 2, n_heads: int = 2, width: int = 64, *,
         value channels per head (default width).
       num_classes: outputs. spatial_dims: 1 (sequences) or 2 (images).
       attention_mechanism: "softmax", "identity", "abs" or "relu".
-      pos_emb_type, pos_emb_decay_fn, w_pos_emb_std: the attention's positional embedding
-        (``"sum"``, ``"concat"`` or ``"none"``; see `GlobalSelfAttention`).
+      pos_emb_type, pos_emb_decay_fn, pos_emb_p_norm, w_pos_emb_std, val_pos_emb: the
+        attention's positional embedding (``"sum"``, ``"concat"`` or ``"none"``; the
+        covariance decay_fn(Σ|Δ|^p_norm) between positions, None: independent; whether
+        the values see it too; see `GlobalSelfAttention`).
       layer_norm: "post" (default, as Vaswani et al. and Hron et al.), "pre" or "none".
       w_std, b_std: of the MLP's two Conv layers. activation: of the MLP (default ReLU).
       readout: "pool" (GlobalAvgPool, Dense: output (n, num_classes)) or "none"
@@ -197,7 +201,8 @@ def transformer(depth: int = 2, n_heads: int = 2, width: int = 64, *,
         return nl.GlobalSelfAttention(
             width, n_chan_key, n_chan_key, n_heads, linear_scaling=True,
             attention_mechanism=attention_mechanism, pos_emb_type=pos_emb_type,
-            pos_emb_decay_fn=pos_emb_decay_fn, w_pos_emb_std=w_pos_emb_std)
+            pos_emb_decay_fn=pos_emb_decay_fn, pos_emb_p_norm=pos_emb_p_norm,
+            w_pos_emb_std=w_pos_emb_std, val_pos_emb=val_pos_emb)
 
     def mlp():
         return nl.serial(nl.Conv(mlp_width, one, w_std=w_std, b_std=b_std), act,
