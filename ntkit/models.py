@@ -256,8 +256,8 @@ def unet(levels: int = 2, width: int = 16, num_classes: int = 1, *, convs: int =
 
     Returns:
       A layer spec. With ``readout="pool"``, ``net.kernel(x1, x2)`` is (n1, n2); with
-      ``"pixel"`` it is per pixel pair: (n1, n2, H, W, H, W) with full storage
-      (``net.kernel(..., diagonal_spatial=...)`` options as for any conv net).
+      ``"pixel"`` it is (n1, n2, H, W): the covariance of the same pixel of the two
+      images (as for any network ending in a convolution).
 
     Example:
       >>> import torch

@@ -4,6 +4,7 @@ PSD, and finite networks (`build`) converging to the kernel."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from pathlib import Path
@@ -166,3 +167,31 @@ def test_bad_arguments_are_rejected(make, match):
 def test_unet_needs_divisible_sizes():
     with pytest.raises(ValueError):
         models.unet(levels=2, width=4).kernel(torch.randn(2, 1, 6, 6, dtype=torch.float64))
+
+
+# ---- masking (neural-tangents' mask_constant); runs once ntkit's kernels take it --------
+
+MASKING = "mask_constant" in inspect.signature(nl.Layer.kernel).parameters
+
+
+@pytest.mark.skipif(not MASKING, reason="ntkit's kernels take no mask_constant yet")
+def test_transformer_masked_padding_equals_the_sequence_alone():
+    """Tokens padded at the end with ``mask_constant`` are absent: attention ignores them,
+    the readout averages over present tokens only and the positional covariance of the
+    present ones is the leading block, so the kernel equals that of the unpadded
+    sequences (as in neural-tangents)."""
+    c = -1e4
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(3, 2, 5, dtype=torch.float64, generator=g)
+    x2 = torch.randn(2, 2, 5, dtype=torch.float64, generator=g)
+    pad = torch.full((1, 2, 3), c, dtype=torch.float64)
+    p1, p2 = (torch.cat([x, pad.expand(len(x), -1, -1)], -1) for x in (x1, x2))
+    net = models.transformer(depth=2, n_heads=2, width=8, pos_emb_p_norm=1,
+                             pos_emb_decay_fn=lambda d: torch.exp(-d / 3), val_pos_emb=True)
+    for a, b, pa, pb in ((x1, None, p1, None), (x1, x2, p1, p2)):
+        alone, padded = net.kernel(a, b), net.kernel(pa, pb, mask_constant=c)
+        for f in ("nngp", "ntk"):
+            assert_kernels_close(getattr(padded, f), getattr(alone, f), name=f,
+                                 identical="diagonal" if b is None else None)
+    out = net.build((2, 8), seed=0)(p1, mask_constant=c)
+    assert out.shape == (3, 1) and torch.isfinite(out).all()
