@@ -170,7 +170,7 @@ def run(ctx: Context) -> str:
     """Kernel regression with transformer, CNN-GAP and FC kernels, and trained transformers."""
     if ctx.quick:
         cfg = {"mnist1d_samples": 500, "n_train": 100, "n_test": 100, "cnn_depth": 2,
-               "digits_train": 50, "digits_test": 50, "width": 16, "steps": 80,
+               "digits_train": 40, "digits_test": 40, "width": 16, "steps": 60,
                "batch": 32, "lr": 1e-2, "symmetry_examples": 4, "mask_train": 60,
                "mask_test": 60}
     else:
