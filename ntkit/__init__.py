@@ -33,7 +33,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Kernel", "LiftError", "empirical_nngp", "lift", "empirical_ntk", "layers", "linearize", "monte_carlo_kernel",
+    "Kernel", "LiftError", "empirical_nngp", "empirical_ntk", "layers", "lift", "linearize",
+    "monte_carlo_kernel",
     "predict", "projected_gradients", "solvers", "taylor_expand", "__version__", *_LAZY,
 ]
 

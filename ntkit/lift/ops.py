@@ -370,9 +370,22 @@ _POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
              nn.FeatureAlphaDropout)
+
+
+def _module_type(spec: nl.Layer) -> type:
+    """The class of the finite module a (parameter-free) spec builds."""
+    gen = torch.Generator()
+    return type(spec.make_module(ExampleShape((1, 2)), gen, torch.float64)[0])
+
+
+#: ntkit's global pools: x.mean/sum over ``range(2, x.ndim)``, which fx cannot trace
+MEAN_POSITIONS, SUM_POSITIONS = _module_type(nl.GlobalAvgPool()), _module_type(nl.GlobalSumPool())
 #: ntkit-built modules that lift as leaves (the rest of a built spec is traced through)
 NTKIT_LEAVES = (DenseModule, ConvModule, ConvTransposeModule, ActivationModule,
-                AvgPoolModule, LayerNormModule)
+                AvgPoolModule, LayerNormModule, MEAN_POSITIONS, SUM_POSITIONS)
+#: torch layers (and their subclasses) that lift as leaves
+TORCH_LEAVES = (nn.Linear, *_CONVS, *_CONVS_T, *_POOLS, *_ADAPTIVE, *_DROPOUTS, nn.Flatten,
+                nn.LayerNorm, nn.Identity, *ACTIVATION_MODULES, nn.MultiheadAttention)
 
 
 def module_layer(site: Site, m: nn.Module):
@@ -404,6 +417,9 @@ def module_layer(site: Site, m: nn.Module):
         return ntkit_pool(site, m)
     if isinstance(m, LayerNormModule):
         return ntkit_norm(site, m)
+    if isinstance(m, (MEAN_POSITIONS, SUM_POSITIONS)):
+        site.spatial_in()
+        return nl.GlobalAvgPool() if isinstance(m, MEAN_POSITIONS) else nl.GlobalSumPool()
     if isinstance(m, nn.MultiheadAttention):
         raise site.fail(
             "nn.MultiheadAttention has a fixed number of heads with softmax over "

@@ -45,7 +45,7 @@ class _Tracer(fx.Tracer):
     """torch.fx's tracer, with the modules of built ntkit specs kept whole."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, ops.NTKIT_LEAVES):
+        if isinstance(m, (*ops.NTKIT_LEAVES, *ops.TORCH_LEAVES)):
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -275,7 +275,9 @@ def _convert(gm: fx.GraphModule, site_args: dict) -> tuple[fx.Node, dict, fx.Nod
                 raise LiftError("output", "return value", "lift needs a module that returns "
                                 "one tensor (not a tuple or dict)", hint=False)
             continue
-        if node.op == "get_attr" or _shape(node) is None:
+        meta = node.meta.get("tensor_meta")
+        multi = isinstance(meta, (tuple, list)) and not isinstance(meta, TensorMetadata)
+        if node.op == "get_attr" or (_shape(node) is None and not multi):
             continue                            # parameters, sizes, shapes: used by others
         place, what = _place(node, gm)
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _AFFINE):
@@ -295,6 +297,10 @@ def _convert(gm: fx.GraphModule, site_args: dict) -> tuple[fx.Node, dict, fx.Nod
                             "pass", hint=False)
         nt = nodes[targs[0]].nt_spatial if targs else 0
         fn = node.target
+        if node.op == "call_function" and (fn in _SUMS or fn in _SUBS) and len(targs) == 1:
+            raise LiftError(place, what, "adding a constant gives the outputs a nonzero mean, "
+                            "which ntkit's kernels (second moments of zero-mean Gaussians) "
+                            "do not track")
         if node.op == "call_function" and (fn in _SUMS or fn in _SUBS or fn in _CATS or (
                 fn in (operator.mul, torch.mul) and len(targs) == 2)):
             nodes[node] = _merge(node, fn, targs, nodes, place, what)
@@ -302,7 +308,11 @@ def _convert(gm: fx.GraphModule, site_args: dict) -> tuple[fx.Node, dict, fx.Nod
         if len(targs) != 1:
             raise LiftError(place, what, f"it takes {len(targs)} tensors; lift supports sums, "
                             "concatenations along channels and products of streams only")
-        site = ops.Site(place, what, _shape(targs[0]), _shape(node), nt, **site_args)
+        if multi and not (node.op == "call_module" and isinstance(
+                gm.get_submodule(node.target), nn.MultiheadAttention)):
+            raise LiftError(place, what, "it returns several tensors; ntkit has no exact "
+                            "infinite-width map for it")
+        site = ops.Site(place, what, _shape(targs[0]), _shape(node) or (), nt, **site_args)
         layer = _layer_of(node, gm, site, nodes)
         nodes[node] = _Node(args=(targs[0],), layer=layer, place=f"{place}: {what}",
                             nt_spatial=_nt_after(layer, nt, _shape(node)))
