@@ -82,6 +82,11 @@ def lift(module: nn.Module, input_shape: int | tuple[int, ...] | None = None, *,
         points to `ntkit.monte_carlo_kernel` and `ntkit.empirical_ntk`).
       ValueError, TypeError: bad arguments (e.g. an input_shape the module rejects).
 
+    The refusals of the spec API are found by evaluating the lifted kernel map on one
+    example; for inputs of more than ``ntkit.lift.trace.PROBE_POSITIONS`` (1024)
+    positions that probe is skipped (its full position-position storage would be large)
+    and they surface as ValueError when the kernel is evaluated.
+
     Example:
       >>> import torch, ntkit
       >>> from torch import nn

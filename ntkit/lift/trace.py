@@ -13,6 +13,7 @@ of non-Gaussian inputs) is refused here, with the place of the operation.
 from __future__ import annotations
 
 import inspect
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -32,6 +33,9 @@ _SUMS = {operator.add, operator.iadd, torch.add}
 _SUBS = {operator.sub, operator.isub, torch.sub}
 _CATS = {torch.cat, torch.concat, torch.concatenate}
 _MEANS = {torch.mean: False, torch.sum: True}
+#: tensor methods that join streams, as the functions that do the same
+_METHOD_MERGES = {"add": torch.add, "add_": torch.add, "__add__": torch.add,
+                  "sub": torch.sub, "sub_": torch.sub, "__sub__": torch.sub}
 _FLATTENS = {torch.flatten}
 _IDENTITY_FUNCTIONS = {torch.nn.functional.dropout, torch.nn.functional.dropout1d,
                        torch.nn.functional.dropout2d, torch.nn.functional.dropout3d,
@@ -296,12 +300,16 @@ def _convert(gm: fx.GraphModule, site_args: dict) -> tuple[fx.Node, dict, fx.Nod
             raise LiftError(place, what, "it uses a value that is not a tensor of the forward "
                             "pass", hint=False)
         nt = nodes[targs[0]].nt_spatial if targs else 0
-        fn = node.target
-        if node.op == "call_function" and (fn in _SUMS or fn in _SUBS) and len(targs) == 1:
+        fn = _METHOD_MERGES.get(node.target) if node.op == "call_method" else node.target
+        if node.op == "call_method" and fn is not None:
+            node_op = "call_function"
+        else:
+            fn, node_op = node.target, node.op
+        if node_op == "call_function" and (fn in _SUMS or fn in _SUBS) and len(targs) == 1:
             raise LiftError(place, what, "adding a constant gives the outputs a nonzero mean, "
                             "which ntkit's kernels (second moments of zero-mean Gaussians) "
                             "do not track")
-        if node.op == "call_function" and (fn in _SUMS or fn in _SUBS or fn in _CATS or (
+        if node_op == "call_function" and (fn in _SUMS or fn in _SUBS or fn in _CATS or (
                 fn in (operator.mul, torch.mul) and len(targs) == 2)):
             nodes[node] = _merge(node, fn, targs, nodes, place, what)
             continue
@@ -415,7 +423,14 @@ class _Writer:
         return chain
 
 
+#: Largest number of positions for which the probe runs (its full position-position
+#: storage holds positions² entries per field).
+PROBE_POSITIONS = 1024
+
+
 def _probe(spec: nl.Layer, shape: tuple) -> None:
+    if math.prod(shape[1:]) > PROBE_POSITIONS:
+        return   # the spec API's refusals then surface when the kernel is evaluated
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
     spec.kernel(x, get=None)

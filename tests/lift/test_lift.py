@@ -372,6 +372,22 @@ def test_correlated_sums_are_refused_with_their_place():
             ntkit.lift(Forward(fn, a=nn.Linear(3, 3)), input_shape=(3,))
 
 
+def test_method_and_operator_forms_of_a_residual_agree():
+    def with_method(s, x):
+        h = s.a(x)
+        return h.add(s.b(torch.relu(h))) - s.c(torch.tanh(h))
+
+    def with_operator(s, x):
+        h = s.a(x)
+        return h + s.b(torch.relu(h)) - s.c(torch.tanh(h))
+
+    mods = dict(a=nn.Linear(3, 8), b=nn.Linear(8, 8), c=nn.Linear(8, 8))
+    lifted = [ntkit.lift(Forward(fn, **mods), input_shape=(3,))
+              for fn in (with_method, with_operator)]
+    assert repr(lifted[0]) == repr(lifted[1])
+    assert "FanOut(n=3)" in repr(lifted[0]) or "DotGeneral" in repr(lifted[0])
+
+
 def test_module_is_unchanged_by_lift():
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(), nn.Linear(4, 1))
     model.train()
