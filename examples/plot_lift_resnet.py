@@ -59,7 +59,7 @@ print(spec)
 # %%
 # MNIST digits
 # ------------
-# 500 training and 300 test digits, pooled to 7×7, each image scaled to unit
+# 200 training and 200 test digits, pooled to 7×7, each image scaled to unit
 # mean square; targets are centred one-hot vectors.
 
 pixels, labels = load_mnist_5k()
@@ -69,7 +69,7 @@ x = torch.from_numpy(pixels[idx]).reshape(-1, 1, 28, 28)
 x = F.avg_pool2d(x, 4)
 x = x / x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
 y = torch.eye(10, dtype=torch.float64)[torch.from_numpy(labels[idx])] - 0.1
-n_train, n_test = 500, 300
+n_train, n_test = 200, 200
 x_train, y_train = x[:n_train], y[:n_train]
 x_test = x[n_train:n_train + n_test]
 l_test = torch.from_numpy(labels[idx])[n_train:n_train + n_test]
