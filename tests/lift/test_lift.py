@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_same, jacobian_moments, kernels
+from lift_helpers import assert_same, jacobian_moments, kernels
 from torch import nn
 
 import ntkit

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from mc import Reinit, samples
+from lift_mc import Reinit, samples
 from torch import nn
 
 import ntkit

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from helpers import reset
+from lift_helpers import reset
 from torch import nn
 
 import ntkit
