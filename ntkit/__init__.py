@@ -6,6 +6,7 @@
     model = net.build(in_features=d, seed=0)            # the matching finite network
     ntkit.empirical_ntk(model, x1, x2)                  # its empirical NTK
     ntkit.predict.gradient_descent_mse(k_train_train, y_train)   # closed-form training
+    spec = ntkit.lift(torch_model, input_shape=(3, 32, 32))  # the spec of your own module
 
 Subpackages: layers, models, predict, solvers, empirical, features, theory, lab, sklearn.
 """
@@ -16,6 +17,7 @@ from ntkit import engine, layers, predict, solvers  # noqa: F401 (engine serves 
 from ntkit._version import __version__
 from ntkit.empirical import empirical_nngp, empirical_ntk, projected_gradients
 from ntkit.kernel import Kernel
+from ntkit.lift import LiftError, lift
 from ntkit.linearize import linearize, taylor_expand
 from ntkit.monte_carlo import monte_carlo_kernel
 
@@ -31,7 +33,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Kernel", "empirical_nngp", "empirical_ntk", "layers", "linearize", "monte_carlo_kernel",
+    "Kernel", "LiftError", "empirical_nngp", "empirical_ntk", "layers", "lift", "linearize",
+    "monte_carlo_kernel",
     "predict", "projected_gradients", "solvers", "taylor_expand", "__version__", *_LAZY,
 ]
 

@@ -108,6 +108,8 @@ class ConvModule(nn.Module):
                  padding: str, w_std: float, b_std: float | None, parameterization: str,
                  generator: torch.Generator, dtype: torch.dtype):
         super().__init__()
+        # The spec's values (ntkit.lift reads them back).
+        self.w_std, self.b_std, self.parameterization = w_std, b_std, parameterization
         c = in_shape.channels
         self.filter_shape, self.strides, self.padding = filter_shape, strides, padding
         fan_in = c * math.prod(filter_shape)

@@ -51,6 +51,8 @@ class ConvTransposeModule(nn.Module):
                  padding: str, w_std: float, b_std: float | None, parameterization: str,
                  generator: torch.Generator, dtype: torch.dtype):
         super().__init__()
+        # The spec's values (ntkit.lift reads them back).
+        self.w_std, self.b_std, self.parameterization = w_std, b_std, parameterization
         self.filter_shape, self.strides, self.padding = filter_shape, strides, padding
         w, b, self.w_scale, self.b_scale = conv_weights(
             out_channels, in_shape.channels, filter_shape, w_std, b_std, parameterization,

@@ -28,6 +28,7 @@ class DenseModule(nn.Module):
     def __init__(self, in_features: int, out_features: int, w_std: float, b_std: float | None,
                  parameterization: str, generator: torch.Generator, dtype: torch.dtype):
         super().__init__()
+        self.w_std, self.b_std = w_std, b_std  # the spec's values (ntkit.lift reads them)
         self.in_features, self.out_features = in_features, out_features
         self.parameterization = parameterization
         w = torch.randn(out_features, in_features, generator=generator, dtype=dtype)
