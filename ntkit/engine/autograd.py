@@ -27,8 +27,10 @@ def evaluate_grad(layer, p: Plan, tile: int | None, budget: int):
     x1, x2, sym, n1, n2 = p.x1, p.x2, p.sym, p.n1, p.n2
     if tile is None:
         tile = auto_tile(x1, p.full, x1.dtype, budget, n1, n2)
-    fn = tile_function(layer, p.track_ntk, sym_tile=False, compiled=False, full=p.full)
-    fn_diag = tile_function(layer, p.track_ntk, sym_tile=True, compiled=False, full=p.full)
+    fn = tile_function(layer, p.track_ntk, sym_tile=False, compiled=False, full=p.full,
+                       mask_constant=p.mask_constant)
+    fn_diag = tile_function(layer, p.track_ntk, sym_tile=True, compiled=False, full=p.full,
+                            mask_constant=p.mask_constant)
     b1 = tile_slices(n1, tile)
     b2 = b1 if sym else tile_slices(n2, tile)
     tiles: dict[tuple[int, int], Kernel] = {}

@@ -152,6 +152,14 @@ class GlobalSelfAttentionModule(nn.Module):
         self.qk = std_value(s.w_query_std) * std_value(s.w_key_std)
         self.ov = std_value(s.w_out_std) * std_value(s.w_value_std)
 
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs from a network's ``mask_constant`` (`ntkit.layers.masking`): no
+        position attends to absent ones, and outputs at absent positions are zeroed (the
+        kernel's remasking)."""
+        pm = mask.all(1)
+        m = pm.unsqueeze(1)
+        return self(x, pm).masked_fill(m, 0.0), m
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (n, C, *S); mask: None or (n, *S) bool, True at absent positions (as
         neural-tangents' ``apply_fn(mask=...)``: their embeddings are zeroed and no
