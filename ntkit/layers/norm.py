@@ -97,14 +97,16 @@ class LayerNorm(Layer):
             return m
 
         def masked_means(cov: Tensor, mask: Tensor) -> Tensor:
-            # neural-tangents' mean_and_var with a mask: the mean of var + eps over the
-            # present positions. Where that is 0 (eps = 0 at an absent position, or a
-            # fully masked example) the covariances are 0: divide by 1, never 0/0.
+            # neural-tangents' mean_and_var with a mask: the sum of var + eps over the
+            # positions (absent ones add their eps, their variance being 0) divided by
+            # the number of present ones (at least 1). Where that is 0 (eps = 0 at an
+            # absent position or a fully masked example) the covariances are 0: divide
+            # by 1, never 0/0.
             m = k.variances(cov) + self.eps
             if pos:
                 dims = [1 + a for a in pos]
                 count = (~mask).sum(dim=dims, keepdim=True)
-                m = m.masked_fill(mask, 0.0).sum(dim=dims, keepdim=True) / count.clamp_min(1)
+                m = m.sum(dim=dims, keepdim=True) / count.clamp_min(1)
             return m.masked_fill(m == 0, 1.0)
 
         if k.masked:
