@@ -17,7 +17,7 @@ from ntkit.engine.compiled import tile_function
 from ntkit.engine.pairs import pairs_in_tile
 from ntkit.engine.plan import Plan
 from ntkit.engine.schedule import auto_tile, tile_slices
-from ntkit.engine.writers import check_finite, package
+from ntkit.engine.writers import MaskCollector, check_finite, package
 from ntkit.kernel import Kernel, swap_examples
 
 
@@ -66,4 +66,7 @@ def evaluate_grad(layer, p: Plan, tile: int | None, budget: int):
         else:
             results[name] = torch.cat([tiles[0 if not sym else j, j].var2
                                        for j in range(len(b2))])
-    return package(results, p.get, p.names, p.probe, sym)
+    masks = MaskCollector(p.get is None and p.probe.masked, sym)
+    for (i, j), k in tiles.items():
+        masks.add(k, i, j)
+    return package(results, p.get, p.names, p.probe, sym, masks.masks(len(b1), len(b2)))

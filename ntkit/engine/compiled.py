@@ -69,7 +69,7 @@ def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool,
         k = inner(x1, x2, pattern=None if p1 is None and p2 is None else (p1, p2))
         if isinstance(k, tuple):
             return k
-        return k.nngp, k.ntk, k.cov1, k.var2, k.channels, k.spatial, k.full
+        return k.nngp, k.ntk, k.cov1, k.var2, k.channels, k.spatial, k.full, k.mask1, k.mask2
 
     return fn
 
@@ -126,11 +126,12 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
                 warnings.warn(f"torch.compile failed for this kernel ({type(exc).__name__}: "
                               f"{exc}); using eager evaluation", RuntimeWarning)
             else:
-                if isinstance(res, tuple) and len(res) == 7 and not isinstance(res[0], Kernel):
-                    nngp, ntk, cov1, var2, channels, spatial, full_out = res
+                if isinstance(res, tuple) and len(res) == 9 and not isinstance(res[0], Kernel):
+                    nngp, ntk, cov1, var2, channels, spatial, full_out, m1, m2 = res
                     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1,
                                   cov2=None if x2 is None else var2, channels=channels,
-                                  x1_is_x2=x2 is None, spatial=spatial, full=full_out)
+                                  x1_is_x2=x2 is None, spatial=spatial, full=full_out,
+                                  mask1=m1, mask2=m2)
                 return res
         return eager(x1, x2, pattern=pattern)
 

@@ -260,6 +260,9 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
             if "cov2" in names:
                 out["var2"].append(k.var2.numpy())
             out["spatial"], out["full"] = k.spatial, k.full
+            # The output masks (for a get=None Kernel; `ntkit.engine.writers.MaskCollector`).
+            out["mask1"] = None if k.mask1 is None else k.mask1.numpy()
+            out.setdefault("mask2", []).append(None if k.mask2 is None else k.mask2.numpy())
     for n, parts in pair.items():
         out[n] = np.concatenate(parts, axis=1)
     return out
@@ -310,6 +313,9 @@ def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: boo
                     tile.cov1 = torch.from_numpy(res["cov1"])
                 if res["var2"]:
                     tile.var2 = torch.from_numpy(res["var2"][pos])
+                m1, m2 = res.get("mask1"), res.get("mask2", [None] * (pos + 1))[pos]
+                tile.mask1 = None if m1 is None else torch.from_numpy(m1)
+                tile.mask2 = None if m2 is None else torch.from_numpy(m2)
                 start += width
                 yield i, j, tile
             fut.release()

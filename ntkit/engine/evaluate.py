@@ -43,7 +43,7 @@ from ntkit.engine.schedule import (
     workers,
 )
 from ntkit.engine.threads import torch_threads
-from ntkit.engine.writers import check_out, flush, package, store_tile
+from ntkit.engine.writers import MaskCollector, check_out, flush, package, store_tile
 
 __all__ = ["CPU_TILE_BYTES", "DEFAULT_TILE", "LIVE_ARRAYS", "auto_tile", "evaluate",
            "pair_entries", "tile_slices"]
@@ -153,7 +153,10 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
             ledgers.append(ledger)
         pairs = [q for q in pairs if q not in done]
 
+    masks = MaskCollector(p.get is None and p.probe.masked, sym)
+
     def finish(i, j, k):
+        masks.add(k, i, j)
         store_tile(results, k, b1[i], b2[j], i, j, sym, upper)
         for ledger in ledgers:  # only once every array holds the tile's chunks
             ledger.mark(i, j)
@@ -185,7 +188,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         if bar is not None:
             bar.close()
     flush(results)
-    return package(results, p.get, names, p.probe, sym)
+    return package(results, p.get, names, p.probe, sym, masks.masks(len(b1), len(b2)))
 
 
 def _run_on_dask(client, layer, p, pairs, b1, b2, shared, finish, tick) -> None:

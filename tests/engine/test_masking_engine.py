@@ -232,3 +232,26 @@ def test_monte_carlo_of_the_built_network_agrees_with_the_kernel():
     mc = monte_carlo_kernel(spec, x, n_samples=2, mask_constant=MASK)
     torch.testing.assert_close(mc.ntk, torch.stack(samples["ntk"][:2]).mean(0), rtol=1e-12,
                                atol=0)
+
+
+@pytest.mark.parametrize("x2_given", [False, True])
+def test_get_none_kernel_carries_the_masks_and_composes(data, x2_given):
+    """``get=None`` returns the whole call's output masks (gathered from the tiles), so
+    ``net2.kernel(net1.kernel(x, get=None))`` is the kernel of ``serial(net1, net2)``."""
+    x1, x2 = data
+    x2 = x2 if x2_given else None
+    net1 = nl.serial(nl.Conv(4, (3,), padding="SAME", w_std=1.3, b_std=0.2), nl.ReLU(),
+                     nl.Conv(4, (2,), w_std=1.2))
+    net2 = nl.serial(nl.Erf(), nl.Flatten(), nl.Dense(1, b_std=0.1))  # diagonal storage
+    k = net1.kernel(x1, x2, get=None, tile=3, mask_constant=MASK)
+    want1 = (x1 == MASK).all(1)[:, :-1]    # VALID width-2 window: its centre is the left
+    assert torch.equal(k.mask1, want1)
+    if x2_given:
+        assert torch.equal(k.mask2, (x2 == MASK).all(1)[:, :-1])
+    else:
+        assert k.mask2 is None
+    got = net2.kernel(k)
+    want = nl.serial(net1, net2).kernel(x1, x2, get=("nngp", "ntk"), tile=3,
+                                        mask_constant=MASK)
+    torch.testing.assert_close(got.nngp, want.nngp, rtol=1e-13, atol=0)
+    torch.testing.assert_close(got.ntk, want.ntk, rtol=1e-13, atol=0)
