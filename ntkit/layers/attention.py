@@ -76,9 +76,9 @@ def pos_emb_covariance(spatial: tuple[int, ...], p_norm: float,
 
 def _position_masks(k: Kernel, P: int) -> tuple[Tensor | None, Tensor | None]:
     """The (n, P) bool masks of absent positions of the two inputs (True: absent), read
-    from the Kernel's proposed ``mask1``/``mask2`` fields ((n, *S) bool, or None; see
-    neural-tangents' ``mask_constant``). Kernels without those fields have no masks."""
-    m1, m2 = getattr(k, "mask1", None), getattr(k, "mask2", None)
+    from the Kernel's ``mask1``/``mask2`` fields ((n, *S) bool, or None; see
+    neural-tangents' ``mask_constant`` and `ntkit.layers.masking`)."""
+    m1, m2 = k.mask1, k.mask2
     if m2 is None and k.x1_is_x2:
         m2 = m1
     flat = [None if m is None else m.reshape(m.shape[0], P).to(torch.bool) for m in (m1, m2)]
@@ -203,7 +203,9 @@ class GlobalSelfAttention(Layer):
     channels first; the kernel is the limit of infinitely many heads and key/value/output
     channels (see the module docstring for the maps). Its kernel map needs the full
     position-pair covariance of its input (``requires_full``), which the engine then
-    provides for the whole network before it.
+    provides for the whole network before it. Masked inputs (``net.kernel(...,
+    mask_constant=c)``, `ntkit.layers.masking`): no position attends to an absent one,
+    and covariances at absent positions are 0 (a fully masked example gives 0).
 
     Args:
       n_chan_out, n_chan_key, n_chan_val, n_heads: widths of the finite network (>= 1).

@@ -127,6 +127,14 @@ def test_disk_outputs_equal_the_in_memory_kernel_bitwise(data, tmp_path):
                                    shape=(7, 5))
     net.kernel(x1, x2, get="ntk", tile=3, out=mm, mask_constant=MASK)
     assert np.array_equal(np.asarray(mm), ram.numpy())
+    # Inputs on disk (memmaps, read per tile): each tile's masks from its own rows. (x2
+    # without the row identical to one of x1: pairs are not searched in inputs on disk.)
+    xin = np.lib.format.open_memmap(tmp_path / "x1.npy", mode="w+", dtype=np.float64,
+                                    shape=tuple(x1.shape))
+    xin[...] = x1.numpy()
+    xc = x2[[0, 1, 2, 4]]
+    lazy = net.kernel(xin, xc, get="ntk", tile=3, mask_constant=MASK)
+    assert torch.equal(lazy, net.kernel(x1, xc, get="ntk", tile=3, mask_constant=MASK))
     pytest.importorskip("zarr")
     storage = pytest.importorskip("ntkit.engine.storage")
     a = storage.create_kernel_array(str(tmp_path / "k.zarr"), 7, 5, tile=3)
