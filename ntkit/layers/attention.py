@@ -167,6 +167,10 @@ class GlobalSelfAttentionModule(nn.Module):
         s = self.spec
         n = x.shape[0]
         xs = x.reshape(n, self.channels, -1).transpose(1, 2)  # (n, P, C)
+        if mask is not None and tuple(mask.shape) != (n, *self.spatial):
+            raise ValueError(f"mask has shape {tuple(mask.shape)}; it must be (n, *S) = "
+                             f"{(n, *self.spatial)}, one bool per example and position "
+                             "(True: absent)")
         m = None if mask is None else mask.reshape(n, -1).to(torch.bool)
         vals = None
         if self.pos_emb is not None:

@@ -194,3 +194,10 @@ def test_finite_network_masks_like_truncation():
     y = full(xm, mask_constant=MASK)
     torch.testing.assert_close(y[:2], short(x[:2, :, :4]), rtol=1e-12, atol=1e-13)
     assert (y[2] == 0).all()
+
+
+def test_attention_module_refuses_a_mask_of_the_wrong_shape():
+    module = nl.GlobalSelfAttention(4, 3, 3, 1).build((3, 5))
+    x = torch.randn(2, 3, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 4\)"):
+        module(x, torch.zeros(2, 4, dtype=torch.bool))
