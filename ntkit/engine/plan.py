@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -129,6 +130,21 @@ def check_pattern(pattern, n1: int, n2: int | None, device) -> tuple | None:
     return tuple(out)
 
 
+def _at_input_precision(c: float, x) -> float:
+    """The mask constant rounded to the inputs' own floating dtype: the inputs are
+    compared with it after conversion to the compute dtype, so a float32 batch padded
+    with 0.1 (stored as 0.1f) is masked by mask_constant=0.1, as in neural-tangents (which
+    compares in the inputs' dtype)."""
+    dt = getattr(x, "dtype", None)
+    try:
+        npdt = np.dtype(str(dt).removeprefix("torch.")) if dt is not None else None
+    except TypeError:
+        return c  # a dtype numpy does not know (bfloat16): compare as given
+    if npdt is None or npdt.kind != "f":
+        return c
+    return float(np.asarray(c, dtype=npdt))
+
+
 def _equal(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -171,7 +187,7 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
     dtype = check_dtype(dtype)
     get = check_get(get)
     if mask_constant is not None:
-        mask_constant = check_mask_constant(mask_constant)
+        mask_constant = _at_input_precision(check_mask_constant(mask_constant), x1)
     same_object = x2 is x1
     x1, x2 = as_pair(x1, x2, dtype, spatial=True, lazy=lazy)
     pattern = check_pattern(pattern, x1.shape[0], None if x2 is None else x2.shape[0],

@@ -263,3 +263,18 @@ def test_get_none_kernel_carries_the_masks_and_composes(data, x2_given):
                                         mask_constant=MASK)
     torch.testing.assert_close(got.nngp, want.nngp, rtol=1e-13, atol=0)
     torch.testing.assert_close(got.ntk, want.ntk, rtol=1e-13, atol=0)
+
+
+def test_mask_constant_compared_at_the_inputs_precision():
+    """A float32 batch padded with 0.1 (stored as 0.1f) is masked by mask_constant=0.1
+    although the kernel is computed in float64 (neural-tangents compares in the inputs'
+    dtype): the same kernel as the float64 batch padded with the float64 constant."""
+    x = _x(3, 2).to(torch.float32)
+    x[1, :, 3:] = 0.1
+    x64 = x.to(F64)
+    x64[1, :, 3:] = 0.25
+    net = nl.serial(nl.Conv(3, (1,), w_std=1.2, b_std=0.1), nl.ReLU(), nl.GlobalAvgPool(),
+                    nl.Dense(1))
+    got = net.kernel(x, get="ntk", mask_constant=0.1)
+    want = net.kernel(x64, get="ntk", mask_constant=0.25)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
