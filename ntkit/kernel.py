@@ -53,6 +53,21 @@ Flags:
   or `FanInConcat` joined several streams. Linear maps, LayerNorm and a Dense/Conv layer
   (which mixes all channels, making them alike again) are exact on it; a nonlinearity
   is not (the mean of its dual is not its dual of the mean), and refuses.
+- ``mask1``/``mask2``: None (no masking), or bool tensors (n1, *S) / (n2, *S), True at
+  the positions of each example that are absent (neural-tangents' ``mask_constant``:
+  padding of variable-length sequences and images); (n1,) / (n2,) for fully-connected
+  kernels (True: the whole example is absent). Both are set or both None, except that
+  mask2 is None when x2 is x1 (then it is mask1). `input_kernel` makes them: a position
+  is absent when *all* its channels equal ``mask_constant``, and every input entry equal
+  to it (even at a position that is not absent) is zeroed before the covariances are
+  taken, as neural-tangents does. Layers carry the masks (a convolution or a pooling
+  window takes the mask of its centre position, a global pool or Flatten reduces them,
+  `FanInSum` intersects them) and their reductions skip absent positions (a global
+  average divides by the number of present ones); the layers that neural-tangents
+  "remasks" (Dense, convolutions, pooling windows, attention, Erf, Sin and the other
+  non-positive-homogeneous activations) zero every covariance entry that involves an
+  absent position, so a fully masked example has kernel exactly 0. Masks are a function
+  of each example's own inputs, so identical examples have identical masks.
 - ``gaussian``: True when the channels are zero-mean Gaussian processes (outputs of
   Dense/Conv and linear maps of them), False when they are known not to be (after an
   activation, or a sum including such a stream), None when unknown (raw inputs). The
@@ -64,6 +79,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -142,7 +158,8 @@ class Kernel:
     (or None), ``cov1``, ``cov2`` (None when x2 is x1), ``channels``, ``spatial``,
     ``full``, and the planning flags ``source``, ``roots``, ``n_dense``, ``x1_is_x2``,
     ``gaussian``, ``mixed_channels``, ``same``, ``trace``, and the per-example side
-    input ``pattern`` (graph patterns for `Aggregate`; see the module docstring).
+    inputs ``pattern`` (graph patterns for `Aggregate`) and ``mask1``/``mask2``
+    (absent positions, neural-tangents' ``mask_constant``; see the module docstring).
 
     A `Kernel` is immutable: maps return new ones (``k.replace(...)``). Kernels compose
     as in neural-tangents' ``kernel_fn``: ``net2.kernel_map(net1.kernel_map(k))`` is the
@@ -174,9 +191,53 @@ class Kernel:
     mixed_channels: bool = False
     same: tuple[Tensor, Tensor] | None = None
     pattern: tuple | None = None
+    mask1: Tensor | None = None
+    mask2: Tensor | None = None
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def masked(self) -> bool:
+        """Whether this kernel carries masks (``mask_constant`` was given)."""
+        return self.mask1 is not None or self.mask2 is not None
+
+    @property
+    def mask_pair(self) -> tuple[Tensor, Tensor] | None:
+        """(mask1, mask2) with mask2 = mask1 when x2 is x1; None without masks."""
+        if not self.masked:
+            return None
+        m2 = self.mask1 if self.mask2 is None else self.mask2
+        return self.mask1, m2
+
+    def remask(self, mask1: Tensor | None, mask2: Tensor | None) -> Kernel:
+        """This kernel with the masks ``mask1``/``mask2`` ((n, *S) bool for this kernel's
+        positions, True: absent; see the module docstring) and every covariance entry that
+        involves an absent position set to 0: neural-tangents' remasking. Entries of
+        present positions are untouched (bitwise). No-op without masks."""
+        if mask1 is None and mask2 is None:
+            return self.replace(mask1=None, mask2=None)
+        m2 = mask1 if mask2 is None else mask2
+        a, b = self.broadcast_pair(mask1, m2, 2)
+        m12 = a | b
+
+        def cov_mask(m):
+            if not self.full or self.replaying:
+                return m
+            a, b = self.broadcast_pair(m, m, 1)
+            return a | b
+
+        nngp = self.nngp.masked_fill(m12, 0.0)
+        ntk = None if self.ntk is None else self.ntk.masked_fill(m12, 0.0)
+        cov1 = self.cov1.masked_fill(cov_mask(mask1), 0.0)
+        cov2 = None if self.cov2 is None else self.cov2.masked_fill(cov_mask(m2), 0.0)
+        return self.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, mask1=mask1,
+                            mask2=None if self.x1_is_x2 else m2)
+
+    def map_masks(self, fn) -> tuple[Tensor | None, Tensor | None]:
+        """(fn(mask1), fn(mask2)), None staying None: a layer's map of the masks."""
+        return (None if self.mask1 is None else fn(self.mask1),
+                None if self.mask2 is None else fn(self.mask2))
 
     def fresh_affine(self, channels: int, **changes) -> Kernel:
         """The kernel of a fresh Dense/Conv output (new zero-mean weights): the layer
@@ -372,7 +433,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
                  cov1: Tensor | None = None, cov2: Tensor | None = None,
                  full: bool = False, trace: CovTrace | None = None,
                  same: tuple[Tensor, Tensor] | None = None,
-                 pattern: tuple | None = None) -> Kernel:
+                 pattern: tuple | None = None, mask_constant: float | None = None) -> Kernel:
     """The kernel of the raw inputs: nngp = x1·x2 / C, ntk = 0, cov = |x|² / C.
 
     x1: (n1, d) or, channels first, (n1, C, *S); x2: the same per-example shape, or None
@@ -384,7 +445,25 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     them from (then cov1/cov2 are not computed). ``same``: (rows, cols) of identical
     example pairs of x1 and x2 (see `Kernel`), or None. ``pattern``: (pattern1, pattern2)
     graph patterns of these rows of x1 and x2 (see `Kernel`), or None.
+    ``mask_constant``: None, or a finite real number: every input entry equal to it is
+    zeroed before the covariances, and a position (an example, for (n, d) inputs) is
+    absent when all its channels equal it; the kernel then carries ``mask1``/``mask2``
+    (see the module docstring; neural-tangents' ``mask_constant``). Precomputed
+    ``cov1``/``cov2`` must then be those of the zeroed inputs.
+
+    Example:
+      >>> x = torch.tensor([[[1., 2., 0.]], [[0., 0., 0.]]], dtype=torch.float64)
+      >>> k = input_kernel(x, None, track_ntk=False, mask_constant=0.0)
+      >>> k.mask1
+      tensor([[False, False,  True],
+              [ True,  True,  True]])
     """
+    mask1 = mask2 = None
+    if mask_constant is not None:
+        check_mask_constant(mask_constant)
+        x1, mask1 = _masked_input(x1, mask_constant)
+        if x2 is not None:
+            x2, mask2 = _masked_input(x2, mask_constant)
     if x2 is None:
         x2 = x1
         x1_is_x2 = True
@@ -429,7 +508,40 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     ntk = torch.zeros_like(nngp) if track_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=c,
                   source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace,
-                  same=same, pattern=pattern)
+                  same=same, pattern=pattern, mask1=mask1,
+                  mask2=None if x1_is_x2 else mask2)
+
+
+def check_mask_constant(value) -> float:
+    """``value`` as a float if it is a finite real scalar (Python or numpy number, or a
+    one-element tensor), else a clear TypeError/ValueError naming ``mask_constant``."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"mask_constant must be a real number (the padding value of absent "
+                        f"positions), got {value!r}")
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise TypeError("mask_constant must be a real scalar, got a tensor of shape "
+                            f"{tuple(value.shape)} and dtype {value.dtype}")
+        value = value.item()
+    try:
+        if not isinstance(value, numbers.Real):
+            raise TypeError
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"mask_constant must be a real number (the padding value of absent "
+                        f"positions), got {type(value).__name__}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"mask_constant must be finite, got {v}: ntkit's inputs must be "
+                         "finite, so pad absent positions with a finite value that real "
+                         "inputs never take (e.g. -1e6), and pass that")
+    return v
+
+
+def _masked_input(x: Tensor, c: float) -> tuple[Tensor, Tensor]:
+    """(x with entries equal to c zeroed, (n, *S) or (n,) mask of absent positions)."""
+    hit = x == c
+    mask = hit.all(1)
+    return x.masked_fill(hit, 0.0), mask
 
 
 def _self_cov(x: Tensor, full: bool) -> Tensor:

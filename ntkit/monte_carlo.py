@@ -75,7 +75,7 @@ def sample_seeds(seed: int, n: int) -> list[int]:
 def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
                        get: str | Sequence[str] = ("nngp", "ntk"), seed: int = 0,
                        progress: bool = False, memory_budget: int | None = None,
-                       pattern=None):
+                       pattern=None, mask_constant=None):
     """Kernels of ``net`` averaged over ``n_samples`` random finite networks.
 
     Args:
@@ -96,6 +96,9 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
       pattern: (pattern1, pattern2) per-example graph patterns for graph networks, passed
         to each network's forward as `ntkit.empirical.empirical_ntk` does (as
         ``net.kernel(x1, x2, pattern=...)`` takes them).
+      mask_constant: the padding value of masked inputs, passed to each network's
+        forward (``model(x, mask_constant=c)``), as ``net.kernel(x1, x2,
+        mask_constant=c)`` takes it.
 
     Returns:
       For one ``get`` name a (n1, n2) tensor, else a namedtuple with those fields; for a
@@ -128,9 +131,11 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
         model = net.build(in_features=d, seed=seeds[s])
         for g in names:
             if g == "nngp":
-                k = empirical_nngp(model, x1, x2, memory_budget=budget, pattern=pattern)
+                k = empirical_nngp(model, x1, x2, memory_budget=budget, pattern=pattern,
+                                   mask_constant=mask_constant)
             else:
-                k = empirical_ntk(model, x1, x2, memory_budget=budget, pattern=pattern)
+                k = empirical_ntk(model, x1, x2, memory_budget=budget, pattern=pattern,
+                                  mask_constant=mask_constant)
             sums[g] = k if sums[g] is None else sums[g] + k
         if bar is not None:
             bar.update(1)

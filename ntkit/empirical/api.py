@@ -210,7 +210,7 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
                   batch_size: int | None = None, progress: bool = False,
                   memory_budget: int | None = None, projection_dim: int | None = None,
                   seed: int | None = None, projection: str | None = None,
-                  pattern: Any = None) -> Tensor:
+                  pattern: Any = None, mask_constant: Any = None) -> Tensor:
     """Empirical neural tangent kernel Θ(x1, x2) = J(x1) J(x2)ᵀ of a finite network.
 
     J(x) is the per-example Jacobian of the model's outputs (flattened and, for tuple/dict
@@ -294,6 +294,9 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
     networks take them): x1's rows run with pattern1's rows, x2's with pattern2's
     (pattern2 None when x2 is None). Computed by the Jacobian contraction one example at a
     time (`ntkit.empirical.side`), with the flat ``trace_outputs`` forms only.
+    ``mask_constant``: the padding value of masked inputs, passed to the forward
+    (``model(x, mask_constant=c)``, as networks built from ntkit specs take it; see
+    ``net.kernel(..., mask_constant=)``); computed the same way.
 
     Raises:
       ValueError: unknown method, empty parameter selection, empty batch, NaN/inf
@@ -323,10 +326,11 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     _check_batch_size(batch_size)
-    if pattern is not None:
+    if pattern is not None or mask_constant is not None:
         return _with_pattern(side_ntk, model, x1, x2, pattern, trace_outputs,
                              (method != "auto" and method != "jacobian", trace_axes,
-                              diagonal_axes, params, projection_dim, seed, projection))
+                              diagonal_axes, params, projection_dim, seed, projection),
+                             mask_constant)
     if projection_dim is not None:
         if method != "auto":
             raise ValueError(f"projection_dim= computes projected gradients; method={method!r} "
@@ -346,18 +350,21 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *, method: str = "a
         return _ntk(fm, x1, x2, method, traced, batch_size, progress, budget)
 
 
-def _with_pattern(fn, model, x1, x2, pattern, trace_outputs, other: tuple) -> Tensor:
+def _with_pattern(fn, model, x1, x2, pattern, trace_outputs, other: tuple,
+                  mask_constant=None) -> Tensor:
     # Side inputs take the per-example Jacobian path: no other option applies there.
     if any(o not in (None, False) for o in other):
-        raise ValueError("pattern= works with the flat trace_outputs forms only (method "
-                         "'auto'/'jacobian', no trace_axes/diagonal_axes, params, projection)")
+        raise ValueError("pattern= works with the flat trace_outputs forms only, as does "
+                         "mask_constant= (method 'auto'/'jacobian', no trace_axes/"
+                         "diagonal_axes, params, projection)")
     x1 = torch.as_tensor(x1)
     x2 = None if x2 is None else torch.as_tensor(x2)
     dtype = next(model.parameters()).dtype
     x1 = x1.to(dtype) if x1.is_floating_point() else x1
     x2 = x2.to(dtype) if x2 is not None and x2.is_floating_point() else x2
     with eval_mode(model):
-        return fn(model, x1, x2, pattern, True if trace_outputs is None else trace_outputs)
+        return fn(model, x1, x2, pattern, True if trace_outputs is None else trace_outputs,
+                  mask_constant=mask_constant)
 
 
 def _projected_ntk(model: nn.Module, x1, x2, k, seed, projection: str, axes: tuple,
@@ -502,7 +509,8 @@ def _progress(total: int, on: bool, desc: str):
 def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *,
                    trace_outputs: bool | None = None, trace_axes: Any = None,
                    diagonal_axes: Any = None, batch_size: int | None = None,
-                   memory_budget: int | None = None, pattern: Any = None) -> Tensor:
+                   memory_budget: int | None = None, pattern: Any = None,
+                   mask_constant: Any = None) -> Tensor:
     """Empirical NNGP kernel: the covariance of the model's outputs between x1 and x2.
 
     traced: (n1, n2) = f(x1)·f(x2) / k (mean over the k output units, as
@@ -516,12 +524,12 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *,
 
     ``batch_size=None`` picks the rows per forward from ``memory_budget`` (bytes; None:
     the device default): `nngp_tile` rows, the activations of one example measured by
-    tracing one forward. ``pattern``: as in `empirical_ntk`.
+    tracing one forward. ``pattern``, ``mask_constant``: as in `empirical_ntk`.
     """
     _check_batch_size(batch_size)
-    if pattern is not None:
+    if pattern is not None or mask_constant is not None:
         return _with_pattern(side_nngp, model, x1, x2, pattern, trace_outputs,
-                             (trace_axes, diagonal_axes))
+                             (trace_axes, diagonal_axes), mask_constant)
     fm = FunctionalModel(model, _all_params(model))
     budget = check_memory_budget(memory_budget, fm.device)
     x1, x2 = _inputs(fm, x1, x2)

@@ -17,7 +17,7 @@ from ntkit.engine.compiled import tile_function
 from ntkit.engine.pairs import pairs_in_tile
 from ntkit.engine.plan import Plan
 from ntkit.engine.schedule import auto_tile, tile_slices
-from ntkit.engine.writers import check_finite, package
+from ntkit.engine.writers import MaskCollector, check_finite, package
 from ntkit.kernel import Kernel, swap_examples
 
 
@@ -27,8 +27,10 @@ def evaluate_grad(layer, p: Plan, tile: int | None, budget: int):
     x1, x2, sym, n1, n2 = p.x1, p.x2, p.sym, p.n1, p.n2
     if tile is None:
         tile = auto_tile(x1, p.full, x1.dtype, budget, n1, n2)
-    fn = tile_function(layer, p.track_ntk, sym_tile=False, compiled=False, full=p.full)
-    fn_diag = tile_function(layer, p.track_ntk, sym_tile=True, compiled=False, full=p.full)
+    fn = tile_function(layer, p.track_ntk, sym_tile=False, compiled=False, full=p.full,
+                       mask_constant=p.mask_constant)
+    fn_diag = tile_function(layer, p.track_ntk, sym_tile=True, compiled=False, full=p.full,
+                            mask_constant=p.mask_constant)
     b1 = tile_slices(n1, tile)
     b2 = b1 if sym else tile_slices(n2, tile)
     tiles: dict[tuple[int, int], Kernel] = {}
@@ -64,4 +66,7 @@ def evaluate_grad(layer, p: Plan, tile: int | None, budget: int):
         else:
             results[name] = torch.cat([tiles[0 if not sym else j, j].var2
                                        for j in range(len(b2))])
-    return package(results, p.get, p.names, p.probe, sym)
+    masks = MaskCollector(p.get is None and p.probe.masked, sym)
+    for (i, j), k in tiles.items():
+        masks.add(k, i, j)
+    return package(results, p.get, p.names, p.probe, sym, masks.masks(len(b1), len(b2)))

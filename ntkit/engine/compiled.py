@@ -26,11 +26,13 @@ import ntkit.dual.fused as fused_duals
 from ntkit.kernel import Kernel, input_kernel, swap_examples
 
 
-def _eager(layer, track_ntk: bool, sym_tile: bool, full: bool = False):
+def _eager(layer, track_ntk: bool, sym_tile: bool, full: bool = False,
+           mask_constant: float | None = None):
     def fn(x1: Tensor, x2: Tensor | None = None, trace=None, same=None,
            pattern=None) -> Kernel:
         k = layer.kernel_map(input_kernel(x1, x2, track_ntk=track_ntk, full=full,
-                                          trace=trace, same=same, pattern=pattern))
+                                          trace=trace, same=same, pattern=pattern,
+                                          mask_constant=mask_constant))
         if sym_tile and isinstance(k, Kernel):
             # x x^T from BLAS is not bitwise symmetric; make diagonal tiles exactly so.
             d = len(k.spatial)
@@ -55,9 +57,11 @@ def _with_fusion(fn, fused: bool | None):
     return with_fusion
 
 
-def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool):
-    # torch.compile traces tensors in, tensors out; the Kernel is rebuilt outside.
-    inner = _eager(layer, track_ntk, sym_tile, full)
+def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool,
+             mask_constant: float | None = None):
+    # torch.compile traces tensors in, tensors out; the Kernel is rebuilt outside. The
+    # masks are computed inside from the tile's inputs (a constant mask_constant).
+    inner = _eager(layer, track_ntk, sym_tile, full, mask_constant)
 
     def fn(x1: Tensor, x2: Tensor | None = None, p1: Tensor | None = None,
            p2: Tensor | None = None):
@@ -65,7 +69,7 @@ def _tensors(layer, track_ntk: bool, sym_tile: bool, full: bool):
         k = inner(x1, x2, pattern=None if p1 is None and p2 is None else (p1, p2))
         if isinstance(k, tuple):
             return k
-        return k.nngp, k.ntk, k.cov1, k.var2, k.channels, k.spatial, k.full
+        return k.nngp, k.ntk, k.cov1, k.var2, k.channels, k.spatial, k.full, k.mask1, k.mask2
 
     return fn
 
@@ -78,7 +82,7 @@ def _own_code(fn):
 
 def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: bool = False,
                   *, backend="inductor", fullgraph: bool = False,
-                  fused: bool | None = None):
+                  fused: bool | None = None, mask_constant: float | None = None):
     """fn(x1_tile, x2_tile=None, same=None, pattern=None) -> Kernel of the tile (x2_tile
     None: x2 is x1; ``same``: identical example pairs of the tile, ``pattern``: the
     tile's graph patterns (pattern1[rows], pattern2[cols]), see `ntkit.kernel.Kernel`).
@@ -91,15 +95,20 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
     ``fused``: whether the duals fuse their elementwise work (`ntkit.dual.fused`) in the
     eager map: None keeps the process default (off unless ``NTKIT_FUSED=1``). Entered in
     each tile's own thread (the setting is thread-local).
+
+    ``mask_constant``: None, or the (validated) value that marks absent input positions
+    (`ntkit.kernel.input_kernel`): each tile computes its rows' masks from its own inputs,
+    so masks need no slicing and identical rows have identical masks.
     """
-    eager = _with_fusion(_eager(layer, track_ntk, sym_tile, full),
+    eager = _with_fusion(_eager(layer, track_ntk, sym_tile, full, mask_constant),
                          False if compiled else fused)
     if not compiled:
         return eager
     cache = layer.__dict__.setdefault("_ntkit_compiled", {})
-    key = (track_ntk, sym_tile, full, backend, fullgraph)
+    key = (track_ntk, sym_tile, full, backend, fullgraph, mask_constant)
     if key not in cache:
-        cache[key] = torch.compile(_own_code(_tensors(layer, track_ntk, sym_tile, full)),
+        cache[key] = torch.compile(_own_code(_tensors(layer, track_ntk, sym_tile, full,
+                                                      mask_constant)),
                                    dynamic=False, backend=backend, fullgraph=fullgraph)
     cfn = cache[key]
     state = {"failed": False}
@@ -117,11 +126,12 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
                 warnings.warn(f"torch.compile failed for this kernel ({type(exc).__name__}: "
                               f"{exc}); using eager evaluation", RuntimeWarning)
             else:
-                if isinstance(res, tuple) and len(res) == 7 and not isinstance(res[0], Kernel):
-                    nngp, ntk, cov1, var2, channels, spatial, full_out = res
+                if isinstance(res, tuple) and len(res) == 9 and not isinstance(res[0], Kernel):
+                    nngp, ntk, cov1, var2, channels, spatial, full_out, m1, m2 = res
                     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1,
                                   cov2=None if x2 is None else var2, channels=channels,
-                                  x1_is_x2=x2 is None, spatial=spatial, full=full_out)
+                                  x1_is_x2=x2 is None, spatial=spatial, full=full_out,
+                                  mask1=m1, mask2=m2)
                 return res
         return eager(x1, x2, pattern=pattern)
 

@@ -219,7 +219,7 @@ def _open_shared(shared: dict) -> dict[str, Tensor] | None:
 
 def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_ntk: bool,
                full: bool, names: tuple[str, ...], shared: dict | None = None,
-               same=None, pattern=None) -> dict:
+               same=None, pattern=None, mask_constant=None) -> dict:
     """Worker task: tiles (i, j) for j in js, exactly as `ntkit.engine.evaluate` does.
 
     Fields in ``shared`` (name -> (path, shape, dtype) of the driver's `shared_result`)
@@ -235,8 +235,10 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
     views = _open_shared(shared) if shared else None
     written = tuple(views) if views else ()
     with torch_threads(1):
-        fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full)
-        fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full)
+        fn = tile_function(layer, track_ntk, sym_tile=False, compiled=False, full=full,
+                           mask_constant=mask_constant)
+        fn_diag = tile_function(layer, track_ntk, sym_tile=True, compiled=False, full=full,
+                                mask_constant=mask_constant)
         xr = aligned(x1[b1[i]])
         other = x1 if sym else x2
         pair = {n: [] for n in ("nngp", "ntk") if n in names and n not in written}
@@ -258,6 +260,9 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
             if "cov2" in names:
                 out["var2"].append(k.var2.numpy())
             out["spatial"], out["full"] = k.spatial, k.full
+            # The output masks (for a get=None Kernel; `ntkit.engine.writers.MaskCollector`).
+            out["mask1"] = None if k.mask1 is None else k.mask1.numpy()
+            out.setdefault("mask2", []).append(None if k.mask2 is None else k.mask2.numpy())
     for n, parts in pair.items():
         out[n] = np.concatenate(parts, axis=1)
     return out
@@ -265,13 +270,15 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
 
 def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: bool,
               full: bool, names: tuple[str, ...], shared: dict | None = None,
-              same=None, pattern=None) -> Iterator[tuple[int, int, SimpleNamespace]]:
+              same=None, pattern=None,
+              mask_constant=None) -> Iterator[tuple[int, int, SimpleNamespace]]:
     """Compute the tiles ``pairs`` on the cluster; yield (i, j, tile) as they come, the
     tile holding the fields of ``names`` (nngp, ntk, cov1, var2) plus spatial and full,
     and ``written``: the fields a worker already stored into the ``shared`` results
     (name -> (path, shape, dtype) of `shared_result` files), which the tile then lacks.
     ``same``: identical example pairs of x1 and x2 (`ntkit.engine.pairs`), or None.
     ``pattern``: the call's graph patterns (`ntkit.engine.plan.Plan.pattern`), or None.
+    ``mask_constant``: the call's (validated) mask constant, or None.
 
     One task per row block i (all its pending tiles). Cancels what is left if the
     consumer stops early or a task fails.
@@ -286,7 +293,8 @@ def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: boo
     fx2 = None if x2 is None else _scatter(client, x2)
     layer = _portable(layer)
     futures = {client.submit(_row_block, layer, fx1, fx2, i, js, b1, b2, sym, track_ntk,
-                             full, tuple(names), shared, same, pattern, pure=False): i
+                             full, tuple(names), shared, same, pattern, mask_constant,
+                             pure=False): i
                for i, js in rows.items()}
     try:
         for fut in distributed.as_completed(list(futures)):
@@ -305,6 +313,9 @@ def run_tiles(client, layer, x1, x2, pairs, b1, b2, *, sym: bool, track_ntk: boo
                     tile.cov1 = torch.from_numpy(res["cov1"])
                 if res["var2"]:
                     tile.var2 = torch.from_numpy(res["var2"][pos])
+                m1, m2 = res.get("mask1"), res.get("mask2", [None] * (pos + 1))[pos]
+                tile.mask1 = None if m1 is None else torch.from_numpy(m1)
+                tile.mask2 = None if m2 is None else torch.from_numpy(m2)
                 start += width
                 yield i, j, tile
             fut.release()

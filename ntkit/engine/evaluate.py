@@ -43,7 +43,7 @@ from ntkit.engine.schedule import (
     workers,
 )
 from ntkit.engine.threads import torch_threads
-from ntkit.engine.writers import check_out, flush, package, store_tile
+from ntkit.engine.writers import MaskCollector, check_out, flush, package, store_tile
 
 __all__ = ["CPU_TILE_BYTES", "DEFAULT_TILE", "LIVE_ARRAYS", "auto_tile", "evaluate",
            "pair_entries", "tile_slices"]
@@ -53,11 +53,11 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
              dtype: torch.dtype = torch.float64, progress: bool = False, out=None,
              compile: bool | str | None = None, memory_budget: int | None = None,
              resume: bool = False,
-             client=None, pattern=None):
+             client=None, pattern=None, mask_constant=None):
     """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
-    p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern)
+    p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern, mask_constant=mask_constant)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
     # compile (see ntkit.dual.fused): None -> the process default (eager unless
@@ -130,9 +130,9 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                          n2, traced=use_trace)
 
     fn = tile_function(layer, p.track_ntk, sym_tile=False, compiled=compile, full=p.full,
-                       fused=fuse)
+                       fused=fuse, mask_constant=p.mask_constant)
     fn_diag = tile_function(layer, p.track_ntk, sym_tile=True, compiled=compile, full=p.full,
-                            fused=fuse)
+                            fused=fuse, mask_constant=p.mask_constant)
     b1 = tile_slices(n1, tile)
     b2 = b1 if sym else tile_slices(n2, tile)
     pairs = [(i, j) for i in range(len(b1)) for j in range(len(b2)) if not sym or j >= i]
@@ -143,7 +143,8 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         done = None
         # Hashes the inputs (and patterns) once.
         fp0 = storage.fingerprint(layer=layer, name="", names=names, x1=x1, x2=x2, sym=sym,
-                                  tile=tile, dtype=dtype, pattern=p.pattern)
+                                  tile=tile, dtype=dtype, pattern=p.pattern,
+                                  mask_constant=p.mask_constant)
         for name, arr in zouts.items():
             ledger = storage.TileLedger(arr)
             fp = {**fp0, "field": name, **({"upper": True} if name in upper else {})}
@@ -152,7 +153,10 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
             ledgers.append(ledger)
         pairs = [q for q in pairs if q not in done]
 
+    masks = MaskCollector(p.get is None and p.probe.masked, sym)
+
     def finish(i, j, k):
+        masks.add(k, i, j)
         store_tile(results, k, b1[i], b2[j], i, j, sym, upper)
         for ledger in ledgers:  # only once every array holds the tile's chunks
             ledger.mark(i, j)
@@ -184,7 +188,7 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         if bar is not None:
             bar.close()
     flush(results)
-    return package(results, p.get, names, p.probe, sym)
+    return package(results, p.get, names, p.probe, sym, masks.masks(len(b1), len(b2)))
 
 
 def _run_on_dask(client, layer, p, pairs, b1, b2, shared, finish, tick) -> None:
@@ -197,7 +201,8 @@ def _run_on_dask(client, layer, p, pairs, b1, b2, shared, finish, tick) -> None:
                                                  sym=p.sym, track_ntk=p.track_ntk,
                                                  full=p.full, names=p.names,
                                                  shared=shared or None, same=p.same,
-                                                 pattern=p.pattern):
+                                                 pattern=p.pattern,
+                                                 mask_constant=p.mask_constant):
                 finish(i, j, k)
                 tick(1)
         finally:

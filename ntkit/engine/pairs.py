@@ -11,8 +11,11 @@ are found with an exact integer fingerprint of each row's bits (a wrapping sum o
 bits times fixed odd multipliers, independent of memory layout, unlike a floating-point
 projection whose rounding may differ between identical rows at different offsets), and
 every candidate pair is confirmed by comparing the rows. Cost: one pass over each batch.
-Only batches in memory are scanned (the engine does not read inputs on disk, memmaps or
-zarr arrays, twice for this), and not when an input requires gradients.
+Masks of absent positions (``mask_constant``) are functions of each row's own entries,
+so identical rows have identical masks and need no separate check; graph patterns are
+separate inputs and do (`same_side_rows`). Only batches in memory are scanned (the
+engine does not read inputs on disk, memmaps or zarr arrays, twice for this), and not
+when an input requires gradients.
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ntkit.engine.inputs import LazyBatch, as_pair, check_dtype, check_get
 from ntkit.engine.pairs import identical_rows, same_side_rows
-from ntkit.kernel import CovTrace, Kernel, Storage, input_kernel
+from ntkit.kernel import CovTrace, Kernel, Storage, check_mask_constant, input_kernel
 
 #: Every field a kernel evaluation can return, in order.
 ALL_FIELDS = ("nngp", "ntk", "cov1", "cov2")
@@ -41,6 +42,7 @@ class Plan:
     same: tuple[Tensor, Tensor] | None
     needs_grad: bool
     pattern: tuple | None = None
+    mask_constant: float | None = None
 
     def patterns(self, rows: slice, cols: slice | None) -> tuple | None:
         """The graph patterns of a tile (see `ntkit.kernel.Kernel`): x1's ``rows`` and
@@ -75,7 +77,8 @@ class Plan:
     def input_kernel(self, x1: Tensor, x2: Tensor | None, **options) -> Kernel:
         """The input kernel of a tile with the planned storage (options as
         `ntkit.kernel.input_kernel` takes them)."""
-        return input_kernel(x1, x2, track_ntk=self.track_ntk, full=self.full, **options)
+        return input_kernel(x1, x2, track_ntk=self.track_ntk, full=self.full,
+                            mask_constant=self.mask_constant, **options)
 
 
 def tile_patterns(pattern: tuple | None, rows: slice, cols: slice | None,
@@ -127,6 +130,21 @@ def check_pattern(pattern, n1: int, n2: int | None, device) -> tuple | None:
     return tuple(out)
 
 
+def _at_input_precision(c: float, x) -> float:
+    """The mask constant rounded to the inputs' own floating dtype: the inputs are
+    compared with it after conversion to the compute dtype, so a float32 batch padded
+    with 0.1 (stored as 0.1f) is masked by mask_constant=0.1, as in neural-tangents (which
+    compares in the inputs' dtype)."""
+    dt = getattr(x, "dtype", None)
+    try:
+        npdt = np.dtype(str(dt).removeprefix("torch.")) if dt is not None else None
+    except TypeError:
+        return c  # a dtype numpy does not know (bfloat16): compare as given
+    if npdt is None or npdt.kind != "f":
+        return c
+    return float(np.asarray(c, dtype=npdt))
+
+
 def _equal(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -140,7 +158,7 @@ def storage_full(net, x) -> bool:
 
 def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.float64,
          lazy: bool = True, symmetric: bool = True, find_pairs: bool = True,
-         pattern: tuple | None = None) -> Plan:
+         pattern: tuple | None = None, mask_constant: float | None = None) -> Plan:
     """Plan the evaluation of ``net``'s kernel over (x1, x2).
 
     Args:
@@ -156,6 +174,9 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
       pattern: None, or (pattern1, pattern2), per-example graph patterns of x1's and
         x2's examples (`ntkit.layers.graph.Aggregate`); x2 equal to x1 takes the
         symmetric path only when the patterns are equal too.
+      mask_constant: None, or a finite real number marking absent input positions
+        (`ntkit.kernel.input_kernel`). The masks are functions of the inputs, so equal
+        inputs (the symmetric path, identical pairs) have equal masks.
 
     Example:
       >>> import torch, ntkit.layers as nl
@@ -165,6 +186,8 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
     """
     dtype = check_dtype(dtype)
     get = check_get(get)
+    if mask_constant is not None:
+        mask_constant = _at_input_precision(check_mask_constant(mask_constant), x1)
     same_object = x2 is x1
     x1, x2 = as_pair(x1, x2, dtype, spatial=True, lazy=lazy)
     pattern = check_pattern(pattern, x1.shape[0], None if x2 is None else x2.shape[0],
@@ -196,7 +219,7 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
     # The probe records its covariance chain: its steps' sizes price a `CovTrace`.
     probe_trace = CovTrace() if x1.ndim > 2 else None
     probe = net.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full,
-                                        trace=probe_trace,
+                                        trace=probe_trace, mask_constant=mask_constant,
                                         pattern=tile_patterns(pattern, slice(0, 1), None,
                                                               True)))
     if isinstance(probe, tuple):
@@ -204,4 +227,5 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
                          "with FanInSum() or FanInConcat()")
     needs_grad = inputs_grad or (torch.is_grad_enabled() and probe.nngp.requires_grad)
     return Plan(x1=x1, x2=x2, get=get, names=names, dtype=dtype, full=full, probe=probe,
-                probe_trace=probe_trace, same=same, needs_grad=needs_grad, pattern=pattern)
+                probe_trace=probe_trace, same=same, needs_grad=needs_grad, pattern=pattern,
+                mask_constant=mask_constant)

@@ -222,13 +222,17 @@ def _bytes(t: torch.Tensor) -> bytes:
 
 
 def fingerprint(*, layer, name: str, names: Sequence[str], x1, x2, sym: bool, tile: int,
-                dtype: torch.dtype, pattern: tuple | None = None) -> dict:
+                dtype: torch.dtype, pattern: tuple | None = None,
+                mask_constant: float | None = None) -> dict:
     """What determines the values of the kernel array ``name`` (JSON-serializable);
-    ``pattern``: the call's graph patterns (hashed like inputs), if any."""
+    ``pattern``: the call's graph patterns (hashed like inputs), if any;
+    ``mask_constant``: the call's mask constant, if any."""
     n1 = int(x1.shape[0])
     extra = {} if pattern is None else {"pattern_digests": [
         None if p is None else [list(p.shape), str(p.dtype), input_digest(p, int(p.shape[0]))]
         for p in pattern]}
+    if mask_constant is not None:
+        extra["mask_constant"] = float(mask_constant)
     return {**extra,
         "format": _FORMAT,
         "field": name,

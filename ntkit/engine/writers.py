@@ -100,13 +100,50 @@ def store_tile(results: dict, k, r: slice, c: slice, i: int, j: int, sym: bool,
             write(arr, c, None, k.var2)
 
 
-def package(results: dict, get, names: tuple[str, ...], probe: Kernel, sym: bool):
-    """What a kernel call returns for ``get``: a `Kernel`, one array, or a namedtuple."""
+class MaskCollector:
+    """The output masks (``Kernel.mask1``/``mask2``) of a masked kernel call, gathered
+    from its tiles by row and column block, for the `Kernel` that ``get=None`` returns
+    (the probe's masks are one example's). Inactive (collects nothing) otherwise."""
+
+    def __init__(self, active: bool, sym: bool):
+        self.active, self.sym = active, sym
+        self.rows: dict[int, torch.Tensor] = {}
+        self.cols: dict[int, torch.Tensor] = {}
+
+    def add(self, k, i: int, j: int) -> None:
+        if not self.active:
+            return
+        m1, m2 = getattr(k, "mask1", None), getattr(k, "mask2", None)
+        if m1 is not None:
+            self.rows.setdefault(i, m1)
+        if m2 is not None:
+            (self.rows if self.sym else self.cols).setdefault(j, m2)
+
+    def masks(self, n_rows: int, n_cols: int) -> tuple | None:
+        """(mask1, mask2) of the whole call (mask2 None when x2 is x1), or None."""
+        if not self.active:
+            return None
+        need = [(self.rows, n_rows)] + ([] if self.sym else [(self.cols, n_cols)])
+        if any(len(blocks) != n for blocks, n in need):
+            raise RuntimeError("the masks of a get=None kernel are gathered from its tiles, "
+                               "and some were not computed in this call (resume=True); "
+                               "ask for the fields by name (get=...) instead")
+        m1 = torch.cat([self.rows[b] for b in range(n_rows)])
+        m2 = None if self.sym else torch.cat([self.cols[b] for b in range(n_cols)])
+        return m1, m2
+
+
+def package(results: dict, get, names: tuple[str, ...], probe: Kernel, sym: bool,
+            masks: tuple | None = None):
+    """What a kernel call returns for ``get``: a `Kernel`, one array, or a namedtuple.
+    ``masks``: the call's output (mask1, mask2) for the `Kernel` (`MaskCollector`)."""
     if get is None:
         # The probe's flags (storage, Gaussianity, stream bookkeeping) describe the whole
         # kernel too, so that it composes: ``net2.kernel(net1.kernel(x, get=None))``.
+        m1, m2 = (None, None) if masks is None else masks
         return probe.replace(nngp=results["nngp"], ntk=results["ntk"], cov1=results["cov1"],
-                             cov2=results["cov2"], x1_is_x2=sym, trace=None, same=None)
+                             cov2=results["cov2"], x1_is_x2=sym, trace=None, same=None,
+                             mask1=m1, mask2=m2)
     if isinstance(get, str):
         return results[get]
     return result_type(names)(*(results[n] for n in names))

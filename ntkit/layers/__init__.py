@@ -13,7 +13,7 @@ Linear: Dense, LayerNorm, Identity, DotGeneral.
 Convolution family (channels first; 1-D, 2-D and 3-D): Conv, ConvTranspose, ConvLocal,
 AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten, ImageResize, Index.
 Combinators: serial, parallel, repeat, FanOut, FanInSum, FanInConcat, FanInProd.
-Attention: GlobalSelfAttention (no masking yet).
+Attention: GlobalSelfAttention. Masked inputs (``mask_constant``): see `ntkit.layers.masking`.
 Regularization: Dropout (p is the drop probability). Graphs: Aggregate (patterns via
 with_pattern). Normalized exponential and Gabor kernels: ExpNormalized, Gabor.
 Activations, closed form: ReLU, LeakyReLU, ABReLU, Abs, Sign, RectifiedMonomial, Erf,

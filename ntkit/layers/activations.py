@@ -204,6 +204,8 @@ class Erf(Activation):
       a: output scale. b: input scale. c: output shift.
     """
 
+    remasks = True
+
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
         self.a = _real("a", a)
         self.b = _real("b", b)
@@ -235,6 +237,8 @@ class Sin(Activation):
       a: output scale. b: input scale. c: input phase shift.
     """
 
+    remasks = True
+
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
         self.a = _real("a", a)
         self.b = _real("b", b)
@@ -253,6 +257,8 @@ class Cos(Activation):
     Args:
       a: output scale. b: input scale. c: input phase shift.
     """
+
+    remasks = True
 
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
         self.a = _real("a", a)
@@ -274,6 +280,8 @@ class Rbf(Activation):
       gamma: inverse squared length-scale, γ = 1/(2ℓ²); > 0.
     """
 
+    remasks = True
+
     def __init__(self, gamma: float = 1.0):
         self.gamma = _positive("gamma", gamma)
 
@@ -292,6 +300,8 @@ class Exp(Activation):
     Args:
       a: output scale. b: input scale.
     """
+
+    remasks = True
 
     def __init__(self, a: float = 1.0, b: float = 1.0):
         self.a = _real("a", a)
@@ -313,6 +323,8 @@ class Gaussian(Activation):
     Args:
       a: output scale. b: exponent scale (usually < 0).
     """
+
+    remasks = True
 
     def __init__(self, a: float = 1.0, b: float = -1.0):
         self.a = _real("a", a)
@@ -392,6 +404,8 @@ class Hermite(Activation):
       degree: non-negative int (≤ 100).
     """
 
+    remasks = True
+
     def __init__(self, degree: int):
         self.degree = _degree("degree", degree, _poly.MAX_DEGREE)
         self._table = _poly.hermite_table(self.degree)
@@ -440,6 +454,8 @@ class Elementwise(Activation):
       d_nngp_fn: (keyword) E[φ'(u)φ'(v)], same arguments; default ∂nngp_fn/∂cov12 by
         autograd (see :mod:`ntkit.layers.closed_form`).
     """
+
+    remasks = True
 
     def __init__(self, fn: Callable[[Tensor], Tensor] | None = None,
                  fn_deriv: Callable[[Tensor], Tensor] | None = None,

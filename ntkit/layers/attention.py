@@ -76,9 +76,9 @@ def pos_emb_covariance(spatial: tuple[int, ...], p_norm: float,
 
 def _position_masks(k: Kernel, P: int) -> tuple[Tensor | None, Tensor | None]:
     """The (n, P) bool masks of absent positions of the two inputs (True: absent), read
-    from the Kernel's proposed ``mask1``/``mask2`` fields ((n, *S) bool, or None; see
-    neural-tangents' ``mask_constant``). Kernels without those fields have no masks."""
-    m1, m2 = getattr(k, "mask1", None), getattr(k, "mask2", None)
+    from the Kernel's ``mask1``/``mask2`` fields ((n, *S) bool, or None; see
+    neural-tangents' ``mask_constant`` and `ntkit.layers.masking`)."""
+    m1, m2 = k.mask1, k.mask2
     if m2 is None and k.x1_is_x2:
         m2 = m1
     flat = [None if m is None else m.reshape(m.shape[0], P).to(torch.bool) for m in (m1, m2)]
@@ -152,6 +152,14 @@ class GlobalSelfAttentionModule(nn.Module):
         self.qk = std_value(s.w_query_std) * std_value(s.w_key_std)
         self.ov = std_value(s.w_out_std) * std_value(s.w_value_std)
 
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs from a network's ``mask_constant`` (`ntkit.layers.masking`): no
+        position attends to absent ones, and outputs at absent positions are zeroed (the
+        kernel's remasking)."""
+        pm = mask.all(1)
+        m = pm.unsqueeze(1)
+        return self(x, pm).masked_fill(m, 0.0), m
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: (n, C, *S); mask: None or (n, *S) bool, True at absent positions (as
         neural-tangents' ``apply_fn(mask=...)``: their embeddings are zeroed and no
@@ -159,6 +167,10 @@ class GlobalSelfAttentionModule(nn.Module):
         s = self.spec
         n = x.shape[0]
         xs = x.reshape(n, self.channels, -1).transpose(1, 2)  # (n, P, C)
+        if mask is not None and tuple(mask.shape) != (n, *self.spatial):
+            raise ValueError(f"mask has shape {tuple(mask.shape)}; it must be (n, *S) = "
+                             f"{(n, *self.spatial)}, one bool per example and position "
+                             "(True: absent)")
         m = None if mask is None else mask.reshape(n, -1).to(torch.bool)
         vals = None
         if self.pos_emb is not None:
@@ -195,7 +207,9 @@ class GlobalSelfAttention(Layer):
     channels first; the kernel is the limit of infinitely many heads and key/value/output
     channels (see the module docstring for the maps). Its kernel map needs the full
     position-pair covariance of its input (``requires_full``), which the engine then
-    provides for the whole network before it.
+    provides for the whole network before it. Masked inputs (``net.kernel(...,
+    mask_constant=c)``, `ntkit.layers.masking`): no position attends to an absent one,
+    and covariances at absent positions are 0 (a fully masked example gives 0).
 
     Args:
       n_chan_out, n_chan_key, n_chan_val, n_heads: widths of the finite network (>= 1).

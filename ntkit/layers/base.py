@@ -103,7 +103,8 @@ class Layer(metaclass=LayerType):
                tile: int | None = None, dtype: torch.dtype = torch.float64,
                progress: bool = False, out=None, compile: bool | str | None = None,
                memory_budget: int | None = None, resume: bool = False, client=None,
-               channels_last: bool | None = None, pattern: tuple | None = None):
+               channels_last: bool | None = None, pattern: tuple | None = None,
+               mask_constant: float | None = None):
         """Exact infinite-width kernels of this architecture between x1 and x2.
 
         A thin call: the engine (`ntkit.engine.evaluate`) plans, tiles and writes the
@@ -163,6 +164,15 @@ class Layer(metaclass=LayerType):
             rows' patterns; x2 equal to x1 counts as x1 (the symmetric path) only when the
             patterns are equal too. Example:
             ``net.kernel(x1, x2, pattern=(a1, a2))`` with x: (n, C, N), a: (n, N, N).
+          mask_constant: None (default), or a finite real number marking absent
+            positions, as in neural-tangents (padding of variable-length sequences and
+            images): a position whose channels all equal it is absent (for (n, d) inputs,
+            an example whose entries all do), and every entry equal to it is zeroed.
+            Convolutions, pooling, attention, Flatten and LayerNorm respect the masks as
+            neural-tangents does (see ``mask1`` in `ntkit.kernel`); a fully masked example
+            has kernel exactly 0. The built network takes the same keyword:
+            ``net.build(...)(x, mask_constant=c)``. Example:
+            ``net.kernel(x1, x2, mask_constant=-1e6)`` with sequences padded by -1e6.
 
         Returns:
           A tensor (n1, n2) for a single name (with the positions appended, (n1, n2, *S)
@@ -184,7 +194,9 @@ class Layer(metaclass=LayerType):
         return evaluator()(self, x1, x2, get=get, tile=tile, dtype=dtype, progress=progress,
                            out=out, compile=compile, memory_budget=memory_budget,
                            resume=resume, client=client,
-                           **({} if pattern is None else {"pattern": pattern}))
+                           **({} if pattern is None else {"pattern": pattern}),
+                           **({} if mask_constant is None else
+                              {"mask_constant": mask_constant}))
 
     def build(self, in_features: int | Sequence[int], seed: int | None = 0,
               dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -316,6 +328,11 @@ class ActivationModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.spec.fn(x)
 
+    @property
+    def remasks(self) -> bool:
+        """Whether outputs at absent positions are zeroed (see `Activation.remasks`)."""
+        return self.spec.remasks
+
     def extra_repr(self) -> str:
         return repr(self.spec)
 
@@ -335,6 +352,11 @@ class Activation(Layer):
 
     #: Whether φ(z) is again a zero-mean Gaussian process (only the identity).
     preserves_gaussian = False
+    #: Whether masked inputs (``mask_constant``) have their covariances at absent
+    #: positions set to 0 after this activation, as neural-tangents' ``remask_kernel``
+    #: does for the activations with φ(0) ≠ 0 or not positively homogeneous (Erf, Sin,
+    #: Cos, Exp, Gaussian, Rbf, ExpNormalized, Hermite, Elementwise); others keep them.
+    remasks = False
 
     def fn(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -385,9 +407,10 @@ class Activation(Layer):
         # The identity keeps the stream odd in its source's weights; anything else does not
         # (the channels stay aligned with the same roots either way).
         keep = self.preserves_gaussian
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
-                         source=k.source if keep else None,
-                         gaussian=k.gaussian if keep else False)
+        out = k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
+                        source=k.source if keep else None,
+                        gaussian=k.gaussian if keep else False)
+        return out.remask(k.mask1, k.mask2) if self.remasks and k.masked else out
 
     def _self_map(self, k: Kernel, cov: Tensor) -> Tensor:
         """Map an example's own covariance (cov1/cov2) through the activation."""

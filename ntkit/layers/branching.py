@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ntkit.kernel import Kernel, Storage
 from ntkit.layers.base import Activation, ExampleShape, Layer, is_streams
+from ntkit.layers.masking import masked_call, masked_input
 
 
 def _check_layers(name: str, layers) -> tuple[Layer, ...]:
@@ -41,12 +42,22 @@ class SerialModule(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(modules)
 
-    def forward(self, x, **inputs):
+    def forward(self, x, mask_constant=None, **inputs):
         """``inputs``: per-example side inputs for the layers that use them (``pattern=``
-        for `Aggregate`)."""
+        for `Aggregate`). ``mask_constant``: None, or the value marking absent positions
+        (as ``net.kernel(..., mask_constant=)``; see `ntkit.layers.masking`): entries
+        equal to it are zeroed, and positions whose channels all equal it are absent."""
+        if mask_constant is not None:
+            x, mask = masked_input(x, mask_constant)
+            return self.masked_forward(x, mask, **inputs)[0]
         for layer in self.layers:
             x = call_with_inputs(layer, x, inputs)
         return x
+
+    def masked_forward(self, x, mask, **inputs):
+        for layer in self.layers:
+            x, mask = masked_call(layer, x, mask, inputs)
+        return x, mask
 
 
 class ParallelModule(nn.Module):
@@ -61,6 +72,13 @@ class ParallelModule(nn.Module):
             raise ValueError(f"parallel expects a tuple of {len(self.branches)} inputs")
         return tuple(call_with_inputs(b, x, inputs)
                      for b, x in zip(self.branches, xs, strict=True))
+
+    def masked_forward(self, xs, masks, **inputs):
+        if not isinstance(xs, tuple) or len(xs) != len(self.branches):
+            raise ValueError(f"parallel expects a tuple of {len(self.branches)} inputs")
+        outs = [masked_call(b, x, m, inputs)
+                for b, x, m in zip(self.branches, xs, masks, strict=True)]
+        return tuple(y for y, _ in outs), tuple(m for _, m in outs)
 
 
 def kernel_order(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
@@ -210,6 +228,9 @@ class _FanOutModule(nn.Module):
     def forward(self, x: Tensor):
         return (x,) * self.n
 
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        return (x,) * self.n, (mask,) * self.n
+
 
 class FanOut(Layer):
     """Copies one stream into ``n`` parallel streams."""
@@ -262,12 +283,32 @@ def _check_fan_in(name: str, ks) -> tuple[Kernel, ...]:
     return ks
 
 
+def _and_masks(masks) -> Tensor:
+    out = masks[0]
+    for m in masks[1:]:
+        out = out & m
+    return out
+
+
+def joined_masks(ks) -> dict:
+    """The masks of a merge of streams (FanInSum/FanInProd/FanInConcat): a position is
+    absent only where it is in every stream (neural-tangents' ``_sum_masks``)."""
+    if not any(k.masked for k in ks):
+        return {}
+    m1 = _and_masks([k.mask1 for k in ks])
+    m2 = None if ks[0].mask2 is None else _and_masks([k.mask2 for k in ks])
+    return {"mask1": m1, "mask2": m2}
+
+
 class _SumModule(nn.Module):
     def forward(self, xs):
         out = xs[0]
         for x in xs[1:]:
             out = out + x
         return out
+
+    def masked_forward(self, xs, masks):
+        return self(xs), _and_masks(masks)
 
 
 class _ConcatModule(nn.Module):
@@ -277,6 +318,11 @@ class _ConcatModule(nn.Module):
 
     def forward(self, xs):
         return torch.cat(xs, dim=self.dim)
+
+    def masked_forward(self, xs, masks):
+        # neural-tangents' _concat_masks: each stream's mask over its own entries.
+        return self(xs), torch.cat([m.expand(x.shape) for x, m in zip(xs, masks, strict=True)],
+                                   dim=self.dim)
 
 
 class FanInSum(Layer):
@@ -315,7 +361,7 @@ class FanInSum(Layer):
         return out.replace(source=None, n_dense=max(k.n_dense for k in ks),
                            roots=_all_roots(ks),
                            mixed_channels=any(k.mixed_channels for k in ks),
-                           gaussian=_all_gaussian(ks))
+                           gaussian=_all_gaussian(ks), **joined_masks(ks))
 
     def make_module(self, in_features, generator, dtype):
         if not is_streams(in_features):
@@ -349,7 +395,7 @@ class FanInConcat(Layer):
                              cov2=mix("cov2"), channels=total, source=None,
                              n_dense=max(k.n_dense for k in ks), roots=_all_roots(ks),
                              mixed_channels=len(ks) > 1 or ks[0].mixed_channels,
-                             gaussian=_all_gaussian(ks))
+                             gaussian=_all_gaussian(ks), **joined_masks(ks))
 
     def make_module(self, in_features, generator, dtype):
         if not is_streams(in_features):
@@ -373,6 +419,9 @@ class _ProdModule(nn.Module):
         for x in xs[1:]:
             out = out * x
         return out
+
+    def masked_forward(self, xs, masks):
+        return self(xs), _and_masks(masks)
 
 
 class FanInProd(Layer):
@@ -413,7 +462,8 @@ class FanInProd(Layer):
         return ks[0].replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
                              n_dense=max(k.n_dense for k in ks), roots=_all_roots(ks),
                              mixed_channels=any(k.mixed_channels for k in ks),
-                             gaussian=ks[0].gaussian if len(ks) == 1 else False)
+                             gaussian=ks[0].gaussian if len(ks) == 1 else False,
+                             **joined_masks(ks))
 
     def make_module(self, in_features, generator, dtype):
         if not is_streams(in_features):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
+from ntkit.layers import masking as M
 from ntkit.layers import windows as W
 from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams, std_value
 from ntkit.layers.dense import PARAMETERIZATIONS
@@ -54,6 +55,14 @@ def pad_input(x: Tensor, window: Sequence[int], strides: Sequence[int], padding:
             x = W.pad_axis(x, 2 + i, before, after, circular=True)
         return x
     return F.pad(x, amounts)
+
+
+def window_remask(k: Kernel, out: Kernel, window, strides, padding: str) -> Kernel:
+    """``out`` (the kernel of a convolution or pooling of ``k``) remasked with the window
+    masks of ``k``'s (`ntkit.layers.masking.window_mask`); ``out`` itself without masks."""
+    if not k.masked:
+        return out
+    return out.remask(*k.map_masks(lambda m: M.window_mask(m, window, strides, padding)))
 
 
 #: torch's "VALID" correlation per number of spatial dimensions.
@@ -133,6 +142,13 @@ class ConvModule(nn.Module):
         if self.bias is not None:
             b = self.bias * self.b_scale if self.b_scale != 1.0 else self.bias
         return self._conv(x, w, b, stride=self.strides)
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs (`ntkit.layers.masking`): each output position takes the mask of
+        its window's centre; absent outputs are zeroed."""
+        m = M.channel_mask(M.window_mask(M.position_mask(mask), self.filter_shape,
+                                         self.strides, self.padding))
+        return M.remask(self(x), m), m
 
     def extra_repr(self) -> str:
         return (f"out_channels={self.weight.shape[0]}, filter_shape={self.filter_shape}, "
@@ -221,8 +237,9 @@ class Conv(Layer):
                     ntk = ops.add(ntk, 1.0)
         spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
         cov1, cov2 = k.map_covs(lambda c: ops.add(ops.scale(box(c, 1), w2 / q), b2), nngp)
-        return k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
-                              cov2=cov2, spatial=spatial)
+        out = k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
+                             cov2=cov2, spatial=spatial)
+        return window_remask(k, out, self.filter_shape, self.strides, self.padding)
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):

@@ -16,9 +16,16 @@ import torch
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel, position_diagonal
+from ntkit.layers import masking as M
 from ntkit.layers import windows as W
 from ntkit.layers.base import ExampleShape, Layer, is_streams, std_value
-from ntkit.layers.conv import affine_conv_map, check_conv_args, conv_weights, pad_input
+from ntkit.layers.conv import (
+    affine_conv_map,
+    check_conv_args,
+    conv_weights,
+    pad_input,
+    window_remask,
+)
 
 
 def _embed_diagonal(t: Tensor, b: int, d: int) -> Tensor:
@@ -58,6 +65,13 @@ class ConvLocalModule(nn.Module):
         if self.bias is not None:
             y = y + (self.bias * self.b_scale if self.b_scale != 1.0 else self.bias)
         return y
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs (`ntkit.layers.masking`): each output position takes the mask of
+        its window's centre; absent outputs are zeroed."""
+        m = M.channel_mask(M.window_mask(M.position_mask(mask), self.filter_shape,
+                                         self.strides, self.padding))
+        return M.remask(self(x), m), m
 
 
 class ConvLocal(Layer):
@@ -109,8 +123,9 @@ class ConvLocal(Layer):
                                                 self.w_std, self.b_std,
                                                 self.parameterization, post=post)
         spatial = W.output_spatial(k.spatial, self.filter_shape, self.strides, self.padding)
-        return k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
-                              cov2=cov2, spatial=spatial)
+        out = k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
+                             cov2=cov2, spatial=spatial)
+        return window_remask(k, out, self.filter_shape, self.strides, self.padding)
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
+from ntkit.layers import masking as M
 from ntkit.layers import windows as W
 from ntkit.layers.base import ExampleShape, Layer, is_streams, std_value
 from ntkit.layers.conv import CONV_FNS, affine_conv_map, check_conv_args, conv_weights
@@ -74,6 +75,28 @@ class ConvTransposeModule(nn.Module):
             b = self.bias * self.b_scale if self.b_scale != 1.0 else self.bias
             y = y + b.reshape(-1, *(1,) * d)
         return y
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs (`ntkit.layers.masking`): an output is absent when any absent
+        input reaches it; absent outputs are zeroed."""
+        m = M.channel_mask(M.transpose_mask(M.position_mask(mask), self._spread_mask))
+        return M.remask(self(x), m), m
+
+    def _spread_mask(self, t: Tensor) -> Tensor:
+        return transposed_sum(t, self.filter_shape, self.strides, self.padding)
+
+
+def transposed_sum(t: Tensor, window, strides, padding: str) -> Tensor:
+    """(n, 1, *S) -> (n, 1, *S_out): each output's sum of the inputs that reach it through
+    a transposed convolution with an all-ones filter (its mask rule)."""
+    d = len(window)
+    axes = [(2 + i,) for i in range(d)]
+    in_spatial = tuple(t.shape[2:])
+    t = _spread(t, axes, window, strides, padding)
+    t = CONV_FNS[d](t, torch.ones((1, 1, *window), dtype=t.dtype, device=t.device))
+    if padding == "CIRCULAR":
+        t = _fold(t, axes, in_spatial, strides)
+    return t
 
 
 class ConvTranspose(Layer):
@@ -138,8 +161,15 @@ class ConvTranspose(Layer):
         nngp, ntk, cov1, cov2 = affine_conv_map(k, box, W.window_size(self.filter_shape),
                                                 self.w_std, self.b_std,
                                                 self.parameterization)
-        return k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
-                              cov2=cov2, spatial=self._out_spatial(k.spatial))
+        out = k.fresh_affine(self.out_channels, nngp=nngp, ntk=ntk, cov1=cov1,
+                             cov2=cov2, spatial=self._out_spatial(k.spatial))
+        if not k.masked:
+            return out
+
+        def spread(t: Tensor) -> Tensor:
+            return transposed_sum(t, self.filter_shape, self.strides, self.padding)
+
+        return out.remask(*k.map_masks(lambda m: M.transpose_mask(m, spread)))
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):

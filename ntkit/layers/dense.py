@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
 from ntkit.layers.base import ExampleShape, Layer, check_std, is_streams, std_value
+from ntkit.layers.masking import remask
 from ntkit.layers.nt_names import W_STD_DEFAULT, resolve_w_std
 
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -47,6 +48,12 @@ class DenseModule(nn.Module):
         if self.bias is not None:
             y = y + (self.bias * self.b_scale if self.b_scale != 1.0 else self.bias)
         return y
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs (`ntkit.layers.masking`): an output is absent when all its inputs
+        are; absent outputs are zeroed."""
+        m = mask.all(1, keepdim=True)
+        return remask(self(x), m), m
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -112,8 +119,8 @@ class Dense(Layer):
                 if self.b_std is not None:
                     ntk = ntk + 1.0
         cov1, cov2 = k.map_covs(affine, nngp)
-        return k.fresh_affine(self.out_features, nngp=nngp, ntk=ntk, cov1=cov1,
-                              cov2=cov2)
+        out = k.fresh_affine(self.out_features, nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
+        return out.remask(k.mask1, k.mask2) if k.masked else out
 
     def make_module(self, in_features, generator, dtype):
         if isinstance(in_features, ExampleShape):

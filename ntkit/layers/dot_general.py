@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ntkit.kernel import Kernel, Storage
 from ntkit.layers.base import ExampleShape, Layer, is_streams
+from ntkit.layers.masking import refuse_masks
 
 
 class DotGeneral(Layer):
@@ -122,6 +123,7 @@ class DotGeneral(Layer):
         if self._scalar():
             c2 = float(self.other) ** 2
             return k.map_all(lambda t: t * c2)
+        refuse_masks(k, "DotGeneral with contracted or new axes")
         d = len(k.spatial)
         if not k.full and d:
             raise RuntimeError("internal planning error: DotGeneral needs full spatial "
@@ -160,6 +162,12 @@ class _DotModule(nn.Module):
     def __init__(self, spec: DotGeneral):
         super().__init__()
         self.spec = spec
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        if self.spec.other is None or self.spec._scalar():
+            return self(x), mask
+        raise ValueError("DotGeneral with contracted or new axes does not support masked "
+                         "inputs (mask_constant)")
 
     def forward(self, x: Tensor) -> Tensor:
         s = self.spec

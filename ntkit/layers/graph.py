@@ -190,7 +190,8 @@ class Aggregate(Layer):
         if k.x1_is_x2:
             p2 = p1
         if p1 is None and p2 is None:
-            return k
+            # neural-tangents remasks Aggregate's outputs (masks pass unchanged).
+            return k.remask(k.mask1, k.mask2) if k.masked else k
         if not k.full:
             raise RuntimeError("internal planning error: Aggregate needs full spatial "
                                "covariances")
@@ -227,7 +228,8 @@ class Aggregate(Layer):
             # Identical inputs stay identical only where their graphs are.
             eq = (a1[same[0]] == a2[same[1]]).flatten(1).all(1)
             same = (same[0][eq], same[1][eq]) if bool(eq.any()) else None
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, same=same)
+        out = k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, same=same)
+        return out.remask(k.mask1, k.mask2) if k.masked else out
 
     def map_planned(self, k, full_after):
         return self.kernel_map(k)
@@ -251,6 +253,8 @@ class AggregateModule(nn.Module):
     """The finite `Aggregate`: ``forward(x, pattern=None)``; x (n, C, *S)."""
 
     takes_inputs = True
+    #: Masked inputs: outputs at absent nodes are zeroed (`ntkit.layers.masking`).
+    remasks = True
 
     def __init__(self, spec: Aggregate):
         super().__init__()

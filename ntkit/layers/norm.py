@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel
+from ntkit.layers import masking as M
 from ntkit.layers.base import ExampleShape, Layer, is_streams
 
 
@@ -20,6 +21,18 @@ class LayerNormModule(nn.Module):
         mean = x.mean(dim=self.axis, keepdim=True)
         var = x.var(dim=self.axis, keepdim=True, unbiased=False)
         return (x - mean) / torch.sqrt(var + self.eps)
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs (`ntkit.layers.masking`): mean and variance over the present
+        entries of ``axis`` only; absent positions give 0 (their infinite-width value)."""
+        pm = M.channel_mask(M.position_mask(mask)).expand(x.shape)
+        keep = (~pm).to(x.dtype)
+        count = keep.sum(dim=self.axis, keepdim=True).clamp_min(1)
+        mean = (x * keep).sum(dim=self.axis, keepdim=True) / count
+        var = (((x - mean) * keep) ** 2).sum(dim=self.axis, keepdim=True) / count
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        m = M.channel_mask(M.position_mask(mask))
+        return M.remask(y, m), m
 
     def extra_repr(self) -> str:
         return f"axis={self.axis}, eps={self.eps}"
@@ -83,8 +96,26 @@ class LayerNorm(Layer):
                 m = m.mean(dim=[1 + a for a in pos], keepdim=True)
             return m
 
-        m1 = means(k.cov1)
-        m2 = m1 if k.cov2 is None else means(k.cov2)
+        def masked_means(cov: Tensor, mask: Tensor) -> Tensor:
+            # neural-tangents' mean_and_var with a mask: the sum of var + eps over the
+            # positions (absent ones add their eps, their variance being 0) divided by
+            # the number of present ones (at least 1). Where that is 0 (eps = 0 at an
+            # absent position or a fully masked example) the covariances are 0: divide
+            # by 1, never 0/0.
+            m = k.variances(cov) + self.eps
+            if pos:
+                dims = [1 + a for a in pos]
+                count = (~mask).sum(dim=dims, keepdim=True)
+                m = m.sum(dim=dims, keepdim=True) / count.clamp_min(1)
+            return m.masked_fill(m == 0, 1.0)
+
+        if k.masked:
+            mk1, mk2 = k.mask_pair
+            m1 = masked_means(k.cov1, mk1)
+            m2 = m1 if k.cov2 is None else masked_means(k.cov2, mk2)
+        else:
+            m1 = means(k.cov1)
+            m2 = m1 if k.cov2 is None else means(k.cov2)
 
         def norm(t: Tensor, a: Tensor, b: Tensor, batch: int) -> Tensor:
             a, b = k.broadcast_pair(a, b, batch)

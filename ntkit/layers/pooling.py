@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntkit.kernel import Kernel, Storage
+from ntkit.layers import masking as M
 from ntkit.layers import windows as W
 from ntkit.layers.base import ExampleShape, Layer, is_streams
-from ntkit.layers.conv import check_padding, check_window, pad_input
+from ntkit.layers.conv import check_padding, check_window, pad_input, window_remask
 
 
 def _single(name: str, k):
@@ -61,6 +62,13 @@ class AvgPoolModule(nn.Module):
             counts = W.edge_counts(n, q, s, self.padding).to(x.dtype)
             x = x / counts.reshape(-1, *(1,) * (len(spatial) - 1 - i))
         return x
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masked inputs (`ntkit.layers.masking`): plain window sums (absent entries are
+        0), each output taking the mask of its window's centre; absent outputs zeroed."""
+        m = M.channel_mask(M.window_mask(M.position_mask(mask), self.window, self.strides,
+                                         self.padding))
+        return M.remask(self(x), m), m
 
     def extra_repr(self) -> str:
         return (f"window={self.window}, strides={self.strides}, padding={self.padding!r}, "
@@ -140,7 +148,8 @@ class AvgPool(Layer):
             return t
 
         spatial = W.output_spatial(k.spatial, self.window_shape, self.strides, self.padding)
-        return k.map_fields(pool).replace(spatial=spatial)
+        return window_remask(k, k.map_fields(pool).replace(spatial=spatial),
+                             self.window_shape, self.strides, self.padding)
 
     def make_module(self, in_features, generator, dtype):
         width = _single_width(type(self).__name__, in_features)
@@ -179,10 +188,34 @@ class _MeanPositions(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=tuple(range(2, x.ndim)))
 
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """The mean over present positions (count at least 1); an example is absent when
+        all its positions are."""
+        pm = M.position_mask(mask)
+        s = x.masked_fill(M.channel_mask(pm), 0.0).sum(dim=tuple(range(2, x.ndim)))
+        return s / M.present_counts(pm).to(x.dtype)[:, None], M.example_mask(pm)[:, None]
+
 
 class _SumPositions(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.sum(dim=tuple(range(2, x.ndim)))
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        pm = M.position_mask(mask)
+        s = x.masked_fill(M.channel_mask(pm), 0.0).sum(dim=tuple(range(2, x.ndim)))
+        return s, M.example_mask(pm)[:, None]
+
+
+def _global_pool(k: Kernel, mean: bool) -> Kernel:
+    """GlobalAvgPool/GlobalSumPool of a masked kernel: over present position pairs only
+    (the mean divides by the product of the two examples' present counts)."""
+    nngp = M.masked_pair_reduce(k, k.nngp, "12", 2, mean)
+    ntk = None if k.ntk is None else M.masked_pair_reduce(k, k.ntk, "12", 2, mean)
+    cov1, cov2 = k.map_covs(lambda t: M.masked_pair_reduce(k, t, "11", 1, mean), nngp,
+                            fn2=lambda t: M.masked_pair_reduce(k, t, "22", 1, mean))
+    return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, spatial=(), full=False,
+                     mask1=None if k.mask1 is None else M.example_mask(k.mask1),
+                     mask2=None if k.mask2 is None else M.example_mask(k.mask2))
 
 
 class GlobalAvgPool(Layer):
@@ -196,6 +229,8 @@ class GlobalAvgPool(Layer):
         if not k.is_spatial:
             raise ValueError("GlobalAvgPool needs spatial inputs (n, C, L) or (n, C, H, W), got "
                              "fully-connected features")
+        if k.masked:
+            return _global_pool(k, mean=True)
         d = len(k.spatial)
 
         def mean(t: Tensor, b: int) -> Tensor:
@@ -227,6 +262,8 @@ class GlobalSumPool(Layer):
         if not k.is_spatial:
             raise ValueError("GlobalSumPool needs spatial inputs (n, C, *S), got "
                              "fully-connected features")
+        if k.masked:
+            return _global_pool(k, mean=False)
         d = len(k.spatial)
 
         def total(t: Tensor, b: int) -> Tensor:
@@ -245,6 +282,10 @@ class GlobalSumPool(Layer):
 class _FlattenModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], -1)
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Each entry keeps its position's mask (neural-tangents' Flatten ``mask_fn``)."""
+        return self(x), mask.expand(x.shape).reshape(x.shape[0], -1)
 
 
 class Flatten(Layer):
@@ -271,9 +312,15 @@ class Flatten(Layer):
         def mean(t: Tensor, b: int) -> Tensor:
             return t.mean(dim=tuple(range(b, b + d)))
 
+        # Absent positions have zero covariances and count in the mean, as in
+        # neural-tangents; an example is absent when all its positions are.
+        masks = {} if not k.masked else {
+            "mask1": None if k.mask1 is None else M.example_mask(k.mask1),
+            "mask2": None if k.mask2 is None else M.example_mask(k.mask2)}
         return k.map_fields(mean).replace(spatial=(), full=False,
                                           mixed_channels=k.mixed_channels or several,
-                                          channels=k.channels * math.prod(k.spatial))
+                                          channels=k.channels * math.prod(k.spatial),
+                                          **masks)
 
     def make_module(self, in_features, generator, dtype):
         width = _single_width("Flatten", in_features)

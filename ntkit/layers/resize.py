@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ntkit.kernel import Kernel, Storage
 from ntkit.layers.base import ExampleShape, Layer, is_streams
+from ntkit.layers.masking import refuse_masks
 
 LINEAR = ("linear", "bilinear", "trilinear", "triangle")
 METHODS = LINEAR + ("nearest",)
@@ -68,6 +69,12 @@ class _ResizeModule(nn.Module):
         for i, m in self.mats.items():
             x = _along(x, 2 + i, m.to(x.device))
         return x
+
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        if not self.mats:
+            return self(x), mask
+        raise ValueError("ImageResize does not support masked inputs (mask_constant): "
+                         "resize before padding, or call without mask_constant")
 
 
 class ImageResize(Layer):
@@ -140,6 +147,8 @@ class ImageResize(Layer):
 
         if mats and not k.full:
             raise RuntimeError("internal planning error: ImageResize needs full storage")
+        if mats:
+            refuse_masks(k, "ImageResize")
         return k.map_fields(resize).replace(spatial=self._out(k.spatial))
 
     def make_module(self, in_features, generator, dtype):
@@ -215,6 +224,11 @@ class _IndexModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return _apply(x, [(2 + i,) for i in range(len(self.sel))], self.sel)
 
+    def masked_forward(self, x: Tensor, mask: Tensor):
+        """Masks are indexed like the positions (neural-tangents' ``mask[idx]``)."""
+        m = mask if mask.shape[1] == 1 else mask.all(1, keepdim=True)
+        return self(x), _apply(m, [(2 + i,) for i in range(len(self.sel))], self.sel)
+
 
 class Index(Layer):
     """numpy indexing of the spatial axes of a channels-first batch (neural-tangents'
@@ -251,7 +265,14 @@ class Index(Layer):
             axes = [(b + i, b + d + i) if k.full else (b + i,) for i in range(d)]
             return _apply(t, axes, sel)
 
-        return k.map_fields(index).replace(spatial=out, full=k.full and bool(out))
+        masks = {}
+        if k.masked:
+            def index_mask(m: Tensor) -> Tensor:
+                return _apply(m, [(1 + i,) for i in range(d)], sel)
+
+            m1, m2 = k.map_masks(index_mask)
+            masks = {"mask1": m1, "mask2": m2}
+        return k.map_fields(index).replace(spatial=out, full=k.full and bool(out), **masks)
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features) or not isinstance(in_features, ExampleShape):

@@ -53,6 +53,8 @@ class ExpNormalized(Activation):
       >>> net = serial(Dense(512), ExpNormalized(gamma=2.0), Dense(1))
     """
 
+    remasks = True
+
     def __init__(self, gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False):
         for name, v in (("gamma", gamma), ("shift", shift)):
             if isinstance(v, bool) or not isinstance(v, (int, float)):

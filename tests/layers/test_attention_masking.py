@@ -1,15 +1,11 @@
-"""Mask-aware attention kernel map (neural-tangents' ``mask_constant``) on hand-built
-kernels carrying the proposed ``mask1``/``mask2`` fields.
-
-The engine does not yet make masked input kernels (``net.kernel(..., mask_constant=)``
-is not wired); these tests pin the layer's half: given an input kernel of inputs whose
-masked positions are zero, with (n, *S) bool masks (True: absent), GlobalSelfAttention
-matches neural-tangents 0.6.5 (fixture from tests/fixtures/make_nt_attention.py: one
-attention layer, after a 1-wide bias-free Conv when it has positional embeddings)."""
+"""Mask-aware attention kernel map (neural-tangents' ``mask_constant``) on masked input
+kernels (``input_kernel(..., mask_constant=)``, whose ``mask1``/``mask2`` fields are
+(n, *S) bool, True: absent): GlobalSelfAttention matches neural-tangents 0.6.5
+(fixture from tests/fixtures/make_nt_attention.py: one attention layer, after a 1-wide
+bias-free Conv when it has positional embeddings)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -36,26 +32,10 @@ MASKED = {  # the same as make_nt_attention.MASKED
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class MaskedKernel(Kernel):
-    """A Kernel with the proposed mask fields: (n, *S) bool, True where absent."""
-
-    mask1: Tensor | None = None
-    mask2: Tensor | None = None
-
-
-def masked_input_kernel(x1: Tensor, x2: Tensor | None) -> MaskedKernel:
-    """What the engine would build: positions whose every channel equals MASK are absent
-    (zeroed in the inputs, so their covariances are 0), masks attached."""
-    def prep(x):
-        if x is None:
-            return None, None
-        m = (x == MASK).all(dim=1)
-        return x.masked_fill(m[:, None], 0.0), m
-    (z1, m1), (z2, m2) = prep(x1), prep(x2)
-    k = input_kernel(z1, z2, track_ntk=True, full=True)
-    fields = {f.name: getattr(k, f.name) for f in dataclasses.fields(Kernel)}
-    return MaskedKernel(**fields, mask1=m1, mask2=m2)
+def masked_input_kernel(x1: Tensor, x2: Tensor | None) -> Kernel:
+    """The engine's masked input kernel: positions whose every channel equals MASK are
+    absent (zeroed in the inputs, so their covariances are 0), masks attached."""
+    return input_kernel(x1, x2, track_ntk=True, full=True, mask_constant=MASK)
 
 
 def _net(kw):
@@ -77,7 +57,7 @@ def test_masked_attention_matches_neural_tangents(ref, name, pair):
     x1 = torch.from_numpy(ref["masked/x1"])
     x2 = None if pair == "11" else torch.from_numpy(ref["masked/x2"])
     k = _net(MASKED[name]).kernel_map(masked_input_kernel(x1, x2))
-    assert isinstance(k, MaskedKernel)  # the masks travel with the kernel
+    assert k.mask1 is not None  # the masks travel with the kernel
     for field in ("nngp", "ntk"):
         got, want = getattr(k, field).numpy(), ref[f"masked/{name}/{pair}/{field}"]
         assert got.shape == want.shape
