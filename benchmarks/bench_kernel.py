@@ -11,8 +11,8 @@ XLA's compilation), and prints both times, the ratio, and the largest relative
 difference between the two outputs, over all entries and off the diagonal (on the
 diagonal, correlation 1, neural-tangents' arc-cosine angle carries a ~sqrt(eps) rounding
 error; ntkit's diagonal is exact, see tests/layers/test_edge_cases.py). It also times
-the "floor": the transcendental math alone (atan2+sqrt for ReLU, asin+sqrt for Erf) over
-the same n(n+1)/2 × depth entries.
+the "floor": the transcendental math alone (sqrt and atan2, which both duals take, in one
+fused pass) over the same n(n+1)/2 × depth entries.
 
 With ``--device cuda`` the inputs live on the GPU (neural-tangents, CPU-only here, is
 skipped): each time is synchronized, the floor is the same transcendental math as one
@@ -88,10 +88,20 @@ def time_best(fn, repeat: int) -> tuple[float, object]:
 
 
 def floor_time(act: str, n: int, depth: int, tile: int, repeat: int) -> float:
-    """Time of the per-entry transcendental calls alone, on the same number of entries,
-    run the way the engine runs tiles (one single-threaded tile per worker thread)."""
+    """Time of the per-entry transcendental calls alone (a square root and an arctangent:
+    both the ReLU and the Erf dual have exactly these), on the same number of entries, in
+    one fused pass (`ntkit.dual.native.elementwise_floor`; two torch passes if it is not
+    available), run the way the engine runs tiles (one single-threaded tile per worker
+    thread)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from ntkit.dual import native
+
+    try:
+        native.library()
+        one_pass = True
+    except RuntimeError:
+        one_pass = False
     workers = torch.get_num_threads()
     entries = n * (n + 1) // 2 * depth
     reps = max(1, round(entries / (tile * tile)))
@@ -101,11 +111,11 @@ def floor_time(act: str, n: int, depth: int, tile: int, repeat: int) -> float:
         c = torch.rand(tile, tile, dtype=torch.float64) * 0.5
         out = torch.empty_like(a)
         for _ in range(count):
-            torch.sqrt(a, out=out)
-            if act == "relu":
-                torch.atan2(out, c, out=out)
+            if one_pass:
+                native.elementwise_floor(a, c, out)
             else:
-                torch.asin(c, out=out)
+                torch.sqrt(a, out=out)
+                torch.atan2(out, c, out=out)
 
     def run():
         torch.set_num_threads(1)
