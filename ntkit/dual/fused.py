@@ -56,16 +56,26 @@ from torch import Tensor
 
 import ntkit.dual.native as native
 
-__all__ = ["MIN_NUMEL", "cache_dir", "enabled", "is_enabled", "run", "set_backend",
-           "set_min_numel", "stats", "wants"]
+__all__ = ["MIN_NUMEL", "cache_dir", "enabled", "is_enabled", "parse_environment", "run",
+           "set_backend", "set_min_numel", "stats", "wants"]
 
 MIN_NUMEL = 1 << 12
 """Default smallest tile (entries of cov) that is fused: 64 × 64 (a C call costs a few
 microseconds; an eager dual's dozen passes on 4096 entries about as many tens)."""
 
-_ENV = os.environ.get("NTKIT_FUSED", "1").strip().lower()
-_STATE = {"on": _ENV not in ("0", "false", "off", "no"),
-          "min_numel": MIN_NUMEL, "backend": "inductor" if _ENV == "inductor" else None,
+
+
+def parse_environment(value: str | None) -> tuple[bool, str | None]:
+    """(on, backend) for a value of ``NTKIT_FUSED``: unset, "1", "on", ...: on with the
+    default backend; "0", "false", "off", "no": off; "inductor": on with
+    ``torch.compile``. Read once, at import. Example: ``parse_environment("0")`` is
+    ``(False, None)``."""
+    v = "1" if value is None else value.strip().lower()
+    return v not in ("0", "false", "off", "no"), ("inductor" if v == "inductor" else None)
+
+
+_ENV = parse_environment(os.environ.get("NTKIT_FUSED"))
+_STATE = {"on": _ENV[0], "min_numel": MIN_NUMEL, "backend": _ENV[1],
           "warned": False, "announced": False, "cache_set": False, "native_failed": False}
 _STATS = {"compiles": 0, "calls": 0, "fallbacks": 0}
 _KERNELS: dict = {}  # key -> compiled function, or None after a failure

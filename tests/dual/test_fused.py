@@ -181,15 +181,16 @@ def test_switch_off_by_option_and_environment():
         before = fused.stats()["calls"]
         nd.relu_dual(v1, c.clone(), v2, True)
         assert fused.stats()["calls"] == before
-    code = "import ntkit.dual.fused as f; print(f.is_enabled())"
+    for value, want in [(None, (True, None)), ("1", (True, None)), ("0", (False, None)),
+                        (" Off", (False, None)), ("no", (False, None)),
+                        ("inductor", (True, "inductor"))]:
+        assert fused.parse_environment(value) == want, value
+    # The default, in a fresh process with NTKIT_FUSED unset: on.
     env = {k: v for k, v in os.environ.items() if k != "NTKIT_FUSED"}
-    for value, want in [(None, "True"), ("0", "False"), ("off", "False"), ("1", "True")]:
-        run_env = {**env, "PYTHONPATH": str(ROOT)}
-        if value is not None:
-            run_env["NTKIT_FUSED"] = value
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=run_env, check=True).stdout.strip()
-        assert out == want, value
+    code = "import ntkit.dual.fused as f; print(f.is_enabled())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(ROOT)}, check=True).stdout.strip()
+    assert out == "True"
 
 
 def test_cache_directory_is_keyed_by_cpu_capability():
