@@ -16,7 +16,7 @@ import torch
 
 import ntkit.dual as nd
 from ntkit import layers as nl
-from ntkit.dual import fused
+from ntkit.dual import fused, native
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,8 +39,14 @@ DUALS = [
 
 
 EXACT_DIAGONAL = {"relu", "abs", "leaky", "sign", "relu^2", "polynomial", "hermite"}
-# Duals with a C kernel (ntkit.dual.native); the others run eagerly under fusion.
+# Duals with a C kernel (ntkit.dual.native); the others run eagerly under fusion, as all
+# do where the kernels cannot be built (no C compiler: then only the values are checked).
 NATIVE = {"relu", "abs", "leaky", "sign", "erf", "gelu", "exp", "gaussian", "sin", "rbf"}
+try:
+    native.library()
+    HAVE_C = True
+except RuntimeError:
+    HAVE_C = False
 
 
 def _inputs(n1, n2, seed=0):
@@ -93,7 +99,7 @@ def test_fused_matches_eager_per_activation(name, dual, fuse_all):
             before = fused.stats()["calls"]
             t1, d1 = dual(v1, c.clone(), v2, need_dot)
             # It really ran a fused kernel (the default backend has C kernels for NATIVE).
-            assert fused.stats()["calls"] == before + (name in NATIVE)
+            assert fused.stats()["calls"] == before + (HAVE_C and name in NATIVE)
         assert _rel(t1, t0) <= 1e-13
         assert (d1 is None and d0 is None) if not need_dot else _rel(d1, d0) <= 1e-13
     if name not in EXACT_DIAGONAL:
@@ -138,7 +144,8 @@ def test_no_recompilation_across_n_depth_and_networks(fuse_all):
         want = net(depth).kernel(x[:n], x[:n - 7], get="ntk", compile=False)
         assert _rel(got, want) <= 1e-13
     end = fused.stats()
-    assert end["compiles"] == start["compiles"] and end["calls"] > start["calls"]
+    assert end["compiles"] == start["compiles"]
+    assert end["calls"] > start["calls"] or not HAVE_C
 
 
 def test_inductor_compile_failure_warns_once_and_runs_eager(fuse_all):
