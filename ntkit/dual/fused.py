@@ -56,12 +56,16 @@ from torch import Tensor
 
 import ntkit.dual.native as native
 
-__all__ = ["MIN_NUMEL", "cache_dir", "enabled", "is_enabled", "parse_environment", "run",
-           "set_backend", "set_min_numel", "stats", "wants"]
+__all__ = ["MIN_NUMEL", "MIN_NUMEL_COMPILED", "cache_dir", "enabled", "is_enabled",
+           "parse_environment", "run", "set_backend", "set_min_numel", "stats", "wants"]
 
-MIN_NUMEL = 1 << 12
-"""Default smallest tile (entries of cov) that is fused: 64 × 64 (a C call costs a few
-microseconds; an eager dual's dozen passes on 4096 entries about as many tens)."""
+MIN_NUMEL = 64
+"""Default smallest fused tile (entries of cov) with the C kernels: a C call costs tens of
+microseconds of Python, an eager dual's dozen torch calls more, so even the per-example
+variance vectors of a tile are fused."""
+MIN_NUMEL_COMPILED = 1 << 16
+"""The same with a ``torch.compile`` backend (256 × 256): small shapes would only add
+compilations."""
 
 
 
@@ -128,10 +132,12 @@ def set_backend(backend: Callable | str | None) -> Callable | str | None:
     return old
 
 
-def set_min_numel(numel: int) -> int:
-    """Set the process-wide smallest fused tile (entries of cov); returns the previous."""
-    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
-        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
+def set_min_numel(numel: int | None) -> int | None:
+    """Set the process-wide smallest fused tile (entries of cov; None: the backend's
+    default, `MIN_NUMEL` or `MIN_NUMEL_COMPILED`); returns the previous setting."""
+    if numel is not None and (isinstance(numel, bool) or not isinstance(numel, int)
+                              or numel < 0):
+        raise ValueError(f"numel must be an int >= 0 or None, got {numel!r}")
     old, _STATE["min_numel"] = _STATE["min_numel"], numel
     return old
 
@@ -215,7 +221,11 @@ def wants(*tensors: Tensor) -> bool:
     for size in shape:
         numel *= size
     least = getattr(_LOCAL, "min_numel", None)
-    return numel >= (_STATE["min_numel"] if least is None else least)
+    if least is None:
+        least = _STATE["min_numel"]
+    if least is None:
+        least = MIN_NUMEL if _STATE["backend"] is None else MIN_NUMEL_COMPILED
+    return numel >= least
 
 
 def _backend(gm, example_inputs):

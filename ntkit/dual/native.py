@@ -103,6 +103,8 @@ def _declare(lib) -> None:
         fn.argtypes = [L, L, P, P, P, P, P, P, P, I, L, L]
     lib.ntkit_floor.restype = None
     lib.ntkit_floor.argtypes = [L, P, P, P]
+    lib.ntkit_allpos.restype = I
+    lib.ntkit_allpos.argtypes = [L, P, L]
 
 
 def library(announce=None):
@@ -155,6 +157,19 @@ def _build(folder: str, path: str) -> None:
         os.unlink(tmp)
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
     os.replace(tmp, path)
+
+
+_LONGS = ctypes.c_long * 9
+_DOUBLES = ctypes.c_double * NPARAM
+_PARAMS: dict = {}  # key -> (C name, constants as a ctypes array, need_dot)
+
+
+def _cached_params(key: tuple):
+    got = _PARAMS.get(key)
+    if got is None:
+        name, prm, need_dot = _params(key)
+        got = _PARAMS[key] = (name, _DOUBLES(*prm, *[0.0] * (NPARAM - len(prm))), need_dot)
+    return got
 
 
 def _params(key: tuple) -> tuple[str, list[float], bool] | None:
@@ -222,7 +237,12 @@ def broadcast_shape(*shapes) -> tuple[int, ...] | None:
 
 def _layout(shape, tensors):
     """Coalesced (sizes, strides per tensor), innermost last; None if over 3 dims."""
-    strides = [t.expand(shape).stride() for t in tensors]
+    strides = []
+    for t in tensors:  # the strides of t.expand(shape), without building the view
+        off = len(shape) - t.dim()
+        tsh, tst = t.shape, t.stride()
+        strides.append([0 if k < off or tsh[k - off] == 1 else tst[k - off]
+                        for k in range(len(shape))])
     sizes: list[int] = []
     st: list[list[int]] = [[] for _ in tensors]
     for k in range(len(shape) - 1, -1, -1):
@@ -243,7 +263,7 @@ def _layout(shape, tensors):
 def run(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor):
     """(T, Tdot or None) of the dual named by ``key`` (see `handles`), or None when the
     layout is not one the kernels take (the caller then runs eagerly)."""
-    name, prm, need_dot = _params(key)
+    name, params, need_dot = _cached_params(key)
     shape = broadcast_shape(var1.shape, cov.shape, var2.shape)
     if shape is None:
         return None
@@ -262,12 +282,11 @@ def run(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor):
     v1, c, v2 = tensors
     allpos = 1
     if name in ("relu", "abrelu", "sign"):  # angle(): the zero-variance mask is needed
-        allpos = int(bool((var1 > 0).all()) and bool((var2 > 0).all()))
+        allpos = int(_all_positive(lib, var1) and _all_positive(lib, var2))
     t = torch.empty(shape, dtype=cov.dtype)
     d = torch.empty(shape, dtype=cov.dtype) if need_dot else None
     n0, n1, n2 = sizes
-    st = (ctypes.c_long * 9)(*s1, *sc, *s2)
-    params = (ctypes.c_double * NPARAM)(*prm, *[0.0] * (NPARAM - len(prm)))
+    st = _LONGS(*s1, *sc, *s2)
     fn = getattr(lib, f"ntkit_{name}")
     args = (n1, n2, st, v1.data_ptr(), c.data_ptr(), v2.data_ptr(), t.data_ptr(),
             0 if d is None else d.data_ptr(), params, allpos)
@@ -283,6 +302,13 @@ def run(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor):
     else:
         fn(*args, 0, rows)
     return t, d
+
+
+def _all_positive(lib, v: Tensor) -> bool:
+    dims = [st for size, st in zip(v.shape, v.stride(), strict=True) if size != 1]
+    if len(dims) <= 1:  # one stride covers it: a variance vector, (n, 1), or a scalar
+        return bool(lib.ntkit_allpos(v.numel(), v.data_ptr(), dims[0] if dims else 0))
+    return bool((v > 0).all())
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -207,6 +207,14 @@ EL rbf_el(EL_ARGS) {
 }
 ROWS(rbf)
 
+/* 1 if every x[k * stride] > 0 (NaN is not), else 0: the "all variances positive" test
+ * of ntkit.dual.relu.angle without two torch calls per vector. */
+int ntkit_allpos(long n, const double *x, long stride) {
+    int ok = 1;
+    for (long k = 0; k < n; k++) ok &= x[k * stride] > 0.0;
+    return ok;
+}
+
 /* The elementwise floor of the benchmarks: out = atan2(sqrt(x), y) in one pass. */
 void ntkit_floor(long n, const double *x, const double *y, double *out) {
     _Pragma("omp simd")
