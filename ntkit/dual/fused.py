@@ -68,7 +68,6 @@ MIN_NUMEL_COMPILED = 1 << 16
 compilations."""
 
 
-
 def parse_environment(value: str | None) -> tuple[bool, str | None]:
     """(on, backend) for a value of ``NTKIT_FUSED``: unset, "1", "on", ...: on with the
     default backend; "0", "false", "off", "no": off; "inductor": on with
