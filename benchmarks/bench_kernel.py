@@ -7,12 +7,13 @@
 
 For each (activation, depth, n) it times the float64 NTK of x (n × 64) with itself in
 both libraries on the same inputs (best of --repeat after one warm-up, which includes
-XLA's compilation), and prints both times, the ratio, and the largest relative
+XLA's compilation), and prints both times (and ntkit's CPU time: on a shared machine
+the wall time also counts other jobs), the ratio, and the largest relative
 difference between the two outputs, over all entries and off the diagonal (on the
 diagonal, correlation 1, neural-tangents' arc-cosine angle carries a ~sqrt(eps) rounding
 error; ntkit's diagonal is exact, see tests/layers/test_edge_cases.py). It also times
-the "floor": the transcendental math alone (atan2+sqrt for ReLU, asin+sqrt for Erf) over
-the same n(n+1)/2 × depth entries.
+the "floor": the transcendental math alone (sqrt and atan2, which both duals take, in one
+fused pass) over the same n(n+1)/2 × depth entries.
 
 With ``--device cuda`` the inputs live on the GPU (neural-tangents, CPU-only here, is
 skipped): each time is synchronized, the floor is the same transcendental math as one
@@ -58,13 +59,14 @@ for _ in range(cfg["depth"]):
 _, _, kernel_fn = stax.serial(*layers, stax.Dense(1, W_std=cfg["w"], b_std=cfg["b"]))
 kf = jax.jit(kernel_fn, static_argnames="get")
 kf(x, None, get="ntk").block_until_ready()
-times = []
+times, cpus = [], []
 for _ in range(cfg["repeat"]):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     k = kf(x, None, get="ntk").block_until_ready()
     times.append(time.perf_counter() - t)
+    cpus.append(time.process_time() - c)
 np.save(cfg["out"], np.asarray(k))
-print(json.dumps({"time": min(times)}))
+print(json.dumps({"time": min(times), "cpu": min(cpus)}))
 """
 
 
@@ -76,22 +78,38 @@ def ntkit_net(act: str, depth: int, w: float, b: float):
 
 
 def time_best(fn, repeat: int) -> tuple[float, object]:
+    """Best wall time of ``repeat`` calls after a warm-up; also sets ``time_best.first``
+    (the warm-up's wall time, with any compilation) and ``time_best.cpu`` (the best
+    calls' CPU time of this process, all threads: on a shared machine wall time counts
+    the other jobs too)."""
     t = time.perf_counter()
     fn()  # warm-up (its time: the first call, with any compilation)
     time_best.first = time.perf_counter() - t
-    best, res = float("inf"), None
+    best, res, cpu = float("inf"), None, float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = fn()
+        cpu = min(cpu, time.process_time() - c)
         best = min(best, time.perf_counter() - t)
+    time_best.cpu = cpu
     return best, res
 
 
 def floor_time(act: str, n: int, depth: int, tile: int, repeat: int) -> float:
-    """Time of the per-entry transcendental calls alone, on the same number of entries,
-    run the way the engine runs tiles (one single-threaded tile per worker thread)."""
+    """Time of the per-entry transcendental calls alone (a square root and an arctangent:
+    both the ReLU and the Erf dual have exactly these), on the same number of entries, in
+    one fused pass (`ntkit.dual.native.elementwise_floor`; two torch passes if it is not
+    available), run the way the engine runs tiles (one single-threaded tile per worker
+    thread)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from ntkit.dual import native
+
+    try:
+        native.library()
+        one_pass = True
+    except RuntimeError:
+        one_pass = False
     workers = torch.get_num_threads()
     entries = n * (n + 1) // 2 * depth
     reps = max(1, round(entries / (tile * tile)))
@@ -101,11 +119,11 @@ def floor_time(act: str, n: int, depth: int, tile: int, repeat: int) -> float:
         c = torch.rand(tile, tile, dtype=torch.float64) * 0.5
         out = torch.empty_like(a)
         for _ in range(count):
-            torch.sqrt(a, out=out)
-            if act == "relu":
-                torch.atan2(out, c, out=out)
+            if one_pass:
+                native.elementwise_floor(a, c, out)
             else:
-                torch.asin(c, out=out)
+                torch.sqrt(a, out=out)
+                torch.atan2(out, c, out=out)
 
     def run():
         torch.set_num_threads(1)
@@ -170,7 +188,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float64, d = 64")
     header = (f"{'act':5} {'depth':>5} {'n':>6} | {'ntkit s':>8} {'NT s':>8} {'NT/ntkit':>8} "
               f"| {'rel diff':>8} {'off-diag':>8} | {'floor s':>8} {'ntkit/floor':>11} "
-              f"| {'eager s':>8} {'eager/fused':>11} {'1st call':>8}")
+              f"| {'eager s':>8} {'eager/fused':>11} {'1st call':>8} "
+              f"| {'cpu s':>6} {'NT cpu':>6} {'eager cpu':>9} {'floor cpu':>9}")
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(0)
@@ -184,10 +203,13 @@ def main() -> None:
                 t_ours, k_ours = time_best(lambda net=net, xt=xt: net.kernel(xt, get="ntk"),
                                            args.repeat)
                 t_first = time_best.first  # default mode: fused duals (compiles if cold)
+                c_ours = time_best.cpu
                 t_eager, _ = time_best(
                     lambda net=net, xt=xt: net.kernel(xt, get="ntk", compile=False),
                     args.repeat)
+                c_eager = time_best.cpu
                 t_nt, diff, off = float("nan"), float("nan"), float("nan")
+                c_nt = float("nan")
                 if have_nt:
                     with tempfile.TemporaryDirectory() as tmp:
                         xp, kp = Path(tmp) / "x.npy", Path(tmp) / "k.npy"
@@ -196,7 +218,8 @@ def main() -> None:
                                    repeat=args.repeat)
                         r = subprocess.run([str(nt_python), "-c", NT_SCRIPT, json.dumps(cfg)],
                                            capture_output=True, text=True, check=True)
-                        t_nt = json.loads(r.stdout.strip().splitlines()[-1])["time"]
+                        res = json.loads(r.stdout.strip().splitlines()[-1])
+                        t_nt, c_nt = res["time"], res["cpu"]
                         k_nt = np.load(kp)
                     scale = np.abs(k_nt).max()
                     delta = np.abs(k_ours.numpy() - k_nt)
@@ -204,10 +227,12 @@ def main() -> None:
                     np.fill_diagonal(delta, 0.0)
                     off = float(delta.max() / scale)
                 t_floor = floor_time(act, n, depth, 256, args.repeat)
+                c_floor = time_best.cpu
                 print(f"{act:5} {depth:>5} {n:>6} | {t_ours:8.3f} {t_nt:8.3f} "
                       f"{t_nt / t_ours:8.2f} | {diff:8.1e} {off:8.1e} | {t_floor:8.3f} "
                       f"{t_ours / t_floor:11.2f} | {t_eager:8.3f} {t_eager / t_ours:11.2f} "
-                      f"{t_first:8.2f}", flush=True)
+                      f"{t_first:8.2f} | {c_ours:6.3f} {c_nt:6.3f} {c_eager:9.3f} {c_floor:9.3f}",
+                      flush=True)
 
 
 def main_device(args, device: torch.device) -> None:

@@ -1,31 +1,42 @@
-"""Fused elementwise duals: each dual's elementwise chain compiled into one loop.
+"""Fused elementwise duals: each dual's elementwise chain in one loop, on by default.
 
 Eagerly, a dual such as ReLU's makes about a dozen passes over a (tile, tile) array (or
-(H·W)² per example pair on full spatial storage); ``torch.compile`` (inductor) fuses the
-chain into one pass. Only the elementwise work of one dual is compiled, never a whole
-network: the compiled kernels are keyed by activation (and its constants), dtype,
-device type, ``need_dot`` and the broadcast pattern of (var1, cov, var2), and compiled
-with dynamic shapes, so a new n, tile size, depth or network with the same activations
-reuses them (`stats` counts compilations; the tests check that).
+(H·W)² per example pair on full spatial storage). Fused, it is one pass per entry.
 
-On/off: off by default for now (``NTKIT_FUSED=1`` in the environment, or
-``net.kernel(..., compile="fused")``, turns it on): measured on a 2-core AMD EPYC, a cold
-compile costs 13-35 s per activation family and a warm-cache first call still 4-27 s,
-over the ≤ 20 s / ≤ 2 s a default must meet, while the fused ReLU dual is 2.2× eager
-and Erf 1.07×. `enabled` turns it on or off for a block (the engine wraps each kernel
-evaluation in it, from ``net.kernel(..., compile=...)``). It only applies to tiles of at
-least ``min_numel`` entries (small tiles do not repay a compilation), outside autograd
-(the out-of-place autograd path of each dual runs eagerly) and outside another
-``torch.compile`` trace (the whole-network mode traces the eager chain itself).
+Backends (`set_backend`):
 
-Fallback: if compilation fails (old torch, no C++ compiler, any error), a warning is
-issued once and that kernel runs eagerly from then on; values are the same either way.
+- None (default): `ntkit.dual.native`, C kernels for the float64 closed-form duals on
+  the CPU (ReLU, LeakyReLU/|x| family, sign, erf, GELU, exp, Gaussian, sin, RBF), built
+  once with the system C compiler (about a second with an empty cache; a one-line
+  message says so) and loaded from disk in later processes. One library serves every
+  activation, n, depth and network: nothing is compiled again. Other duals, float32 and
+  GPUs run eagerly.
+- "inductor" (``NTKIT_FUSED=inductor``), another ``torch.compile`` backend name, or a
+  callable backend: each dual's eager chain through ``torch.compile`` with dynamic
+  shapes, keyed by activation (and its constants), dtype, device type, ``need_dot`` and
+  the broadcast pattern of (var1, cov, var2) (so a new n, tile, depth or network reuses
+  it; `stats` counts compilations). It covers every dtype and device torch compiles for,
+  but a cold compile costs 13-35 s per activation family on a 2-core CPU, and a warm
+  cache's first call seconds.
 
-On-disk cache: inductor's FX graph cache, in a directory keyed by the torch version, the
-CPU capability ATen dispatches to (``torch.backends.cpu.get_cpu_capability()``, which
+On/off: on by default. ``NTKIT_FUSED=0`` in the environment, or ``net.kernel(...,
+compile=False)``, turns it off; `enabled` turns it on or off for a block (the engine
+wraps each kernel evaluation in it, from ``net.kernel(..., compile=...)``). It only
+applies to tiles of at least ``min_numel`` entries, outside autograd (the out-of-place
+autograd path of each dual runs eagerly, so kernel gradients are unchanged) and outside
+another ``torch.compile`` trace (the whole-network mode traces the eager chain itself).
+
+Fallback: if the build or a compilation fails (no C compiler, no libmvec, old torch,
+any error), a warning is issued once and the duals run eagerly from then on; values are
+the same either way (to an ulp of atan2/exp; exact diagonals stay exact).
+
+On-disk caches: `ntkit.dual.native.cache_dir` for the C library; for inductor, its FX
+graph cache in a directory keyed by the torch version, the CPU capability ATen
+dispatches to (``torch.backends.cpu.get_cpu_capability()``, which
 ``ATEN_CPU_CAPABILITY`` changes) and the CPU's ISA flags: code generated for AVX-512 is
 never reused under AVX2 (a shared ``/tmp/torchinductor_*`` did exactly that and returned
-wrong values). `cache_dir` gives the directory; ``NTKIT_CACHE_DIR`` moves its base.
+wrong values). `cache_dir` gives the directory; ``NTKIT_CACHE_DIR`` moves the base of
+both.
 """
 
 from __future__ import annotations
@@ -43,15 +54,32 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_NUMEL", "cache_dir", "enabled", "is_enabled", "run", "set_backend",
-           "set_min_numel", "stats", "wants"]
+import ntkit.dual.native as native
 
-MIN_NUMEL = 1 << 16
-"""Default smallest tile (entries of cov) that is fused: 256 × 256."""
+__all__ = ["MIN_NUMEL", "MIN_NUMEL_COMPILED", "cache_dir", "enabled", "is_enabled",
+           "parse_environment", "run", "set_backend", "set_min_numel", "stats", "wants"]
 
-_STATE = {"on": os.environ.get("NTKIT_FUSED", "0").strip().lower() in ("1", "true", "on", "yes"),
-          "min_numel": MIN_NUMEL, "backend": None, "warned": False, "announced": False,
-          "cache_set": False}
+MIN_NUMEL = 64
+"""Default smallest fused tile (entries of cov) with the C kernels: a C call costs tens of
+microseconds of Python, an eager dual's dozen torch calls more, so even the per-example
+variance vectors of a tile are fused."""
+MIN_NUMEL_COMPILED = 1 << 16
+"""The same with a ``torch.compile`` backend (256 × 256): small shapes would only add
+compilations."""
+
+
+def parse_environment(value: str | None) -> tuple[bool, str | None]:
+    """(on, backend) for a value of ``NTKIT_FUSED``: unset, "1", "on", ...: on with the
+    default backend; "0", "false", "off", "no": off; "inductor": on with
+    ``torch.compile``. Read once, at import. Example: ``parse_environment("0")`` is
+    ``(False, None)``."""
+    v = "1" if value is None else value.strip().lower()
+    return v not in ("0", "false", "off", "no"), ("inductor" if v == "inductor" else None)
+
+
+_ENV = parse_environment(os.environ.get("NTKIT_FUSED"))
+_STATE = {"on": _ENV[0], "min_numel": MIN_NUMEL, "backend": _ENV[1],
+          "warned": False, "announced": False, "cache_set": False, "native_failed": False}
 _STATS = {"compiles": 0, "calls": 0, "fallbacks": 0}
 _KERNELS: dict = {}  # key -> compiled function, or None after a failure
 _LOCK = threading.Lock()
@@ -88,36 +116,44 @@ def enabled(on: bool | None = True, *, min_numel: int | None = None) -> Iterator
 
 
 def set_backend(backend: Callable | str | None) -> Callable | str | None:
-    """Use ``backend`` for new kernels (None: inductor); returns the previous one.
+    """Use ``backend`` for new kernels; returns the previous one.
 
-    For tests (a backend that raises simulates a failed compilation) and experiments.
-    Already compiled kernels are dropped.
+    None: the C kernels of `ntkit.dual.native` (the default); a string or a callable:
+    ``torch.compile`` with that backend ("inductor", or a backend that raises to
+    simulate a failed compilation in tests). Already compiled kernels are dropped, a
+    failed C build is tried again, and a failure warns again.
     """
     with _LOCK:
         old = _STATE["backend"]
         _STATE["backend"] = backend
+        _STATE["native_failed"] = _STATE["warned"] = False  # the new backend warns anew
         _KERNELS.clear()
     return old
 
 
-def set_min_numel(numel: int) -> int:
-    """Set the process-wide smallest fused tile (entries of cov); returns the previous."""
-    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
-        raise ValueError(f"numel must be an int >= 0, got {numel!r}")
+def set_min_numel(numel: int | None) -> int | None:
+    """Set the process-wide smallest fused tile (entries of cov; None: the backend's
+    default, `MIN_NUMEL` or `MIN_NUMEL_COMPILED`); returns the previous setting."""
+    if numel is not None and (isinstance(numel, bool) or not isinstance(numel, int)
+                              or numel < 0):
+        raise ValueError(f"numel must be an int >= 0 or None, got {numel!r}")
     old, _STATE["min_numel"] = _STATE["min_numel"], numel
     return old
 
 
 def stats() -> dict:
-    """Counts since import: ``compiles`` (graphs handed to the compiler), ``calls``
-    (fused calls), ``fallbacks`` (kernels that failed to compile and run eagerly), and
-    inductor's on-disk FX graph cache ``cache_hits`` / ``cache_misses``."""
+    """Counts since import: ``compiles`` (C library builds and graphs handed to
+    ``torch.compile``), ``calls`` (fused calls), ``fallbacks`` (kernels that failed to
+    build or compile and run eagerly), and the on-disk caches' ``cache_hits`` (C library
+    loaded, FX graphs loaded) / ``cache_misses`` (C library built, FX graphs compiled)."""
     out = dict(_STATS)
-    out["cache_hits"] = out["cache_misses"] = 0
+    built = native.stats()
+    out["compiles"] += built["builds"]
+    out["cache_hits"], out["cache_misses"] = built["loads"], built["builds"]
     if "torch._dynamo" in sys.modules:  # inductor's counters, without importing dynamo
         counters = sys.modules["torch._dynamo"].utils.counters["inductor"]
-        out["cache_hits"] = int(counters["fxgraph_cache_hit"])
-        out["cache_misses"] = int(counters["fxgraph_cache_miss"])
+        out["cache_hits"] += int(counters["fxgraph_cache_hit"])
+        out["cache_misses"] += int(counters["fxgraph_cache_miss"])
     return out
 
 
@@ -177,11 +213,18 @@ def wants(*tensors: Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
+    shape = native.broadcast_shape(*(t.shape for t in tensors))
+    if shape is None:
+        return False  # the eager chain raises torch's error
     numel = 1
-    for size in torch.broadcast_shapes(*(t.shape for t in tensors)):
+    for size in shape:
         numel *= size
     least = getattr(_LOCAL, "min_numel", None)
-    return numel >= (_STATE["min_numel"] if least is None else least)
+    if least is None:
+        least = _STATE["min_numel"]
+    if least is None:
+        least = MIN_NUMEL if _STATE["backend"] is None else MIN_NUMEL_COMPILED
+    return numel >= least
 
 
 def _backend(gm, example_inputs):
@@ -214,6 +257,9 @@ def run(key: tuple, fn: Callable, *tensors: Tensor):
     # Views would make dynamo guard on their bases' sizes (e.g. var1 = v[:, None] and
     # var2 = w[None, :] guard len(v) == len(w)): pass owned tensors (var1 and var2 are
     # vectors; cov is normally a fresh tensor already).
+    if _STATE["backend"] is None:
+        out = _run_native(key, tensors)
+        return fn(*tensors) if out is None else out
     tensors = tuple(t.clone() if t._base is not None else t for t in tensors)
     full_key = key + tuple((t.dtype, t.device.type, tuple(s == 1 for s in t.shape))
                            for t in tensors)
@@ -229,6 +275,40 @@ def run(key: tuple, fn: Callable, *tensors: Tensor):
         return fn(*tensors)
     _STATS["calls"] += 1
     return cfn(*tensors)
+
+
+def _announce(where: str) -> None:
+    if not _STATE["announced"]:
+        _STATE["announced"] = True
+        print(f"ntkit: compiling fused dual kernels (one time; cached in {where}; "
+              "compile=False or NTKIT_FUSED=0 turns this off)", file=sys.stderr)
+
+
+def _warn_fallback(exc: Exception) -> None:
+    _STATS["fallbacks"] += 1
+    if not _STATE["warned"]:
+        _STATE["warned"] = True
+        warnings.warn(f"ntkit: compiling a fused dual failed ({type(exc).__name__}: "
+                      f"{exc}); using eager duals (same values, slower)", RuntimeWarning,
+                      stacklevel=4)
+
+
+def _run_native(key: tuple, tensors):
+    """The C kernel's (T, Tdot), or None: no kernel for this dual or layout, or the
+    library failed to build (warned once)."""
+    if _STATE["native_failed"] or len(tensors) != 3 or not native.handles(key, *tensors):
+        return None
+    try:
+        native.library(announce=_announce)
+    except Exception as exc:  # compilation is an optimization, never a requirement
+        if not _STATE["native_failed"]:
+            _STATE["native_failed"] = True
+            _warn_fallback(exc)
+        return None
+    out = native.run(key, *tensors)
+    if out is not None:
+        _STATS["calls"] += 1
+    return out
 
 
 def _trace_config():
@@ -251,23 +331,14 @@ def _trace_config():
 
 def _first_call(full_key, fn, tensors):
     _use_cache_dir()
-    if not _STATE["announced"]:
-        _STATE["announced"] = True
-        print(f"ntkit: compiling fused dual kernels (one time; cached in "
-              f"{os.environ['TORCHINDUCTOR_CACHE_DIR']}; compile=False turns this off)",
-              file=sys.stderr)
+    _announce(os.environ["TORCHINDUCTOR_CACHE_DIR"])
     try:
         cfn = torch.compile(_own_code(fn), dynamic=True, backend=_backend)
         with _trace_config():
             out = cfn(*tensors)
     except Exception as exc:  # compilation is an optimization, never a requirement
         _KERNELS[full_key] = None
-        _STATS["fallbacks"] += 1
-        if not _STATE["warned"]:
-            _STATE["warned"] = True
-            warnings.warn(f"ntkit: compiling a fused dual failed ({type(exc).__name__}: "
-                          f"{exc}); using eager duals (same values, slower)", RuntimeWarning,
-                          stacklevel=3)
+        _warn_fallback(exc)
         return fn(*tensors)
     _KERNELS[full_key] = cfn
     _STATS["calls"] += 1

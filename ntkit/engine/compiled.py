@@ -1,4 +1,5 @@
-"""Per-tile kernel functions, eager or fused with ``torch.compile``.
+"""Per-tile kernel functions: eager maps (with fused duals, `ntkit.dual.fused`, by
+default) or the whole map compiled with ``torch.compile``.
 
 The floor of an analytic kernel is the elementwise (mostly transcendental) math per entry
 per layer. Eagerly, every elementwise op of every layer makes a pass over a (tile, tile)
@@ -93,7 +94,7 @@ def tile_function(layer, track_ntk: bool, sym_tile: bool, compiled: bool, full: 
     break).
 
     ``fused``: whether the duals fuse their elementwise work (`ntkit.dual.fused`) in the
-    eager map: None keeps the process default (off unless ``NTKIT_FUSED=1``). Entered in
+    eager map: None keeps the process default (on unless ``NTKIT_FUSED=0``). Entered in
     each tile's own thread (the setting is thread-local).
 
     ``mask_constant``: None, or the (validated) value that marks absent input positions

@@ -60,8 +60,8 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern, mask_constant=mask_constant)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
-    # compile (see ntkit.dual.fused): None -> the process default (eager unless
-    # NTKIT_FUSED=1); "fused" -> fused duals; False -> eager; True or "whole" -> the whole
+    # compile (see ntkit.dual.fused): None -> the process default (fused duals unless
+    # NTKIT_FUSED=0); "fused" -> fused duals; False -> eager; True or "whole" -> the whole
     # per-tile map compiled.
     if not (compile is None or isinstance(compile, bool) or compile in ("fused", "whole")):
         raise ValueError(f"compile must be None, True, False, 'fused' or 'whole', got "

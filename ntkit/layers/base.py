@@ -132,10 +132,11 @@ class Layer(metaclass=LayerType):
             disk), or a zarr array (see ``resume``); for several names, a dict
             name -> array. Returned as given. A zarr array's chunks set the tiles
             (create one with `ntkit.engine.storage.create_kernel_array`).
-          compile: None (default): eager, unless ``NTKIT_FUSED=1`` is set. "fused": each
-            dual's elementwise work runs as one compiled loop per activation and dtype
-            (`ntkit.dual.fused`; compiled once, cached on disk, eager if compilation
-            fails; the first call compiles for tens of seconds). False: eager. True or
+          compile: None (default) or "fused": fused duals (`ntkit.dual.fused`: one C
+            loop per float64 closed-form dual on the CPU, built once by the system C
+            compiler in about 2 s of CPU and cached on disk; eager where that is
+            unavailable, with one warning), unless ``NTKIT_FUSED=0`` is set. False:
+            eager. True or
             "whole": the whole per-tile map under ``torch.compile`` (tens of seconds to
             minutes per network on a small CPU).
           memory_budget: bytes the tiles may hold at once (the output comes on top).
