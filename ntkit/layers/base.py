@@ -384,6 +384,13 @@ class Activation(Layer):
                 "activation before Flatten (the network is the same: an elementwise function "
                 "commutes with Flatten), apply it per stream before FanInConcat, or put a "
                 "Dense/Conv layer in between")
+        if k.ntk_own and not self.preserves_gaussian and k.ntk is not None:
+            raise ValueError(
+                f"{type(self).__name__} right after LayerNorm(affine=True): γ's NTK term "
+                "z(x)·z(x') is correlated with the activation's derivative (E[u φ'(u) v φ'(v)] "
+                "is not nngp·E[φ'φ']), which ntkit's kernel does not track; put a Dense or "
+                "Conv layer between them (as in pre-LN transformer blocks), or use "
+                "LayerNorm(affine=False) (same NNGP; the NTK without γ, β)")
         if k.x1_is_x2 and k.is_spatial:
             # Linear spatial maps (pooling, convolutions) may round the example diagonal of
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
