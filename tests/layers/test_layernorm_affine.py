@@ -155,7 +155,6 @@ def test_finite_module_is_torch_layernorm(spatial, bias):
         shape = 3
     mod = spec.build(shape, seed=1)
     init = [p.detach().clone() for p in mod.parameters()]
-    lnw = mod[1].weight if isinstance(mod, nn.Sequential) else None
     _copy_params(ref, mod)   # torch's own init, then perturb γ, β in both
     with torch.no_grad():
         for p in ref[1].parameters():
@@ -170,7 +169,6 @@ def test_finite_module_is_torch_layernorm(spatial, bias):
     assert torch.equal(ln[0], torch.ones_like(ln[0]))
     if bias:
         assert torch.equal(ln[1], torch.zeros_like(ln[1]))
-    del lnw
 
 
 def test_activation_right_after_affine_is_refused():
