@@ -81,7 +81,10 @@ class LayerNorm(Layer):
     spatial axis), else 0: each γ_c contributes ẑ_c(x, p) ẑ_c(x', p'), whose channel
     average (what the next Dense/Conv layer takes) is nngp'; β_c contributes 1. The terms
     do not depend on the parameterization (γ, β are used unscaled in both). Masked
-    positions stay 0.
+    positions stay 0. A nonlinearity right after it would need E[u φ'(u) v φ'(v)], not
+    nngp·E[φ'φ']: only ReLU, LeakyReLU, ABReLU and Abs (u φ'(u) = φ(u), so that is the
+    activation's own nngp) are accepted there; others raise a ValueError (put a
+    Dense/Conv in between).
 
     Args:
       axis: the normalized axes (torch layout, 1 = channels, must be among them).
@@ -173,20 +176,27 @@ class LayerNorm(Layer):
 
         nngp = norm(k.nngp, m1, m2, 2)
         ntk = None if k.ntk is None else norm(k.ntk, m1, m2, 2)
+        coef = None
         if ntk is not None and self.affine:
-            ntk = ntk + self._param_terms(k, nngp, pos)
+            coef = self._delta(k, nngp, pos)
+            ntk = ntk + (coef * (nngp + 1.0) if self.bias else coef * nngp)
         cov1, cov2 = k.map_covs(lambda c: norm(c, m1, m1, 1), nngp,
                                 lambda c: norm(c, m2, m2, 1))
         out = k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
-                        ntk_own=k.ntk_own or (self.affine and ntk is not None))
+                        ntk_own=k.ntk_own or coef is not None, own_coef=None, own_nngp=None)
         # β's term is 1 at absent positions too: zero every pair that involves one
-        return out.remask(k.mask1, k.mask2) if self.affine and k.masked else out
+        if self.affine and k.masked:
+            out = out.remask(k.mask1, k.mask2)
+        if coef is not None and not k.ntk_own:   # ntk's own-product part: coef · nngp
+            out = out.replace(own_coef=coef, own_nngp=out.nngp)
+        return out
 
-    def _param_terms(self, k: Kernel, nngp: Tensor, pos: list[int]) -> Tensor:
-        """NTK terms of γ (nngp') and β (1) on the position pairs that share an entry."""
-        terms = nngp + 1.0 if self.bias else nngp
+    @staticmethod
+    def _delta(k: Kernel, nngp: Tensor, pos: list[int]) -> Tensor:
+        """1 on the position pairs that share a γ/β entry, else 0 (broadcastable)."""
+        one = torch.ones((), dtype=nngp.dtype, device=nngp.device)
         if not (k.full and pos):
-            return terms   # no positions, or diagonal storage: p = p' shares all entries
+            return one   # no positions, or diagonal storage: p = p' shares all entries
         d = len(k.spatial)
         delta = torch.ones((), dtype=torch.bool, device=nngp.device)
         for a in pos:   # full storage (n1, n2, *S, *S'): p_a = p'_a along normalized axes
@@ -195,7 +205,7 @@ class LayerNorm(Layer):
             shape[a], shape[d + a] = s, s
             eye = torch.eye(s, dtype=torch.bool, device=nngp.device).reshape(shape)
             delta = delta & eye
-        return terms * delta.to(nngp.dtype)
+        return delta.to(nngp.dtype)
 
     def make_module(self, in_features, generator, dtype):
         if is_streams(in_features):

@@ -171,19 +171,43 @@ def test_finite_module_is_torch_layernorm(spatial, bias):
         assert torch.equal(ln[1], torch.zeros_like(ln[1]))
 
 
-def test_activation_right_after_affine_is_refused():
-    """γ's term z(x)z(x') is correlated with φ'(z): refused, not silently wrong; the
-    identity and a Dense/Conv in between are fine."""
+@pytest.mark.parametrize("act", ["relu", "leaky"])
+def test_homogeneous_activation_right_after_monte_carlo(act):
+    """u φ'(u) = φ(u) (ReLU, LeakyReLU): γ's term z(x)z(x') maps to nngp' exactly."""
+    def make(affine):
+        a = nl.ReLU() if act == "relu" else nl.LeakyReLU(0.2)
+        return nl.serial(nl.Dense(256, w_std=1.3, b_std=0.4), nl.LayerNorm(affine=affine),
+                         a, nl.Dense(1))
+    _check_mc(make, _x(4, 3), 3)
+
+
+@pytest.mark.parametrize("axis", [1, (1, 2)])
+def test_relu_after_full_storage_monte_carlo(axis):
+    def make(affine):
+        return nl.serial(nl.Conv(128, (3,), padding="SAME"),
+                         nl.LayerNorm(axis=axis, affine=affine), nl.ReLU(),
+                         nl.GlobalAvgPool(), nl.Dense(1))
+    _check_mc(make, _x(3, 2, 5), (2, 5))
+
+
+def test_other_activation_right_after_affine_is_refused():
+    """For other φ, γ's term z(x)z(x') correlates with φ'(z) in a way the kernel does not
+    track: refused, not silently wrong; so is a ReLU after a pooling in between (the
+    tracked part is no longer own_coef · nngp there); the identity
+    and a Dense/Conv in between are fine."""
     x = _x(4, 3)
     with pytest.raises(ValueError, match="Dense or Conv layer between"):
-        nl.serial(nl.Dense(4), nl.LayerNorm(affine=True), nl.ReLU(), nl.Dense(1)).kernel(x)
+        nl.serial(nl.Dense(4), nl.LayerNorm(affine=True), nl.Erf(), nl.Dense(1)).kernel(x)
     with pytest.raises(ValueError, match="Dense or Conv layer between"):
         nl.serial(nl.Dense(4), nl.FanOut(2),
                   nl.parallel(nl.LayerNorm(affine=True), nl.Dense(4)), nl.FanInSum(),
-                  nl.Erf()).kernel(x)
-    nl.serial(nl.Dense(4), nl.LayerNorm(affine=True), nl.Dense(4), nl.ReLU()).kernel(x)
+                  nl.ReLU()).kernel(x)
+    with pytest.raises(ValueError, match="Dense or Conv layer between"):
+        nl.serial(nl.Conv(4, (3,)), nl.LayerNorm(affine=True), nl.AvgPool((2,)),
+                  nl.ReLU()).kernel(_x(2, 3, 6), channels_last=False)
+    nl.serial(nl.Dense(4), nl.LayerNorm(affine=True), nl.Dense(4), nl.Tanh()).kernel(x)
     # NNGP alone has no γ/β terms: nothing to refuse
-    nl.serial(nl.Dense(4), nl.LayerNorm(affine=True), nl.ReLU()).kernel(x, get="nngp")
+    nl.serial(nl.Dense(4), nl.LayerNorm(affine=True), nl.Erf()).kernel(x, get="nngp")
 
 
 def test_bad_arguments():

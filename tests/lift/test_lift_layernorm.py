@@ -18,8 +18,12 @@ from ntkit import layers as nl
 X = torch.randn(6, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
 
-def block(n: int, bias: bool = True) -> nn.Module:
-    """Pre-LN-style MLP: LayerNorm (with γ, β) feeding a Linear layer."""
+def block(n: int, bias: bool = True, relu_first: bool = False) -> nn.Module:
+    """Pre-LN-style MLP: LayerNorm (with γ, β) feeding a Linear layer; or (relu_first)
+    the Linear → LayerNorm → ReLU pattern of CNN-style blocks."""
+    if relu_first:
+        return nn.Sequential(nn.Linear(64, n), nn.LayerNorm(n, bias=bias), nn.ReLU(),
+                             nn.Linear(n, n), nn.ReLU(), nn.Linear(n, 4)).double()
     return nn.Sequential(nn.Linear(64, n), nn.LayerNorm(n, bias=bias), nn.Linear(n, n),
                          nn.ReLU(), nn.Linear(n, 4)).double()
 
@@ -48,7 +52,8 @@ def test_whole_example_layernorm_lifts():
     assert torch.isfinite(k).all()
 
 
-def test_monte_carlo_over_torch_model_fast():
+@pytest.mark.parametrize("relu_first", [False, True])
+def test_monte_carlo_over_torch_model_fast(relu_first):
     """Entrywise |mean − lifted| ≤ 5 standard errors of the mean + 4/width of the lifted
     value (finite-width bias), as in tests/lift/test_monte_carlo.py, for the NNGP, the NTK,
     and the NTK of γ, β alone (``params=``) against the lifted kernel's γ/β part (its NTK
@@ -56,7 +61,7 @@ def test_monte_carlo_over_torch_model_fast():
     is O(1) of an O(width) NTK, so it is tested on its own; zero fails that test."""
     n, n_samples = 256, 20
     torch.manual_seed(0)
-    model = block(n)
+    model = block(n, relu_first=relu_first)
     spec = ntkit.lift(model)
     plain = nl.serial(*[nl.LayerNorm(eps=1e-5) if isinstance(layer, nl.LayerNorm) else layer
                         for layer in spec.layers])
@@ -95,8 +100,8 @@ def test_module_init_needs_initial_gamma_beta():
 
 
 def test_activation_right_after_is_refused():
-    model = nn.Sequential(nn.Linear(64, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 1))
-    with pytest.raises(ntkit.LiftError, match="2: ReLU"):
+    model = nn.Sequential(nn.Linear(64, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 1))
+    with pytest.raises(ntkit.LiftError, match="2: Tanh"):
         ntkit.lift(model.double())
 
 
