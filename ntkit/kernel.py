@@ -53,6 +53,14 @@ Flags:
   or `FanInConcat` joined several streams. Linear maps, LayerNorm and a Dense/Conv layer
   (which mixes all channels, making them alike again) are exact on it; a nonlinearity
   is not (the mean of its dual is not its dual of the mean), and refuses.
+- ``ntk_own``: True when ntk includes per-channel terms that are products of the channel's
+  own values, z_c(x) z_c(x') (the gradients of `LayerNorm`'s affine γ), which a linear map
+  or the channel average of the next Dense/Conv turns into nngp, but which a
+  nonlinearity's ``ntk · Tdot`` does not propagate (E[u φ'(u) v φ'(v)] is not
+  nngp·E[φ'φ']): nonlinearities refuse it; a Dense/Conv layer clears it. Where that part
+  is ``own_coef · nngp`` of this very nngp tensor (``own_nngp is nngp``: no layer changed
+  nngp since), degree-1 positively homogeneous activations (ReLU, LeakyReLU, ABReLU,
+  Abs: u φ'(u) = φ(u)) map it exactly to ``own_coef · nngp'``.
 - ``mask1``/``mask2``: None (no masking), or bool tensors (n1, *S) / (n2, *S), True at
   the positions of each example that are absent (neural-tangents' ``mask_constant``:
   padding of variable-length sequences and images); (n1,) / (n2,) for fully-connected
@@ -193,6 +201,9 @@ class Kernel:
     pattern: tuple | None = None
     mask1: Tensor | None = None
     mask2: Tensor | None = None
+    ntk_own: bool = False
+    own_coef: Tensor | None = None
+    own_nngp: Tensor | None = None
 
     def replace(self, **changes) -> Kernel:
         return dataclasses.replace(self, **changes)
@@ -245,7 +256,8 @@ class Kernel:
         of ``FanInSum``), Gaussian, with unmixed channels; ``changes`` as in ``replace``."""
         n = self.n_dense + 1
         return self.replace(channels=channels, source=n, roots=frozenset((n,)),
-                            mixed_channels=False, n_dense=n, gaussian=True, **changes)
+                            mixed_channels=False, n_dense=n, gaussian=True, ntk_own=False,
+                            own_coef=None, own_nngp=None, **changes)
 
     @property
     def var2(self) -> Tensor:

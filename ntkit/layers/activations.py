@@ -80,6 +80,8 @@ def _degree(name: str, value, max_degree: int | None = None) -> int:
 class ReLU(Activation):
     """φ(x) = max(x, 0). T = (s + (π − θ) cov)/(2π), Tdot = (π − θ)/(2π) (arc-cosine, n=1)."""
 
+    homogeneous = True
+
     def fn(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
@@ -97,6 +99,8 @@ class ABReLU(Activation):
       a: slope for x < 0.
       b: slope for x > 0.
     """
+
+    homogeneous = True
 
     def __init__(self, a: float, b: float):
         self.a = _real("a", a)
@@ -117,6 +121,8 @@ class LeakyReLU(Activation):
       alpha: slope for x < 0 (torch's ``negative_slope``).
     """
 
+    homogeneous = True
+
     def __init__(self, alpha: float):
         self.alpha = _real("alpha", alpha)
 
@@ -130,6 +136,8 @@ class LeakyReLU(Activation):
 
 class Abs(Activation):
     """φ(x) = |x| (ABReLU(−1, 1)): T = 2s/π + (1 − 2θ/π)·cov, Tdot = 1 − 2θ/π."""
+
+    homogeneous = True
 
     def fn(self, x: Tensor) -> Tensor:
         return torch.abs(x)  # φ'(0) = 0 under autograd

@@ -353,6 +353,8 @@ class Activation(Layer):
 
     #: Whether φ(z) is again a zero-mean Gaussian process (only the identity).
     preserves_gaussian = False
+    #: positively homogeneous of degree 1 (u φ'(u) = φ(u)): maps LayerNorm γ's NTK term
+    homogeneous = False
     #: Whether masked inputs (``mask_constant``) have their covariances at absent
     #: positions set to 0 after this activation, as neural-tangents' ``remask_kernel``
     #: does for the activations with φ(0) ≠ 0 or not positively homogeneous (Erf, Sin,
@@ -385,6 +387,18 @@ class Activation(Layer):
                 "activation before Flatten (the network is the same: an elementwise function "
                 "commutes with Flatten), apply it per stream before FanInConcat, or put a "
                 "Dense/Conv layer in between")
+        own = None
+        if k.ntk_own and not self.preserves_gaussian and k.ntk is not None:
+            if not (self.homogeneous and k.own_coef is not None and k.own_nngp is k.nngp):
+                raise ValueError(
+                    f"{type(self).__name__} right after LayerNorm(affine=True): γ's NTK term "
+                    "z(x)·z(x') is correlated with the activation's derivative "
+                    "(E[u φ'(u) v φ'(v)] is not nngp·E[φ'φ']), which ntkit's kernel tracks "
+                    "only for ReLU, LeakyReLU, ABReLU and Abs directly after it; put a Dense "
+                    "or Conv layer between them (as in pre-LN transformer blocks), or use "
+                    "LayerNorm(affine=False) (same NNGP; the NTK without γ, β)")
+            own = k.own_coef
+            k = k.replace(ntk=k.ntk - own * k.nngp)
         if k.x1_is_x2 and k.is_spatial:
             # Linear spatial maps (pooling, convolutions) may round the example diagonal of
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
@@ -408,10 +422,13 @@ class Activation(Layer):
         # The identity keeps the stream odd in its source's weights; anything else does not
         # (the channels stay aligned with the same roots either way).
         keep = self.preserves_gaussian
+        if own is not None:   # u φ'(u) = φ(u): E[u φ'(u) v φ'(v)] = nngp'
+            ntk = ntk + own * nngp
         out = k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                         source=k.source if keep else None,
                         gaussian=k.gaussian if keep else False)
-        return out.remask(k.mask1, k.mask2) if self.remasks and k.masked else out
+        out = out.remask(k.mask1, k.mask2) if self.remasks and k.masked else out
+        return out if own is None else out.replace(own_nngp=out.nngp)
 
     def _self_map(self, k: Kernel, cov: Tensor) -> Tensor:
         """Map an example's own covariance (cov1/cov2) through the activation."""

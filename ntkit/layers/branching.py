@@ -361,6 +361,7 @@ class FanInSum(Layer):
         return out.replace(source=None, n_dense=max(k.n_dense for k in ks),
                            roots=_all_roots(ks),
                            mixed_channels=any(k.mixed_channels for k in ks),
+                           ntk_own=any(k.ntk_own for k in ks),
                            gaussian=_all_gaussian(ks), **joined_masks(ks))
 
     def make_module(self, in_features, generator, dtype):
@@ -395,6 +396,7 @@ class FanInConcat(Layer):
                              cov2=mix("cov2"), channels=total, source=None,
                              n_dense=max(k.n_dense for k in ks), roots=_all_roots(ks),
                              mixed_channels=len(ks) > 1 or ks[0].mixed_channels,
+                             ntk_own=any(k.ntk_own for k in ks),
                              gaussian=_all_gaussian(ks), **joined_masks(ks))
 
     def make_module(self, in_features, generator, dtype):
@@ -462,6 +464,7 @@ class FanInProd(Layer):
         return ks[0].replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, source=None,
                              n_dense=max(k.n_dense for k in ks), roots=_all_roots(ks),
                              mixed_channels=any(k.mixed_channels for k in ks),
+                             ntk_own=any(k.ntk_own for k in ks),
                              gaussian=ks[0].gaussian if len(ks) == 1 else False,
                              **joined_masks(ks))
 

@@ -36,7 +36,9 @@ def lift(module: nn.Module, input_shape: int | tuple[int, ...] | None = None, *,
     for 1-wide filters), ``nn.ConvTranspose1d/2d/3d`` (paddings equal to ntkit's VALID or
     SAME), ``nn.AvgPool1d/2d/3d``, ``nn.AdaptiveAvgPool*d`` (to 1, or to sizes that divide
     the input), ``nn.Flatten``/``torch.flatten``/``view``/``reshape`` to (n, features),
-    ``mean``/``sum`` over all positions, ``nn.LayerNorm(elementwise_affine=False)``,
+    ``mean``/``sum`` over all positions, ``nn.LayerNorm`` (affine γ, β at their initial
+    1, 0 lift to ``LayerNorm(affine=True)``; directly followed by an activation only if
+    that is ReLU or LeakyReLU),
     ``nn.Identity``, dropout (module or functional; lifted as in eval mode: the
     identity), the activations ReLU, LeakyReLU, GELU (exact and tanh-approximated),
     Tanh, Sigmoid, SiLU, Softplus (module, ``torch.nn.functional``, ``torch.*`` and
@@ -47,7 +49,9 @@ def lift(module: nn.Module, input_shape: int | tuple[int, ...] | None = None, *,
 
     Anything else raises `LiftError` naming the operation and its place
     (``features.3: MaxPool2d``): max pooling, batch norm, softmax, ELU (no exact dual),
-    ``nn.MultiheadAttention`` (fixed head count: no Gaussian limit), affine LayerNorm,
+    ``nn.MultiheadAttention`` (fixed head count: no Gaussian limit), an activation other
+    than ReLU/LeakyReLU right after an affine LayerNorm, affine LayerNorm with
+    init="module" and γ ≠ 1 or β ≠ 0,
     grouped convolutions, weight sharing (a layer called twice), graphs that are not
     series-parallel, untraceable control flow. So does whatever the spec API refuses,
     e.g. a sum of correlated streams (``x + x``, or ``relu(x) + x`` with no fresh layer

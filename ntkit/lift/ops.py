@@ -343,23 +343,40 @@ def mean_or_sum(site: Site, dims, keepdim: bool, total: bool):
     return nl.GlobalSumPool() if total else nl.GlobalAvgPool()
 
 
-def layer_norm(site: Site, normalized_shape, eps: float, affine: bool):
-    if affine:
-        raise site.fail(
-            "its elementwise affine parameters (weight γ, bias β) are trained parameters "
-            "whose NTK terms ntkit's LayerNorm does not include; use "
-            "nn.LayerNorm(..., elementwise_affine=False) for an exact kernel")
+def _affine_norm_args(site: Site, weight, bias) -> dict:
+    """LayerNorm's affine options for γ = ``weight``, β = ``bias`` (None: absent)."""
+    if weight is None:
+        if bias is not None:
+            raise site.fail("a bias β without a weight γ is not a LayerNorm ntkit has")
+        return {}
+    if site.init == "module":
+        # ntkit's kernel is the limit at γ = 1, β = 0 (torch's initialization); other
+        # values change the output's scale and mean per entry (a nonzero mean breaks the
+        # zero-mean Gaussian limit of what follows), which it does not express.
+        with torch.no_grad():
+            ok = bool((weight == 1).all()) and (bias is None or bool((bias == 0).all()))
+        if not ok:
+            raise site.fail(
+                "init='module' and its affine parameters are not at their initial values "
+                "γ = 1, β = 0: ntkit's LayerNorm(affine=True) is exact only there; lift "
+                "with init='torch' (γ, β as torch initializes them) or reset them")
+    return {"affine": True, "bias": bias is not None}
+
+
+def layer_norm(site: Site, normalized_shape, eps: float, weight=None, bias=None):
+    """``weight``/``bias``: the module's γ, β tensors (None: absent)."""
+    affine = _affine_norm_args(site, weight, bias)
     shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else \
         (normalized_shape,)
     if shape != tuple(site.in_shape) or site.nt_spatial != len(site.in_shape) - 1:
         raise site.fail(f"it normalizes the last axes {shape} of an input of shape "
                         f"{('n', *site.in_shape)}; ntkit's LayerNorm needs the channel axis "
                         "among them: normalize (C,) features or whole (C, *S) examples")
-    return nl.LayerNorm(axis=tuple(range(1, len(shape) + 1)), eps=float(eps))
+    return nl.LayerNorm(axis=tuple(range(1, len(shape) + 1)), eps=float(eps), **affine)
 
 
 def ntkit_norm(site: Site, m: LayerNormModule):
-    return nl.LayerNorm(axis=m.axis, eps=m.eps)
+    return nl.LayerNorm(axis=m.axis, eps=m.eps, **_affine_norm_args(site, m.weight, m.bias))
 
 
 # ---- dispatch on leaf modules ---------------------------------------------------------
@@ -405,8 +422,7 @@ def module_layer(site: Site, m: nn.Module):
     if isinstance(m, nn.Flatten):
         return flatten(site, m.start_dim, m.end_dim)
     if isinstance(m, nn.LayerNorm):
-        return layer_norm(site, m.normalized_shape, m.eps, m.weight is not None or
-                          getattr(m, "bias", None) is not None)
+        return layer_norm(site, m.normalized_shape, m.eps, m.weight, getattr(m, "bias", None))
     if isinstance(m, (nn.Identity, *_DROPOUTS)):
         return None   # dropout as in eval mode: the identity (see ntkit.lift)
     if isinstance(m, (DenseModule, ConvModule, ConvTransposeModule)):

@@ -238,9 +238,12 @@ def _layer_of(node: fx.Node, gm: fx.GraphModule, site: ops.Site, nodes: dict):
     if fn in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d):
         return ops.adaptive_avg_pool(site, _arg(node, 1, "output_size"))
     if fn is F.layer_norm:
-        affine = any(_arg(node, i, k) is not None for i, k in ((2, "weight"), (3, "bias")))
+        if any(_arg(node, i, k) is not None for i, k in ((2, "weight"), (3, "bias"))):
+            raise site.fail("F.layer_norm with weight/bias tensors: ntkit cannot tell whether "
+                            "they are trained parameters at γ = 1, β = 0; use "
+                            "nn.LayerNorm(...), which lifts to LayerNorm(affine=True)")
         return ops.layer_norm(site, _arg(node, 1, "normalized_shape"),
-                              _arg(node, 4, "eps", 1e-5), affine)
+                              _arg(node, 4, "eps", 1e-5))
     raise site.fail("ntkit has no exact infinite-width map for it")
 
 

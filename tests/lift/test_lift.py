@@ -327,7 +327,7 @@ REFUSED = {
     "attn: MultiheadAttention": (Forward(lambda s, x: s.attn(x, x, x)[0],
                                          attn=nn.MultiheadAttention(4, 2)), (5, 4)),
     "forward": (Forward(_branchy, l=nn.Linear(3, 3)), (3,)),
-    "1: LayerNorm": (nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), (3,)),
+    "2: Tanh": (nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Tanh()), (3,)),
     "0: Conv2d": (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (4, 6, 6)),
     "0: Conv1d": (nn.Sequential(nn.Conv1d(2, 4, 3, padding=1, padding_mode="reflect")), (2, 6)),
     "l: Linear": (Forward(lambda s, x: s.l(s.l(x)), l=nn.Linear(3, 3)), (3,)),
