@@ -178,17 +178,21 @@ def _uncorrelated(a: _State, b: _State) -> bool:
 
 
 class _Gen:
-    def __init__(self, seed: int, nt: bool, bias: bool, max_layers: int):
+    def __init__(self, seed: int, nt: bool, bias: bool, max_layers: int, readout: bool,
+                 circular: bool, ndim: int | None):
         self.r = random.Random(seed)
         self.nt = nt
         self.bias = bias
         self.max_layers = max_layers
+        self.readout = readout
+        self.circular = circular
+        self.ndim = ndim
 
     # ---- parameters ----------------------------------------------------------------
     def wb(self) -> dict:
         r = self.r
         w = r.choice([0.8, 1.0, 1.3, 1.5])
-        b = r.choice([0.0, 0.1, 0.3, None]) if self.bias else 0.0
+        b = r.choice([0.0, 0.1, 0.3, None]) if self.bias else None
         return {"w_std": w, "b_std": b,
                 "param": "standard" if r.random() < 0.2 else "ntk"}
 
@@ -196,9 +200,9 @@ class _Gen:
         names = [n for n, (_, exact, homog) in _ACTIVATIONS.items()
                  if (exact or not self.nt) and (homog or self.bias)]
         if self.nt and st.spatial:
-            names.remove("sign")
-        if not st.normalized and "hermite" in names and self.nt:
-            names.remove("hermite")
+            names = [n for n in names if n != "sign"]
+        if self.nt and not st.normalized:
+            names = [n for n in names if n != "hermite"]
         name = self.r.choice(names)
         return {"op": name, **_ACTIVATIONS[name][0](self.r)}
 
@@ -210,10 +214,12 @@ class _Gen:
         r = self.r
         d = len(st.spatial)
         square = op == "conv_local" and self.nt
+        if self.circular:
+            keep_shape = True
         for _ in range(20):
             filt = [r.choice([1, 2, 3]) for _ in range(d)]
             strides = [1] * d if keep_shape else [r.choice([1, 1, 2]) for _ in range(d)]
-            pad = "SAME" if keep_shape and r.random() < 0.5 else (
+            pad = "SAME" if keep_shape and r.random() < 0.5 and not self.circular else (
                 "CIRCULAR" if keep_shape else r.choice(PADDINGS))
             if square:
                 filt = [filt[0]] * d
@@ -244,6 +250,8 @@ class _Gen:
             win = [r.choice([1, 2, 3]) for _ in range(d)]
             strides = [r.choice([1, 2]) for _ in range(d)]
             pad = r.choice(PADDINGS)
+            if self.circular:
+                strides, pad = [1] * d, "CIRCULAR"
             op = r.choice(["avg_pool", "sum_pool"])
             node = {"op": op, "window": win, "strides": strides, "padding": pad}
             if op == "avg_pool" and pad == "SAME" and r.random() < 0.5:
@@ -286,7 +294,8 @@ class _Gen:
         branches = []
         identity_used = False
         for _ in range(k):
-            if not identity_used and r.random() < 0.5:
+            # neural-tangents sums Gaussian streams only (NotImplementedError otherwise)
+            if not identity_used and r.random() < 0.5 and (st.gaussian or not self.nt):
                 branches.append([])  # Identity: correlated with everything but fresh ones
                 identity_used = True
                 continue
@@ -336,7 +345,7 @@ class _Gen:
     # ---- the network ----------------------------------------------------------------------
     def network(self) -> dict:
         r = self.r
-        ndim = r.choice([0, 1, 1, 2, 2])
+        ndim = r.choice([0, 1, 1, 2, 2]) if self.ndim is None else self.ndim
         if ndim == 0:
             shape = [r.choice([2, 3, 4])]
         elif ndim == 1:
@@ -352,7 +361,8 @@ class _Gen:
             st = st.apply(node)
 
         # first a fresh affine layer, so that activations see Gaussian channels
-        push(self.conv_like(st, r.choice(["conv", "conv", "conv_transpose", "conv_local"]))
+        first = ["conv"] if self.circular else ["conv", "conv", "conv_transpose", "conv_local"]
+        push(self.conv_like(st, r.choice(first))
              if st.spatial else {"op": "dense", "out": r.choice([2, 3, 4]), **self.wb()})
         for _ in range(r.randint(1, self.max_layers)):
             if st.spatial:
@@ -360,6 +370,9 @@ class _Gen:
                            "attention", "conv_transpose", "conv_local", "resize", "prod"]
             else:
                 choices = ["act", "dense", "residual", "concat", "norm", "prod"]
+            if self.circular:  # shift-equivariant layers only
+                choices = [c for c in choices if c not in ("conv_transpose", "conv_local",
+                                                           "resize")]
             kind = r.choice(choices)
             if kind == "act":
                 if not self.can_activate(st):
@@ -382,7 +395,7 @@ class _Gen:
                     continue
                 push(self.prod(st, bool(st.spatial)))
             elif kind == "norm":
-                if st.gaussian is not True:
+                if st.gaussian is not True or not self.bias:  # LayerNorm: 0-homogeneous
                     continue
                 push({"op": "layer_norm", "axis": "channel" if st.spatial and
                       r.random() < 0.6 else "all"})
@@ -396,18 +409,34 @@ class _Gen:
                 node = self.resize(st)
                 if node and self.bias:
                     push(node)
+        if not self.readout:
+            return {"input": shape, "layers": layers}
         # the readout
         if st.spatial:
-            push({"op": r.choice(["flatten", "global_avg_pool", "global_sum_pool"])})
+            push({"op": r.choice(["global_avg_pool", "global_sum_pool"] if self.circular
+                                 else ["flatten", "global_avg_pool", "global_sum_pool"])})
         if r.random() < 0.5 and self.can_activate(st):
             push(self.activation(st))
         push({"op": "dense", "out": r.choice([1, 2]), **self.wb()})
         return {"input": shape, "layers": layers}
 
 
-def generate(seed: int, *, nt: bool = False, bias: bool = True, max_layers: int = 5) -> dict:
-    """A random valid architecture (plain data), the same for the same arguments."""
-    g = _Gen(seed, nt, bias, max_layers)
+def generate(seed: int, *, nt: bool = False, bias: bool = True, max_layers: int = 5,
+             readout: bool = True, circular: bool = False, ndim: int | None = None) -> dict:
+    """A random valid architecture (plain data), the same for the same arguments.
+
+    Args:
+      seed: the draw.
+      nt: only what neural-tangents computes exactly (module docstring).
+      bias: False: bias-free, positively 1-homogeneous activations only.
+      max_layers: blocks drawn after the first layer (1..max_layers).
+      readout: end with Flatten/global pooling and Dense; False: the output may be
+        spatial (and is when the input is).
+      circular: shift-equivariant layers only (stride-1 CIRCULAR convolutions and pools,
+        no ConvLocal/ConvTranspose/ImageResize, global pooling readout).
+      ndim: spatial dimensions of the input (0, 1 or 2); None: drawn.
+    """
+    g = _Gen(seed, nt, bias, max_layers, readout, circular, ndim)
     arch = g.network()
     arch.update(seed=seed, nt=nt, bias=bias)
     return json.loads(json.dumps(arch))  # plain JSON data: lists, not tuples
