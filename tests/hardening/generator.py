@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
