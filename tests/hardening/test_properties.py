@@ -255,9 +255,11 @@ OPEN = {
     "homogeneous": "seed=3131, bias-free, rows [normal, ...], c=1e-100, x1 scaled: an NNGP "
                    "entry flips sign (-0.05139 vs 0.05139); ConvLocal + CIRCULAR conv + Abs "
                    "+ GAP",
-    "permutation": "seed=2526, perm_seed=0: a duplicate-row (identical) NTK entry differs "
-                   "by 7e-10 relative between the permuted and the unpermuted batch "
-                   "(identical pairs should agree to 4 ulps)",
+    "permutation": "seed=2526, perm_seed=0: in K(x, None) a duplicate pair x[1] == x[2] "
+                   "has NTK 7e-10 (relative) off K(x[1], x[1]) when the net stores full "
+                   "covariances (ImageResize): the engine pins identical pairs (Kernel."
+                   "same) only when x2 is given (plan.py: same = None on the symmetric "
+                   "path, schedule.py: tile_same None when sym); fix belongs to engine/",
 }
 
 
