@@ -1,0 +1,133 @@
+"""The bad-input matrix: public entry points × bad inputs, one table.
+
+Each bad input must raise ValueError or TypeError whose message names the argument
+(an error that names nothing, another exception type, or a silent result fail). Valid
+but unusual layouts (non-contiguous and negative-stride views) must instead give the
+same result as the contiguous array. ``test_counts`` prints tried / clear / accepted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ntkit
+from ntkit import layers as nl
+from ntkit import predict
+
+RNG = np.random.default_rng(0)
+X = torch.from_numpy(RNG.standard_normal((5, 3)))
+X2 = torch.from_numpy(RNG.standard_normal((4, 3)))
+Y = torch.from_numpy(RNG.standard_normal((5, 1)))
+NET = nl.serial(nl.Dense(8, 1.2, 0.1), nl.ReLU(), nl.Dense(1))
+K = NET.kernel(X, get="ntk")
+
+
+def _bad_arrays(good: torch.Tensor) -> dict:
+    nan = good.clone()
+    nan.view(-1)[0] = float("nan")
+    inf = good.clone()
+    inf.view(-1)[0] = float("inf")
+    return {
+        "nan": nan, "inf": inf,
+        "empty": good[:0],
+        "0-d": torch.tensor(1.0, dtype=torch.float64),
+        "int": good.to(torch.int64), "bool": good > 0,
+        "complex": good.to(torch.complex128),
+        "1-d": good.reshape(-1),
+        "list-of-str": [["a"] * good.shape[-1]] * good.shape[0],
+    }
+
+
+# entry point name -> (callable taking the argument, argument name, good value)
+ENTRIES = {
+    "net.kernel x1": (lambda v: NET.kernel(v, X2, get="ntk"), "x1", X),
+    "net.kernel x2": (lambda v: NET.kernel(X, v, get="ntk"), "x2", X2),
+    "empirical_ntk x1": (lambda v: ntkit.empirical_ntk(NET.build(3, seed=0), v), "x1", X),
+    "monte_carlo_kernel x1": (lambda v: ntkit.monte_carlo_kernel(
+        NET, v, n_samples=2, get="ntk"), "x1", X),
+    "gradient_descent_mse k_train_train": (
+        lambda v: predict.gradient_descent_mse(v, Y), "k_train_train", K),
+    "gradient_descent_mse y_train": (
+        lambda v: predict.gradient_descent_mse(K, v), "y_train", Y),
+    "gp_inference k_train_train": (lambda v: predict.gp_inference(v, Y), "k_train_train", K),
+    "gp_inference y_train": (lambda v: predict.gp_inference(K, v), "y_train", Y),
+}
+
+# (entry, option) -> callable with a bad option value, and the option's name
+OPTIONS = {
+    "net.kernel get": (lambda: NET.kernel(X, get="ntkk"), "get"),
+    "net.kernel tile 0": (lambda: NET.kernel(X, tile=0), "tile"),
+    "net.kernel tile -1": (lambda: NET.kernel(X, tile=-1), "tile"),
+    "net.kernel memory_budget -5": (lambda: NET.kernel(X, memory_budget=-5), "memory_budget"),
+    "net.kernel dtype int": (lambda: NET.kernel(X, dtype=torch.int64), "dtype"),
+    "monte_carlo_kernel n_samples 0": (
+        lambda: ntkit.monte_carlo_kernel(NET, X, n_samples=0), "n_samples"),
+    "empirical_ntk method": (lambda: ntkit.empirical_ntk(NET.build(3, seed=0), X,
+                                                         method="bogus"), "method"),
+    "gradient_descent_mse solver": (
+        lambda: predict.gradient_descent_mse(K, Y, solver="bogus"), "solver"),
+    "gradient_descent_mse learning_rate": (
+        lambda: predict.gradient_descent_mse(K, Y, learning_rate=-1.0), "learning_rate"),
+    "gp_inference diag_reg": (lambda: predict.gp_inference(K, Y, diag_reg=-1.0), "diag_reg"),
+    "Dense out 0": (lambda: nl.Dense(0), "out_features"),
+    "Conv padding": (lambda: nl.Conv(2, (3,), padding="FULL"), "padding"),
+    "net.kernel x1 requires_grad int": (
+        lambda: NET.kernel(X.clone().requires_grad_(True), get="ntk", tile=0), "tile"),
+}
+
+# Accepted by design: predict converts kernels and targets to its dtype (int labels
+# are targets; a 1-d y_train is one output column).
+ACCEPTED = {(e, b) for e in ENTRIES if e.startswith(("gradient_descent_mse", "gp_inference"))
+            for b in ("int", "bool")} | {
+    ("gradient_descent_mse y_train", "1-d"), ("gp_inference y_train", "1-d")}
+CASES = [(e, b) for e in ENTRIES for b in _bad_arrays(ENTRIES[e][2])]
+
+
+def _outcome(fn, name):
+    try:
+        fn()
+    except (ValueError, TypeError) as e:
+        return "clear" if name in str(e) else f"unnamed: {type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001 -- classified, not hidden
+        return f"other: {type(e).__name__}: {e}"
+    return "accepted"
+
+
+@pytest.mark.parametrize("entry,bad", CASES)
+def test_bad_array(entry, bad):
+    fn, name, good = ENTRIES[entry]
+    out = _outcome(lambda: fn(_bad_arrays(good)[bad]), name)
+    assert out == ("accepted" if (entry, bad) in ACCEPTED else "clear"), (entry, bad, out)
+
+
+@pytest.mark.parametrize("case", sorted(OPTIONS))
+def test_bad_option(case):
+    fn, name = OPTIONS[case]
+    out = _outcome(fn, name)
+    assert out == "clear", (case, out)
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+@pytest.mark.parametrize("view", ["transposed", "negative-stride"])
+def test_views_equal_contiguous(entry, view):
+    """Non-contiguous and negative-stride (numpy) views are valid: same result."""
+    fn, _, good = ENTRIES[entry]
+    ref = fn(good)
+    if view == "transposed":
+        v = good.T.contiguous().T  # same values, column-major strides
+    else:
+        v = np.ascontiguousarray(good.numpy()[::-1])[::-1]  # negative strides
+    got = fn(v)
+    a = ref if isinstance(ref, torch.Tensor) else None
+    if a is not None:
+        torch.testing.assert_close(torch.as_tensor(got), a, rtol=1e-12, atol=0)
+
+
+def test_counts():
+    """The matrix's size (the issue's closing counts)."""
+    tried = len(CASES) + len(OPTIONS) + 2 * len(ENTRIES)
+    print(f"bad inputs tried: {tried} ({len(CASES)} arrays, {len(OPTIONS)} options, "
+          f"{2 * len(ENTRIES)} views); accepted by design: {len(ACCEPTED)}")
+    assert tried >= 90
