@@ -230,6 +230,30 @@ def check_shift_invariant(seed, rows, shift):
                              name=f"{field}, shift {shift}")
 
 
+def check_disk(seed, rows, tile):
+    """memmap and zarr outputs equal the in-memory result bitwise (the same tiles)."""
+    import tempfile
+
+    zarr = pytest.importorskip("zarr")
+    from ntkit.engine.storage import create_kernel_array
+
+    arch, net = _net(seed)
+    x = make_rows(rows, tuple(arch["input"]))
+    try:
+        ref = net.kernel(torch.as_tensor(x), get="ntk", tile=tile).numpy()
+    except FloatingPointError:
+        assume(False)
+    n = len(x)
+    with tempfile.TemporaryDirectory() as d:
+        mm = np.lib.format.open_memmap(f"{d}/K.npy", mode="w+", dtype=np.float64,
+                                       shape=ref.shape)
+        net.kernel(torch.as_tensor(x), get="ntk", tile=tile, out=mm)
+        assert np.asarray(mm).tobytes() == ref.tobytes()
+        z = create_kernel_array(f"{d}/K.zarr", n, tile=tile, pair_shape=ref.shape[2:])
+        net.kernel(torch.as_tensor(x), get="ntk", out=z)
+        assert zarr.open_array(f"{d}/K.zarr")[:].tobytes() == ref.tobytes()
+
+
 # ---- the tests: a fast derandomized profile, a long one under the slow marker ----------------
 PROPS = {
     "symmetric_psd_finite_exact": (check_symmetric_psd_finite_exact, dict(rows=inputs())),
@@ -242,6 +266,7 @@ PROPS = {
     "homogeneous": (check_homogeneous,
                     dict(rows=inputs(), c=st.sampled_from([1e-100, 0.37, 3.0, 1e100]),
                          which=st.sampled_from([1, 2]))),
+    "disk": (check_disk, dict(rows=inputs(2, 6), tile=st.integers(1, 4))),
     "shift_invariant": (check_shift_invariant,
                         dict(rows=inputs(2, 4), shift=st.tuples(st.integers(-3, 3),
                                                                 st.integers(-3, 3)))),
