@@ -123,14 +123,23 @@ def check_symmetric_psd_finite_exact(seed, rows):
     arch, net = _net(seed)
     x = make_rows(rows, tuple(arch["input"]))
     k = kernel(net, x)
-    same = identical_mask(x, x)
     for field in GET:
         m = getattr(k, field).numpy()
         assert np.isfinite(m).all()
         assert np.array_equal(m, m.T), "K(x, x) must be exactly symmetric"
         w = np.linalg.eigvalsh(m)
         assert w.min() >= -1e-10 * max(w.max(), 0.0) - 1e-300, (field, w.min(), w.max())
-        # identical examples: their entries equal the diagonal (up to 4 ulps of it)
+        assert (np.diag(m) >= 0).all()
+
+
+def check_duplicates_exact(seed, rows):
+    """Identical examples in K(x, None): their entries equal the diagonal (4 ulps)."""
+    arch, net = _net(seed)
+    x = make_rows(rows, tuple(arch["input"]))
+    k = kernel(net, x)
+    same = identical_mask(x, x)
+    for field in GET:
+        m = getattr(k, field).numpy()
         d = np.diag(m)
         i, j = np.nonzero(same)
         np.testing.assert_allclose(m[i, j], d[i], rtol=4 * np.finfo(float).eps, atol=0)
@@ -257,6 +266,7 @@ def check_disk(seed, rows, tile):
 # ---- the tests: a fast derandomized profile, a long one under the slow marker ----------------
 PROPS = {
     "symmetric_psd_finite_exact": (check_symmetric_psd_finite_exact, dict(rows=inputs())),
+    "duplicates_exact": (check_duplicates_exact, dict(rows=inputs())),
     "transpose": (check_transpose, dict(rows1=inputs(1, 4), rows2=inputs(1, 4))),
     "permutation": (check_permutation, dict(rows=inputs(), perm_seed=st.integers(0, 99))),
     "tiles": (check_tiles, dict(rows=inputs(3, 7), tile=st.integers(1, 5),
@@ -280,6 +290,8 @@ OPEN = {
     "homogeneous": "seed=3131, bias-free, rows [normal, ...], c=1e-100, x1 scaled: an NNGP "
                    "entry flips sign (-0.05139 vs 0.05139); ConvLocal + CIRCULAR conv + Abs "
                    "+ GAP",
+    "duplicates_exact": "seed=130, rows [a, a]: K(x, None)[0, 1] is not K[0, 0] to 4 ulps; "
+                        "the same cause as 'permutation' below",
     "permutation": "seed=2526, perm_seed=0: in K(x, None) a duplicate pair x[1] == x[2] "
                    "has NTK 7e-10 (relative) off K(x[1], x[1]) when the net stores full "
                    "covariances (ImageResize): the engine pins identical pairs (Kernel."
