@@ -8,6 +8,8 @@ same result as the contiguous array. ``test_counts`` prints tried / clear / acce
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -177,7 +179,55 @@ def test_views_equal_contiguous(entry, view):
 
 def test_counts():
     """The matrix's size (the issue's closing counts)."""
-    tried = len(CASES) + len(OPTIONS) + 2 * len(ENTRIES)
+    tried = len(CASES) + len(OPTIONS) + 2 * len(ENTRIES) + len(CLI_NAMES)
     print(f"bad inputs tried: {tried} ({len(CASES)} arrays, {len(OPTIONS)} options, "
-          f"{2 * len(ENTRIES)} views); accepted by design: {len(ACCEPTED)}")
+          f"{2 * len(ENTRIES)} views, {len(CLI_NAMES)} CLI); accepted by design: "
+          f"{len(ACCEPTED)}")
     assert tried >= 90
+
+
+# ---- the CLI: bad inputs end with a one-line error naming the option, nothing written --
+def _cli_cases(d):
+    good = np.random.default_rng(1).standard_normal((6, 3))
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    np.save(d / "good.npy", good)
+    np.save(d / "nan.npy", nan)
+    np.save(d / "empty.npy", good[:0])
+    np.save(d / "ints.npy", (good > 0).astype(np.int64))
+    np.save(d / "cplx.npy", good.astype(np.complex128))
+    return {
+        "missing input": (["missing.npy", "--out", "K.npy"], "missing.npy"),
+        "NaN input": (["nan.npy", "--out", "K.npy"], "nan"),
+        "empty input": (["empty.npy", "--out", "K.npy"], "empty"),
+        "complex input": (["cplx.npy", "--out", "K.npy"], "complex"),
+        "activation": (["good.npy", "--out", "K.npy", "--activation", "bogus"],
+                       "activation"),
+        "kernel": (["good.npy", "--out", "K.npy", "--kernel", "bogus"], "kernel"),
+        "depth -1": (["good.npy", "--out", "K.npy", "--depth", "-1"], "depth"),
+        "tile 0": (["good.npy", "--out", "K.npy", "--tile", "0"], "tile"),
+        "out suffix": (["good.npy", "--out", "K.txt"], "out"),
+    }
+
+
+CLI_NAMES = ["missing input", "NaN input", "empty input", "complex input", "activation",
+             "kernel", "depth -1", "tile 0", "out suffix"]
+
+
+@pytest.mark.parametrize("case", CLI_NAMES)
+def test_cli_bad_input(tmp_path, case):
+    from click.testing import CliRunner
+
+    from ntkit.cli import main
+
+    args, word = _cli_cases(tmp_path)[case]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = CliRunner().invoke(main, ["kernel", *args])
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code != 0, (case, r.output)
+    assert r.exception is None or isinstance(r.exception, SystemExit), (case, r.exception)
+    assert word.lower() in r.output.lower(), (case, r.output)
+    assert not (tmp_path / "K.npy").exists() and not (tmp_path / "K.txt").exists(), case
