@@ -4,8 +4,8 @@ fully-connected, convolutional and empirical kernels, at two budgets each.
 
 The constant, fixed before measuring: 96 MiB (torch's allocator caches, thread stacks,
 the autograd graph of the empirical kernel's small model, per-layer temporaries that the
-planner does not count). Budgets run in increasing order in one process, so the peak
-(ru_maxrss, monotone) of the first run never hides the second's.
+planner does not count). The peak is VmHWM, reset before each run
+(Linux' /proc/self/clear_refs), so imports and the other budget's run do not count.
 """
 
 from __future__ import annotations
@@ -30,7 +30,17 @@ def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
 
+def reset_peak():
+    # Linux: writing 5 to clear_refs resets the peak (VmHWM) to the current RSS, so
+    # each run's peak is its own, not that of imports or an earlier run.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
 def peak():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 kind, budgets = sys.argv[1], json.loads(sys.argv[2])
@@ -54,6 +64,7 @@ else:
 run(2**20) if kind != "cnn" else net.kernel(x[:4], get="ntk")  # load code paths
 out = []
 for b in budgets:
+    reset_peak()
     before = rss()
     k = run(b)
     out.append({"budget": b, "before": before, "peak": peak(),

@@ -287,9 +287,6 @@ PROPS = {
 # the default profile (shrinking them takes minutes) and expected to fail in the long one
 # until they are settled.
 OPEN = {
-    "homogeneous": "seed=3131, bias-free, rows [normal, ...], c=1e-100, x1 scaled: an NNGP "
-                   "entry flips sign (-0.05139 vs 0.05139); ConvLocal + CIRCULAR conv + Abs "
-                   "+ GAP",
     "duplicates_exact": "seed=130, rows [a, a]: K(x, None)[0, 1] is not K[0, 0] to 4 ulps; "
                         "the same cause as 'permutation' below",
     "permutation": "seed=2526, perm_seed=0: in K(x, None) a duplicate pair x[1] == x[2] "
