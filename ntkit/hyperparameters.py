@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -222,7 +223,11 @@ def fit_marginal_likelihood(net: Layer, x: Any, y: Any, *, kind: str = "nngp",
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     x = as_batch(x, "x", dtype, spatial=True)
-    y = as_batch(torch.as_tensor(y).reshape(len(y), -1) if not isinstance(y, Tensor)
+    y_shape = tuple(y.shape) if isinstance(y, Tensor) else np.shape(y)
+    if len(y_shape) == 0 or y_shape[0] == 0:
+        raise ValueError(f"y must be targets of shape (n,) or (n, k) with n >= 1 rows, got "
+                         f"shape {y_shape}")
+    y = as_batch(np.ascontiguousarray(y).reshape(len(y), -1) if not isinstance(y, Tensor)
                  else y.reshape(y.shape[0], -1), "y", dtype)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")

@@ -109,7 +109,14 @@ def monte_carlo_kernel(net, x1, x2=None, *, n_samples: int | Sequence[int] = 64,
     if not callable(getattr(net, "build", None)):
         raise TypeError(f"net must be a layer spec with a build(in_features, seed) method, got "
                         f"{type(net).__name__}")
-    x1 = torch.as_tensor(x1)
+    if not isinstance(x1, Tensor):
+        if isinstance(x1, np.ndarray) and any(st < 0 for st in x1.strides):
+            x1 = x1.copy()  # torch.as_tensor refuses negative strides
+        try:
+            x1 = torch.as_tensor(x1)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"x1 must be a numeric tensor or array, got "
+                            f"{type(x1).__name__}") from e
     if x1.ndim < 2:
         raise ValueError(f"x1 must be (n, d) inputs, got shape {tuple(x1.shape)}")
     # The per-example shape: an int for (n, d) rows, (C, *S) for images and sequences.

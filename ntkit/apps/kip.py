@@ -67,7 +67,9 @@ def _check_net(net) -> None:
 
 def _as_inputs(x, name: str) -> Tensor:
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        if x.dtype.kind not in "biufc":
+            raise TypeError(f"{name} must be a numeric array, got dtype {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))  # negative strides: torch refuses
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
     if not x.dtype.is_floating_point:
@@ -85,7 +87,9 @@ def _as_targets(y, n: int, name: str, classes: Tensor | None = None,
                 k: int | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(targets (n, k) float64, classes or None, integer labels or None)."""
     if isinstance(y, np.ndarray):
-        y = torch.from_numpy(y)
+        if y.dtype.kind not in "biufc":
+            raise TypeError(f"{name} must be a numeric array, got dtype {y.dtype}")
+        y = torch.from_numpy(np.ascontiguousarray(y))
     if not isinstance(y, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(y).__name__}")
     if y.dtype == torch.bool or y.is_complex():

@@ -70,9 +70,18 @@ def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tens
       (theta, s, pos), of the broadcast shape; theta = π where ``pos`` is False
       (zero variance, see module docstring).
     """
-    if torch.finfo(cov.dtype).max > 1e300:
+    if torch.finfo(cov.dtype).max > 1e300 and _moderate(var1, var2):
         # The hot loop of every arc-cosine kernel: gram_det works in place where it can.
         s = gram_det(var1, cov, var2).sqrt_()
+    elif torch.finfo(cov.dtype).max > 1e300:
+        # Variances beyond 2^±480 (inputs scaled by 1e-100 or 1e100): var1·var2 would
+        # underflow to 0 or overflow to inf. Scale each side by an even power of two,
+        # 4^−m1 and 4^−m2, and cov by 2^−(m1+m2): exact, so the diagonal stays exactly
+        # var1·var2 − cov² = 0; s is scaled back by 2^(m1+m2).
+        m1, m2 = _half_exponent(var1), _half_exponent(var2)
+        s = gram_det(torch.ldexp(var1, -2 * m1), torch.ldexp(cov, -(m1 + m2)),
+                     torch.ldexp(var2, -2 * m2)).sqrt()
+        s = torch.ldexp(s, m1 + m2)
     else:
         vmax = torch.maximum(var1.detach().abs().amax(), var2.detach().abs().amax())
         kappa = torch.ldexp(torch.ones_like(vmax), -torch.frexp(vmax).exponent)
@@ -83,16 +92,34 @@ def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tens
             # No zero variance (the usual case): skip the masking passes; the mask is
             # all-True.
             return theta, s, torch.ones((), dtype=torch.bool, device=cov.device)
-        pos = var1 * var2 > 0
+        pos = (var1 > 0) & (var2 > 0)  # not var1·var2 > 0: it underflows
     else:
         # Branch-free, with the same values as the branch above: under torch.compile a
         # data-dependent ``if`` is a graph break (and every Dense layer's Kernel would
         # then guard a resumed frame: recompiles), and on a GPU ``bool(...)`` is a host
         # sync per layer and tile. The fused where costs less than either.
         all_pos = (var1 > 0).all() & (var2 > 0).all()
-        pos = all_pos | (var1 * var2 > 0)
+        pos = all_pos | ((var1 > 0) & (var2 > 0))
     theta = torch.where(pos, theta, torch.full_like(s, math.pi))
     return theta, s, pos
+
+
+_LIMIT = 2.0**480  # var1·var2 and cov² stay normal floats for variances within 2^±480
+
+
+def _moderate(var1: Tensor, var2: Tensor) -> bool:
+    """Whether every nonzero variance is within 2^±480 (the fast path is exact there)."""
+    if _is_compiling() or var1.device.type != "cpu":
+        return True  # no host sync; such variances need inputs scaled by ~1e±70
+    v = torch.cat([var1.detach().abs().reshape(-1), var2.detach().abs().reshape(-1)])
+    v = v[v > 0]
+    return not v.numel() or bool((v.amax() < _LIMIT) & (v.amin() > 1.0 / _LIMIT))
+
+
+def _half_exponent(v: Tensor) -> Tensor:
+    """m with v·4^−m in [1/4, 1) (0 where v is 0): an even power of two per entry."""
+    e = torch.frexp(v.detach()).exponent
+    return torch.div(e + 1, 2, rounding_mode="floor")
 
 
 def _is_compiling() -> bool:

@@ -97,10 +97,16 @@ def as_model_input(x, name: str, dtype: torch.dtype, device: torch.device) -> Te
     are kept as they are.
     """
     if not isinstance(x, Tensor):
+        if type(x).__module__ == "numpy" and hasattr(x, "strides"):
+            # negative-stride or non-contiguous views: torch.as_tensor refuses the former
+            x = x.copy(order="C") if any(st < 0 for st in x.strides) else x
         try:
             x = torch.as_tensor(x)
         except Exception as e:  # noqa: BLE001 - rewrap any conversion failure
-            raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}") from e
+            what = getattr(getattr(x, "dtype", None), "name", None)
+            raise TypeError(f"{name} must be a numeric tensor or array (float, or int for "
+                            f"token ids), got {type(x).__name__}"
+                            + (f" of dtype {what}" if what else "")) from e
     if x.ndim == 0:
         raise ValueError(f"{name} must have a batch axis; got a scalar")
     if x.shape[0] == 0:

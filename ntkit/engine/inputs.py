@@ -24,8 +24,8 @@ def as_batch(x, name: str, dtype: torch.dtype | None = None, *, spatial: bool = 
         t = x
     elif isinstance(x, (np.ndarray, list, tuple)):
         arr = np.asarray(x)
-        if arr.dtype == object:
-            raise TypeError(f"{name} must be a numeric array, got an object array")
+        if arr.dtype == object or arr.dtype.kind not in "biufc":
+            raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     else:
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")

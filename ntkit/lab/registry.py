@@ -42,8 +42,9 @@ class Experiment:
 _REGISTRY: dict[str, Experiment] = {}
 
 
-class UnknownExperimentError(KeyError):
-    """Raised for a name no experiment is registered under."""
+class UnknownExperimentError(KeyError, ValueError):
+    """Raised for a name no experiment is registered under (a KeyError for lookups, a
+    ValueError as every other bad argument of a public entry point)."""
 
     def __init__(self, name: str, known: list[str]):
         super().__init__(name)

@@ -1,0 +1,50 @@
+"""Bugs found by the hardening tests, kept as regression tests (each names its finder)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from generator import generate, to_ntkit
+from kernel_compare import assert_kernels_close
+
+from ntkit import layers as nl
+
+
+@pytest.mark.parametrize("c", [1e-150, 1e150])
+@pytest.mark.parametrize("act", [nl.LeakyReLU(-0.3), nl.ABReLU(-0.5, 1.5)])
+def test_arc_cosine_homogeneous_at_extreme_scales(c, act):
+    """Found by test_properties' homogeneity check (generated seed 3131, x scaled by
+    1e-100): var1·var2 underflowed to 0 in `ntkit.dual.relu.angle`, so a tiny input's
+    own pair was taken as zero variance (θ = π), and LeakyReLU(-0.3) gave it a negative
+    variance. A bias-free net is 1-homogeneous: K(c·x1, x2) = c·K(x1, x2) for c > 0,
+    and K(c·x, c·x) = c²·K(x, x)."""
+    net = nl.serial(nl.Dense(3, 1.3, None), act, nl.Dense(2, 1.1, None), act,
+                    nl.Dense(1, 1.0, None))
+    rng = np.random.default_rng(0)
+    x1, x2 = torch.from_numpy(rng.standard_normal((3, 4))), torch.from_numpy(
+        rng.standard_normal((2, 4)))
+    ref = net.kernel(x1, x2)
+    got = net.kernel(c * x1, x2)
+    self_ref, self_got = net.kernel(x1), net.kernel(c * x1)
+    v1, v2 = net.kernel(x1), net.kernel(x2)
+    for f in ("nngp", "ntk"):
+        assert_kernels_close(getattr(got, f) / c, getattr(ref, f), corr=1.0, gain=2.0,
+                             var1=getattr(v1, f).diagonal(), var2=getattr(v2, f).diagonal())
+        d = getattr(self_got, f).diagonal() / c**2
+        assert (d > 0).all()
+        np.testing.assert_allclose(d, getattr(self_ref, f).diagonal(), rtol=1e-13)
+
+
+def test_generated_case_3131():
+    """The generated network itself (ConvLocal, CIRCULAR conv, LeakyReLU, Abs, GAP)."""
+    arch = generate(3131, nt=True, bias=False)
+    net = to_ntkit(arch)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, *arch["input"])))
+    x = torch.cat([x, torch.zeros_like(x)])
+    for c in (1e-100, 1e100):
+        got = net.kernel(c * x, x.flip(0), get="nngp") / c
+        ref = net.kernel(x, x.flip(0), get="nngp")
+        assert_kernels_close(got, ref, corr=1.0, gain=2.0,
+                             var1=net.kernel(x, get="nngp").diagonal(),
+                             var2=net.kernel(x.flip(0), get="nngp").diagonal())
