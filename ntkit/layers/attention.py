@@ -429,11 +429,12 @@ class GlobalSelfAttention(Layer):
         # sandwiches in one pass (ov2 folded into G₂).
         fields = [vals(nngp, "12")] + ([] if ntk is None else [vals(ntk, "12")])
         s_v, *s_t = pair_sandwich(G1, fields, G2 if ov2 == 1.0 else ov2 * G2)
-        nngp_o = torch.add(s_v, b2, out=nngp.new_empty(nngp.shape))
+        # Contiguous copies, then in-place updates (out= would refuse autograd).
+        nngp_o = s_v.clone(memory_format=torch.contiguous_format).add_(b2)
         ntk_o = None
         if ntk is not None:
-            ntk_o = torch.add(s_t[0], s_v, alpha=2, out=nngp.new_empty(nngp.shape))
-            ntk_o.add_(b2)
+            ntk_o = s_t[0].clone(memory_format=torch.contiguous_format)
+            ntk_o.add_(s_v, alpha=2).add_(b2)
 
         def fn_cov(t, side):
             G, which = (G1, "11") if side == 1 or c2 is None else (G2, "22")
