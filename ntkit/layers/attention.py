@@ -110,6 +110,25 @@ class _PairMasks:
         return t if m is None else t.masked_fill(m, 0.0)
 
 
+def pair_sandwich(ga: Tensor, fields: list[Tensor], gb: Tensor) -> list[Tensor]:
+    """[ga[a] · t[a, b] · gb[b]ᵀ for t in fields]: ga (n1, P, P), gb (n2, P, P), each field
+    (n1, n2, P, P); the results may be non-contiguous views.
+
+    Broadcasting ga and gb over the pairs (a, b) would copy them n2 (n1) times and run
+    n1·n2 tiny products; instead the fields are laid out once as [a, j, (field, b, k)], so
+    the left product is n1 wide matrix products, and the right one is n2 batched
+    products over the rows (field, a, i).
+    """
+    n1, n2, P = fields[0].shape[0], fields[0].shape[1], fields[0].shape[-1]
+    m = len(fields)
+    buf = fields[0].new_empty((n1, P, m, n2, P))
+    for f, t in enumerate(fields):
+        buf[:, :, f].copy_(t.transpose(1, 2))
+    u = torch.matmul(ga, buf.view(n1, P, m * n2 * P)).view(n1, P, m, n2, P)
+    out = torch.einsum("aifbk,blk->fabil", u, gb)
+    return list(out.unbind(0))
+
+
 class GlobalSelfAttentionModule(nn.Module):
     """Finite attention layer, neural-tangents' ``apply_fn`` channels first: (n, C, *S) ->
     (n, n_chan_out, *S), or (n, C) -> (n, n_chan_out) (one position). All weights are
@@ -406,11 +425,16 @@ class GlobalSelfAttention(Layer):
         def sandwich(ga, t, gb):  # ga t gbᵀ over positions, batched
             return ga @ t @ gb.transpose(-1, -2)
 
-        v12 = vals(nngp, "12")
-        nngp_o = ov2 * sandwich(G1[:, None], v12, G2[None]) + b2
+        # ntk' = ov2·G₁(Θ + 2V)G₂ᵀ + b² = S(Θ) + 2·S(V) + b² with S = ov2·G₁(·)G₂ᵀ: both
+        # sandwiches in one pass (ov2 folded into G₂).
+        fields = [vals(nngp, "12")] + ([] if ntk is None else [vals(ntk, "12")])
+        s_v, *s_t = pair_sandwich(G1, fields, G2 if ov2 == 1.0 else ov2 * G2)
+        # Contiguous copies, then in-place updates (out= would refuse autograd).
+        nngp_o = s_v.clone(memory_format=torch.contiguous_format).add_(b2)
         ntk_o = None
         if ntk is not None:
-            ntk_o = ov2 * sandwich(G1[:, None], vals(ntk, "12") + 2 * v12, G2[None]) + b2
+            ntk_o = s_t[0].clone(memory_format=torch.contiguous_format)
+            ntk_o.add_(s_v, alpha=2).add_(b2)
 
         def fn_cov(t, side):
             G, which = (G1, "11") if side == 1 or c2 is None else (G2, "22")

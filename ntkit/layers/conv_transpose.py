@@ -35,6 +35,43 @@ def _spread(t: Tensor, axes: Sequence[Sequence[int]], window, strides, padding: 
     return t
 
 
+def _transposed_box(t: Tensor, axes: Sequence[Sequence[int]], window, strides,
+                    padding: str) -> Tensor:
+    """`_spread` followed by the stride-1 "VALID" tap sum (`W.conv_sum`), without
+    materializing the dilated, padded array.
+
+    Along spatial dim i the dilated, padded input D has D[before + s·j] = t[j] and zeros
+    elsewhere, and out[p, p'] = Σ_k D[p + k, p' + k] (the same tap k on every axis of
+    ``axes[i]``: both axes of a position pair, or one on the diagonal). Tap k thus adds
+    t[j, j'] at p = s·j + before − k (and likewise p'): one strided in-place add per tap
+    into a zeroed output, in the tap order of `W.conv_sum` (so the same sums).
+    """
+    pad_mode = "VALID" if padding == "CIRCULAR" else padding
+    for i, (q, s) in enumerate(zip(window, strides, strict=True)):
+        group = axes[i]
+        n = t.shape[group[0]]
+        before, after = W.transpose_pads(q, s, pad_mode)
+        n_out = (n - 1) * s + 1 + before + after - q + 1
+        shape = list(t.shape)
+        for ax in group:
+            shape[ax] = n_out
+        out = t.new_zeros(shape)
+        for k in range(q):
+            off = before - k
+            lo = max(0, -(off // s))                 # first j with s·j + off >= 0
+            hi = min(n - 1, (n_out - 1 - off) // s)  # last j with s·j + off < n_out
+            if hi < lo:
+                continue
+            dst = [slice(None)] * t.ndim
+            src = [slice(None)] * t.ndim
+            for ax in group:
+                dst[ax] = slice(s * lo + off, s * hi + off + 1, s)
+                src[ax] = slice(lo, hi + 1)
+            out[tuple(dst)].add_(t[tuple(src)])
+        t = out
+    return t
+
+
 def _fold(t: Tensor, axes: Sequence[Sequence[int]], in_spatial, strides) -> Tensor:
     """CIRCULAR: wrap each position axis onto n·s entries."""
     for i, s in enumerate(strides):
@@ -148,12 +185,10 @@ class ConvTranspose(Layer):
                              "first with FanInSum() or FanInConcat()")
         self._check(k.spatial)
         d = len(k.spatial)
-        one = (1,) * d
 
         def box(t: Tensor, b: int) -> Tensor:
             axes = [(b + i, b + d + i) if k.full else (b + i,) for i in range(d)]
-            t = _spread(t, axes, self.filter_shape, self.strides, self.padding)
-            t = W.conv_sum(t, b, k.full, self.filter_shape, one, "VALID")
+            t = _transposed_box(t, axes, self.filter_shape, self.strides, self.padding)
             if self.padding == "CIRCULAR":
                 t = _fold(t, axes, k.spatial, self.strides)
             return t

@@ -82,4 +82,4 @@ def test_neural_tangents_is_wrong_here(ref, name):
 
 
 def test_enough_architectures():
-    assert len(RIGHT) >= 15 and len(WRONG) == 2
+    assert len(RIGHT) >= 15 and len(WRONG) == 3
