@@ -13,7 +13,11 @@ from torch import nn
 import ntkit
 from ntkit import layers as nl
 
+# Modules built at import (the tables below) are float64 too; the default is restored at
+# the end of this module and around each test (tests/lift/conftest.py).
+_DEFAULT_DTYPE = torch.get_default_dtype()
 torch.set_default_dtype(torch.float64)
+
 S3 = math.sqrt(1 / 3)
 
 
@@ -396,3 +400,5 @@ def test_module_is_unchanged_by_lift():
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     assert len(spec.layers) == 3     # dropout lifts as in eval mode: the identity
+
+torch.set_default_dtype(_DEFAULT_DTYPE)

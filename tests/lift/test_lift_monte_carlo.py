@@ -14,8 +14,12 @@ from torch import nn
 
 import ntkit
 
+# Modules built at import (the tables below) are float64 too; the default is restored at
+# the end of this module and around each test (tests/lift/conftest.py).
+_DEFAULT_DTYPE = torch.get_default_dtype()
 torch.set_default_dtype(torch.float64)
-X = torch.randn(6, 64, generator=torch.Generator().manual_seed(0))
+
+X = torch.randn(6, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
 
 def mlp(n: int, out: int = 8) -> nn.Module:
@@ -104,3 +108,5 @@ def test_ntk_gap_falls_like_inverse_sqrt_width(case):
         slope, gaps, z = _slope(ResidualMLP, he_init, {"init": "module"}, widths, 32)
     assert -0.7 <= slope <= -0.3, (slope, gaps)
     assert max(z) <= 5.0, z
+
+torch.set_default_dtype(_DEFAULT_DTYPE)
