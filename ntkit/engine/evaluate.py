@@ -31,7 +31,6 @@ from ntkit.engine.allocator import retain_freed_memory
 from ntkit.engine.autograd import evaluate_grad
 from ntkit.engine.compiled import tile_function
 from ntkit.engine.memory import check_memory_budget
-from ntkit.engine.pairs import duplicate_rows
 from ntkit.engine.plan import plan
 from ntkit.engine.schedule import (
     CPU_TILE_BYTES,
@@ -44,14 +43,7 @@ from ntkit.engine.schedule import (
     workers,
 )
 from ntkit.engine.threads import torch_threads
-from ntkit.engine.writers import (
-    MaskCollector,
-    check_out,
-    expand_rows,
-    flush,
-    package,
-    store_tile,
-)
+from ntkit.engine.writers import MaskCollector, check_out, flush, package, store_tile
 
 __all__ = ["CPU_TILE_BYTES", "DEFAULT_TILE", "LIVE_ARRAYS", "auto_tile", "evaluate",
            "pair_entries", "tile_slices"]
@@ -66,7 +58,6 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
     p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern, mask_constant=mask_constant)
-    compile_arg = compile
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
     # compile (see ntkit.dual.fused): None -> the process default (fused duals unless
@@ -85,17 +76,6 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                              "hyperparameters require grad; call without out=, or under "
                              "torch.no_grad()")
         return evaluate_grad(layer, p, tile, budget)
-    if (sym and out is None and client is None and p.get is not None and p.pattern is None
-            and isinstance(x1, torch.Tensor)):
-        twins = duplicate_rows(x1)
-        if twins is not None:
-            # Repeated examples: the kernel of the distinct ones, expanded, so each twin
-            # pair is exactly its example's diagonal entry (see engine.pairs).
-            first, inverse = twins
-            got = evaluate(layer, x1[first], get=p.get, tile=tile, dtype=dtype,
-                           progress=progress, compile=compile_arg,
-                           memory_budget=memory_budget, mask_constant=mask_constant)
-            return expand_rows(got, p.get, names, inverse)
     n1, n2 = p.n1, p.n2
     shapes = p.shapes()
     out = check_out(out, names, shapes, dtype)

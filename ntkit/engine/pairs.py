@@ -101,28 +101,3 @@ def same_side_rows(a1, a2, rows: Tensor, cols: Tensor) -> Tensor:
     a = a1[rows.to(a1.device)].reshape(len(rows), -1)
     b = a2[cols.to(a2.device)].reshape(len(rows), -1)
     return (a == b).all(1).to(rows.device)
-
-
-def duplicate_rows(x: Tensor) -> tuple[Tensor, Tensor] | None:
-    """Rows of one batch that repeat an earlier row: None when every row is distinct,
-    else (first, inverse) with ``x[first]`` the distinct rows in order of first
-    appearance and ``x[first][inverse]`` bitwise equal to ``x``.
-
-    The symmetric path evaluates a batch with repeated rows on its distinct rows and
-    expands the result, so a repeated example meets its twin exactly as it meets itself
-    (the example diagonal is exact; a pair of twins computed as a pair would not be).
-
-    Example:
-      >>> x = torch.tensor([[1.0], [2.0], [1.0]])
-      >>> duplicate_rows(x)
-      (tensor([0, 1]), tensor([0, 1, 0]))
-    """
-    rows, cols = identical_rows(x, x)
-    if len(rows) == x.shape[0]:  # only each row with itself
-        return None
-    n = x.shape[0]
-    rep = torch.arange(n, device=rows.device).scatter_reduce(0, rows, cols, reduce="amin")
-    first = torch.nonzero(rep == torch.arange(n, device=rep.device)).flatten()
-    slot = torch.empty(n, dtype=torch.int64, device=rep.device)
-    slot[first] = torch.arange(len(first), device=rep.device)
-    return first, slot[rep]

@@ -149,21 +149,6 @@ def package(results: dict, get, names: tuple[str, ...], probe: Kernel, sym: bool
     return result_type(names)(*(results[n] for n in names))
 
 
-def expand_rows(got, get, names: tuple[str, ...], inverse):
-    """A kernel call's result over distinct rows, expanded to the batch they came from:
-    ``inverse`` (n,) gives each example's distinct row. nngp/ntk (m, m, ...) become
-    (n, n, ...), per-example covariances (m, ...) become (n, ...); None stays None."""
-    def grow(name, t):
-        if t is None:
-            return None
-        t = t.index_select(0, inverse)
-        return t.index_select(1, inverse) if name in ("nngp", "ntk") else t
-
-    if isinstance(get, str):
-        return grow(get, got)
-    return result_type(names)(*(grow(n, getattr(got, n)) for n in names))
-
-
 def flush(results: dict) -> None:
     """Flush memory-mapped results to disk."""
     for arr in results.values():
