@@ -59,10 +59,12 @@ import ntkit.dual.native as native
 __all__ = ["MIN_NUMEL", "MIN_NUMEL_COMPILED", "cache_dir", "enabled", "is_enabled",
            "parse_environment", "run", "set_backend", "set_min_numel", "stats", "wants"]
 
-MIN_NUMEL = 64
-"""Default smallest fused tile (entries of cov) with the C kernels: a C call costs tens of
-microseconds of Python, an eager dual's dozen torch calls more, so even the per-example
-variance vectors of a tile are fused."""
+MIN_NUMEL = 1
+"""Default smallest fused tile (entries of cov) with the C kernels: every call. A C call
+costs tens of microseconds of Python, an eager dual's dozen torch calls more; and one
+implementation for every tile size keeps identical example pairs bitwise equal to the
+example diagonal whatever tile they fall in (the C loops and ATen's portable kernels
+round exp/erf differently by an ulp)."""
 MIN_NUMEL_COMPILED = 1 << 16
 """The same with a ``torch.compile`` backend (256 × 256): small shapes would only add
 compilations."""
