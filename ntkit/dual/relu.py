@@ -152,7 +152,7 @@ def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
             return abrelu_dual(a, b, v1, c, v2, nd, deriv_at_zero)
 
         return dual_with_grad(ABReLURule(a, b, value), var1, cov, var2, need_dot)
-    if fused.wants(var1, cov, var2):
+    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
         return fused.run(("abrelu", a, b, need_dot, deriv_at_zero),
                          lambda v1, c, v2: _abrelu(a, b, v1, c, v2, need_dot, deriv_at_zero),
                          var1, cov, var2)
@@ -186,7 +186,7 @@ def relu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     if not inplace_ok(var1, cov, var2):
 
         return dual_with_grad(ABReLURule(0.0, 1.0, relu_dual), var1, cov, var2, need_dot)
-    if fused.wants(var1, cov, var2):
+    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
         return fused.run(("relu", need_dot), lambda v1, c, v2: _relu(v1, c, v2, need_dot),
                          var1, cov, var2)
     return _relu(var1, cov, var2, need_dot)
@@ -209,7 +209,7 @@ def sign_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     if not inplace_ok(var1, cov, var2):
 
         return dual_with_grad(SignRule(sign_dual), var1, cov, var2, need_dot)
-    if fused.wants(var1, cov, var2):
+    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
         return fused.run(("sign", need_dot), lambda v1, c, v2: _sign(v1, c, v2, need_dot),
                          var1, cov, var2)
     return _sign(var1, cov, var2, need_dot)
@@ -255,7 +255,7 @@ def rectified_monomial_dual(degree: int, var1: Tensor, cov: Tensor, var2: Tensor
 
         return dual_with_grad(MonomialRule(degree, value, rectified_monomial_dual), var1, cov, var2,
                               need_dot)
-    if fused.wants(var1, cov, var2):
+    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
         return fused.run(("relu^n", degree, need_dot),
                          lambda v1, c, v2: _rectified_monomial(degree, v1, c, v2, need_dot),
                          var1, cov, var2)
