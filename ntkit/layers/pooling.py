@@ -218,34 +218,45 @@ def _global_pool(k: Kernel, mean: bool) -> Kernel:
                      mask2=None if k.mask2 is None else M.example_mask(k.mask2))
 
 
-class GlobalAvgPool(Layer):
-    """Mean over all positions: (n, C, *S) -> (n, C). Needs full covariances."""
+class _GlobalPool(Layer):
+    """Mean (``mean = True``) or sum over all positions: (n, C, *S) -> (n, C)."""
+
+    mean: bool
 
     def requires_full(self, full_after):
         return Storage(full=True)
 
     def kernel_map(self, k: Kernel) -> Kernel:
-        k = _single("GlobalAvgPool", k)
+        name = type(self).__name__
+        k = _single(name, k)
         if not k.is_spatial:
-            raise ValueError("GlobalAvgPool needs spatial inputs (n, C, L) or (n, C, H, W), got "
+            raise ValueError(f"{name} needs spatial inputs (n, C, *S), channels first; got "
                              "fully-connected features")
         if k.masked:
-            return _global_pool(k, mean=True)
-        d = len(k.spatial)
+            return _global_pool(k, mean=self.mean)
+        dims = len(k.spatial)
 
-        def mean(t: Tensor, b: int) -> Tensor:
-            return t.mean(dim=tuple(range(b, b + 2 * d)))
+        def reduce(t: Tensor, b: int) -> Tensor:
+            axes = tuple(range(b, b + 2 * dims))
+            return t.mean(dim=axes) if self.mean else t.sum(dim=axes)
 
-        return k.map_fields(mean).replace(spatial=(), full=False)
+        return k.map_fields(reduce).replace(spatial=(), full=False)
 
     def make_module(self, in_features, generator, dtype):
-        width = _single_width("GlobalAvgPool", in_features)
+        name = type(self).__name__
+        width = _single_width(name, in_features)
         if not isinstance(width, ExampleShape):
-            raise ValueError("GlobalAvgPool needs spatial inputs, got fully-connected features")
-        return _MeanPositions(), width.channels
+            raise ValueError(f"{name} needs spatial inputs, got fully-connected features")
+        return (_MeanPositions() if self.mean else _SumPositions()), width.channels
 
 
-class GlobalSumPool(Layer):
+class GlobalAvgPool(_GlobalPool):
+    """Mean over all positions: (n, C, *S) -> (n, C). Needs full covariances."""
+
+    mean = True
+
+
+class GlobalSumPool(_GlobalPool):
     """Sum over all positions: (n, C, *S) -> (n, C); kernels are |S|² times
     `GlobalAvgPool`'s. Needs full covariances.
 
@@ -254,29 +265,7 @@ class GlobalSumPool(Layer):
         net = nl.serial(nl.Conv(64, (3,)), nl.ReLU(), nl.GlobalSumPool(), nl.Dense(1))
     """
 
-    def requires_full(self, full_after):
-        return Storage(full=True)
-
-    def kernel_map(self, k: Kernel) -> Kernel:
-        k = _single("GlobalSumPool", k)
-        if not k.is_spatial:
-            raise ValueError("GlobalSumPool needs spatial inputs (n, C, *S), got "
-                             "fully-connected features")
-        if k.masked:
-            return _global_pool(k, mean=False)
-        d = len(k.spatial)
-
-        def total(t: Tensor, b: int) -> Tensor:
-            return t.sum(dim=tuple(range(b, b + 2 * d)))
-
-        return k.map_fields(total).replace(spatial=(), full=False)
-
-    def make_module(self, in_features, generator, dtype):
-        width = _single_width("GlobalSumPool", in_features)
-        if not isinstance(width, ExampleShape):
-            raise ValueError("GlobalSumPool needs spatial inputs, got fully-connected "
-                             "features")
-        return _SumPositions(), width.channels
+    mean = False
 
 
 class _FlattenModule(nn.Module):
