@@ -57,7 +57,8 @@ from torch import Tensor
 import ntkit.dual.native as native
 
 __all__ = ["MIN_NUMEL", "MIN_NUMEL_COMPILED", "cache_dir", "enabled", "is_enabled",
-           "parse_environment", "run", "set_backend", "set_min_numel", "stats", "wants"]
+           "parse_environment", "run", "run_dense", "set_backend", "set_min_numel", "stats",
+           "wants"]
 
 MIN_NUMEL = 1
 """Default smallest fused tile (entries of cov) with the C kernels: every call. A C call
@@ -308,6 +309,34 @@ def _run_native(key: tuple, tensors):
             _warn_fallback(exc)
         return None
     out = native.run(key, *tensors)
+    if out is not None:
+        _STATS["calls"] += 1
+    return out
+
+
+def run_dense(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor, ntk: Tensor | None,
+              affine: tuple[float, float, bool, float, float]):
+    """A Dense layer and the dual ``key`` after it in one C pass
+    (`ntkit.dual.native.run_dense`: arguments and result there), or None when fusion is
+    off in this thread, the backend is not the C one, something needs grad, another trace
+    runs, the dual or layout has no C kernel, or the library failed to build (warned
+    once); the caller then maps the two layers one after the other."""
+    tensors = (var1, cov, var2) if ntk is None else (var1, cov, var2, ntk)
+    if (_STATE["backend"] is not None or _STATE["native_failed"] or cov.dim() != 2
+            or not wants(var1.unsqueeze(1), cov, var2.unsqueeze(0))):
+        return None
+    if ntk is not None and torch.is_grad_enabled() and ntk.requires_grad:
+        return None
+    if not native.handles(key, *tensors):
+        return None
+    try:
+        native.library(announce=_announce)
+    except Exception as exc:  # compilation is an optimization, never a requirement
+        if not _STATE["native_failed"]:
+            _STATE["native_failed"] = True
+            _warn_fallback(exc)
+        return None
+    out = native.run_dense(key, var1, cov, var2, ntk, affine)
     if out is not None:
         _STATS["calls"] += 1
     return out

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["FAMILIES", "broadcast_shape", "cache_dir", "elementwise_floor", "handles",
-           "library", "run", "set_compiler", "stats"]
+           "library", "run", "run_dense", "set_compiler", "stats", "within"]
 
 SOURCE = Path(__file__).with_name("native_src.c")
 FLAGS = ("-O2", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno",
@@ -101,10 +101,15 @@ def _declare(lib) -> None:
         fn = getattr(lib, f"ntkit_{name}")
         fn.restype = None
         fn.argtypes = [L, L, P, P, P, P, P, P, P, I, L, L]
+        fn = getattr(lib, f"ntkit_dense_{name}")
+        fn.restype = None
+        fn.argtypes = [L, P, P, P, P, L, P, P, P, I, P, L, L]
     lib.ntkit_floor.restype = None
     lib.ntkit_floor.argtypes = [L, P, P, P]
     lib.ntkit_allpos.restype = I
     lib.ntkit_allpos.argtypes = [L, P, L]
+    lib.ntkit_within.restype = I
+    lib.ntkit_within.argtypes = [L, P, L, ctypes.c_double, ctypes.c_double]
 
 
 def library(announce=None):
@@ -302,6 +307,62 @@ def run(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor):
     else:
         fn(*args, 0, rows)
     return t, d
+
+
+def run_dense(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor, ntk: Tensor | None,
+              affine: tuple[float, float, bool, float, float]):
+    """A Dense layer and the dual named by ``key`` after it, in one pass (see
+    ``DENSE_ROWS`` in native_src.c): (T, ntk · Tdot or None) of fully connected kernels.
+
+    cov, ntk: the Dense layer's input nngp and NTK, (n1, n2); var1 (n1,), var2 (n2,): the
+    variances after the Dense layer. ``affine`` = (w_std², b_std², standard
+    parameterization?, input channels, 1 if 'standard' with a bias else 0). The key's
+    ``need_dot`` must be ``ntk is not None``. Returns None for a layout the kernels do
+    not take (then run the two layers one after the other).
+    """
+    if cov.dim() != 2 or var1.dim() != 1 or var2.dim() != 1:
+        return None
+    n1, n2 = cov.shape
+    if var1.shape[0] != n1 or var2.shape[0] != n2 or (ntk is not None and ntk.shape != cov.shape):
+        return None
+    name, params, _ = _cached_params(key)
+    lib = library()
+    cov = cov if cov.stride(1) == 1 else cov.contiguous()
+    if ntk is not None and (ntk.stride(1) != 1 or ntk.stride(0) != cov.stride(0)):
+        ntk, cov = ntk.contiguous(), cov.contiguous()
+    v1, v2 = var1.contiguous(), var2.contiguous()
+    allpos = 1
+    if name in ("relu", "abrelu", "sign"):  # angle(): the zero-variance mask is needed
+        allpos = int(_all_positive(lib, v1) and _all_positive(lib, v2))
+    t = torch.empty((n1, n2), dtype=cov.dtype)
+    nko = None if ntk is None else torch.empty((n1, n2), dtype=cov.dtype)
+    fn = getattr(lib, f"ntkit_dense_{name}")
+    prm = _DOUBLES(*[float(a) for a in affine], *[0.0] * (NPARAM - len(affine)))
+    args = (n2, v1.data_ptr(), v2.data_ptr(), cov.data_ptr(),
+            0 if ntk is None else ntk.data_ptr(), cov.stride(0), t.data_ptr(),
+            0 if nko is None else nko.data_ptr(), params, allpos, prm)
+    workers = torch.get_num_threads()
+    if (workers > 1 and n1 > 1 and n1 * n2 >= 1 << 16
+            and threading.current_thread() is threading.main_thread()):
+        pool = _pool(workers)
+        cuts = [n1 * i // workers for i in range(workers + 1)]
+        list(pool.map(lambda i: fn(*args, cuts[i], cuts[i + 1]), range(workers)))
+    else:
+        fn(*args, 0, n1)
+    return t, nko
+
+
+def within(v: Tensor, lo: float, hi: float) -> bool | None:
+    """Whether every nonzero |v| lies strictly between ``lo`` and ``hi`` (NaN ignored),
+    by one C scan; None when the loaded library cannot take ``v`` (not a float64 CPU
+    vector with one stride, or no library loaded yet: the caller then uses torch)."""
+    lib = _STATE["lib"]
+    if lib is None or v.dtype != torch.float64 or v.device.type != "cpu":
+        return None
+    dims = [st for size, st in zip(v.shape, v.stride(), strict=True) if size != 1]
+    if len(dims) > 1:
+        return None
+    return bool(lib.ntkit_within(v.numel(), v.data_ptr(), dims[0] if dims else 0, lo, hi))
 
 
 def _all_positive(lib, v: Tensor) -> bool:

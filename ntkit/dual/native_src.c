@@ -83,6 +83,50 @@ static inline __attribute__((always_inline)) double SEL(int pos, double x, doubl
         }                                                                               \
     }
 
+/* A Dense layer and the dual after it, on fully connected (n1, n2) kernels, in one pass
+ * (ntkit.layers.fc_fusion): per entry, the Dense map
+ *     c = cov_in w2 + b2,   ntk = c + w2 ntk_in          ('ntk' parameterization)
+ *                           ntk = (chan cov_in + w2 ntk_in) + one   ('standard')
+ * (as ntkit.layers.Dense computes them), then the dual at (var1[i], c, var2[j]) with the
+ * Dense's output variances: t = T, ntk_out = ntk Tdot. cov_in and ntk_in are contiguous
+ * rows of n2 (row r at r * ld), the outputs contiguous (n1, n2); ntk_in NULL: no NTK.
+ * A = {w2, b2, standard?, chan, one}. A call computes the rows [r0, r1). */
+#define DENSE_ROWS(NAME)                                                                \
+    void ntkit_dense_##NAME(long n2, const double *v1, const double *v2,                \
+                            const double *cv, const double *nk, long ld, double *t,     \
+                            double *nko, const double *P, int allpos, const double *A,  \
+                            long r0, long r1) {                                         \
+        double Q[NPARAM];                                                               \
+        for (int q = 0; q < NPARAM; q++) Q[q] = P[q];                                   \
+        const double w2 = A[0], b2 = A[1], chan = A[3], one = A[4];                     \
+        const int stdp = A[2] != 0.0;                                                   \
+        for (long r = r0; r < r1; r++) {                                                \
+            const double a = v1[r];                                                     \
+            const double *pc = cv + r * ld;                                             \
+            double *pt = t + r * n2;                                                    \
+            if (nk == 0) {                                                              \
+                _Pragma("omp simd")                                                     \
+                for (long k = 0; k < n2; k++) {                                         \
+                    double T, D, c = pc[k] * w2 + b2;                                   \
+                    NAME##_el(a, v2[k], c, Q, allpos, &T, &D);                          \
+                    pt[k] = T;                                                          \
+                }                                                                       \
+                continue;                                                               \
+            }                                                                           \
+            const double *pn = nk + r * ld;                                             \
+            double *po = nko + r * n2;                                                  \
+            _Pragma("omp simd")                                                         \
+            for (long k = 0; k < n2; k++) {                                             \
+                double T, D, co = pc[k], c = co * w2 + b2;                              \
+                double g = pn[k] * w2;                                                  \
+                double nt = SEL(stdp, (chan * co + g) + one, c + g);                    \
+                NAME##_el(a, v2[k], c, Q, allpos, &T, &D);                              \
+                pt[k] = T;                                                              \
+                po[k] = nt * D;                                                         \
+            }                                                                           \
+        }                                                                               \
+    }
+
 /* relu_dual: P = {1/(2 pi)} */
 EL relu_el(EL_ARGS) {
     (void)P; (void)allpos;
@@ -94,6 +138,7 @@ EL relu_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(relu)
+DENSE_ROWS(relu)
 
 /* abrelu_dual: P = {k, (a^2+b^2)/2, zero-variance rule?, (a+b)/2, phi'(0)} */
 EL abrelu_el(EL_ARGS) {
@@ -108,6 +153,7 @@ EL abrelu_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(abrelu)
+DENSE_ROWS(abrelu)
 
 /* sign_dual: P = {2/pi} */
 EL sign_el(EL_ARGS) {
@@ -119,6 +165,7 @@ EL sign_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(sign)
+DENSE_ROWS(sign)
 
 /* erf_dual: P = {4 b^4, 2 b^2, 2 a^2/pi, c^2, c != 0, 4 a^2 b^2/pi} */
 EL erf_el(EL_ARGS) {
@@ -135,6 +182,7 @@ EL erf_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(erf)
+DENSE_ROWS(erf)
 
 /* gelu_dual: P = {2 pi} */
 EL gelu_el(EL_ARGS) {
@@ -152,6 +200,7 @@ EL gelu_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(gelu)
+DENSE_ROWS(gelu)
 
 /* exp_dual: P = {a^2, b^2/2, b^2} */
 EL exp_el(EL_ARGS) {
@@ -162,6 +211,7 @@ EL exp_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(exp)
+DENSE_ROWS(exp)
 
 /* gaussian_dual: P = {a^2, 2b, 4b^2, 4a^2b^2, b > 0} (a = 0 is done in Python) */
 EL gaussian_el(EL_ARGS) {
@@ -183,6 +233,7 @@ EL gaussian_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(gaussian)
+DENSE_ROWS(gaussian)
 
 /* sin_dual: P = {-b^2/2, cos(2c), a^2/2, a^2 b^2/2} */
 EL sin_el(EL_ARGS) {
@@ -196,6 +247,7 @@ EL sin_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(sin)
+DENSE_ROWS(sin)
 
 /* rbf_dual: P = {-gamma, 2 gamma} */
 EL rbf_el(EL_ARGS) {
@@ -206,12 +258,24 @@ EL rbf_el(EL_ARGS) {
     *Tp = T; *Dp = D;
 }
 ROWS(rbf)
+DENSE_ROWS(rbf)
 
 /* 1 if every x[k * stride] > 0 (NaN is not), else 0: the "all variances positive" test
  * of ntkit.dual.relu.angle without two torch calls per vector. */
 int ntkit_allpos(long n, const double *x, long stride) {
     int ok = 1;
     for (long k = 0; k < n; k++) ok &= x[k * stride] > 0.0;
+    return ok;
+}
+
+/* 1 if every nonzero |x[k * stride]| is within [lo, hi] (NaN is ignored), else 0: the
+ * "moderate variances" test of ntkit.dual.relu.moderate without six torch calls. */
+int ntkit_within(long n, const double *x, long stride, double lo, double hi) {
+    int ok = 1;
+    for (long k = 0; k < n; k++) {
+        double a = __builtin_fabs(x[k * stride]);
+        ok &= !(a > 0.0) | ((a < hi) & (a > lo));
+    }
     return ok;
 }
 

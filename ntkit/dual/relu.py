@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 import ntkit.dual.fused as fused
+import ntkit.dual.native as native
 from ntkit.dual.autodiff import ABReLURule, MonomialRule, SignRule, dual_with_grad
 from ntkit.dual.gram import gram_det, inplace_ok
 
@@ -70,7 +71,7 @@ def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tens
       (theta, s, pos), of the broadcast shape; theta = π where ``pos`` is False
       (zero variance, see module docstring).
     """
-    if torch.finfo(cov.dtype).max > 1e300 and _moderate(var1, var2):
+    if torch.finfo(cov.dtype).max > 1e300 and moderate(var1, var2):
         # The hot loop of every arc-cosine kernel: gram_det works in place where it can.
         s = gram_det(var1, cov, var2).sqrt_()
     elif torch.finfo(cov.dtype).max > 1e300:
@@ -107,10 +108,15 @@ def angle(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor, Tens
 _LIMIT = 2.0**480  # var1·var2 and cov² stay normal floats for variances within 2^±480
 
 
-def _moderate(var1: Tensor, var2: Tensor) -> bool:
+def moderate(var1: Tensor, var2: Tensor) -> bool:
     """Whether every nonzero variance is within 2^±480 (the fast path is exact there)."""
     if _is_compiling() or var1.device.type != "cpu":
         return True  # no host sync; such variances need inputs scaled by ~1e±70
+    if not (var1.requires_grad or var2.requires_grad):
+        a = native.within(var1, 1.0 / _LIMIT, _LIMIT)
+        b = None if a is None else native.within(var2, 1.0 / _LIMIT, _LIMIT)
+        if b is not None:
+            return a and b
     v = torch.cat([var1.detach().abs().reshape(-1), var2.detach().abs().reshape(-1)])
     v = v[v > 0]
     return not v.numel() or bool((v.amax() < _LIMIT) & (v.amin() > 1.0 / _LIMIT))
@@ -152,7 +158,7 @@ def abrelu_dual(a: float, b: float, var1: Tensor, cov: Tensor, var2: Tensor,
             return abrelu_dual(a, b, v1, c, v2, nd, deriv_at_zero)
 
         return dual_with_grad(ABReLURule(a, b, value), var1, cov, var2, need_dot)
-    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
+    if fused.wants(var1, cov, var2) and moderate(var1, var2):
         return fused.run(("abrelu", a, b, need_dot, deriv_at_zero),
                          lambda v1, c, v2: _abrelu(a, b, v1, c, v2, need_dot, deriv_at_zero),
                          var1, cov, var2)
@@ -186,7 +192,7 @@ def relu_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     if not inplace_ok(var1, cov, var2):
 
         return dual_with_grad(ABReLURule(0.0, 1.0, relu_dual), var1, cov, var2, need_dot)
-    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
+    if fused.wants(var1, cov, var2) and moderate(var1, var2):
         return fused.run(("relu", need_dot), lambda v1, c, v2: _relu(v1, c, v2, need_dot),
                          var1, cov, var2)
     return _relu(var1, cov, var2, need_dot)
@@ -209,7 +215,7 @@ def sign_dual(var1: Tensor, cov: Tensor, var2: Tensor,
     if not inplace_ok(var1, cov, var2):
 
         return dual_with_grad(SignRule(sign_dual), var1, cov, var2, need_dot)
-    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
+    if fused.wants(var1, cov, var2) and moderate(var1, var2):
         return fused.run(("sign", need_dot), lambda v1, c, v2: _sign(v1, c, v2, need_dot),
                          var1, cov, var2)
     return _sign(var1, cov, var2, need_dot)
@@ -255,7 +261,7 @@ def rectified_monomial_dual(degree: int, var1: Tensor, cov: Tensor, var2: Tensor
 
         return dual_with_grad(MonomialRule(degree, value, rectified_monomial_dual), var1, cov, var2,
                               need_dot)
-    if fused.wants(var1, cov, var2) and _moderate(var1, var2):
+    if fused.wants(var1, cov, var2) and moderate(var1, var2):
         return fused.run(("relu^n", degree, need_dot),
                          lambda v1, c, v2: _rectified_monomial(degree, v1, c, v2, need_dot),
                          var1, cov, var2)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+import ntkit.dual.fused as fused_duals
 from ntkit.engine import distributed, storage
 from ntkit.engine.allocator import retain_freed_memory
 from ntkit.engine.autograd import evaluate_grad
@@ -57,9 +58,6 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
     """See :meth:`ntkit.layers.base.Layer.kernel` for the user-facing contract."""
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
-    p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern, mask_constant=mask_constant)
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
-        raise ValueError(f"tile must be a positive int, got {tile!r}")
     # compile (see ntkit.dual.fused): None -> the process default (fused duals unless
     # NTKIT_FUSED=0); "fused" -> fused duals; False -> eager; True or "whole" -> the whole
     # per-tile map compiled.
@@ -68,6 +66,11 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                          f"{compile!r}")
     fuse = None if compile is None else compile == "fused"
     compile = compile is True or compile == "whole"
+    with fused_duals.enabled(False if compile else fuse):  # the probe maps as the tiles do
+        p = plan(layer, x1, x2, get, dtype=dtype, pattern=pattern,
+                 mask_constant=mask_constant)
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+        raise ValueError(f"tile must be a positive int, got {tile!r}")
     x1, x2, sym, names, dtype = p.x1, p.x2, p.sym, p.names, p.dtype
     budget = check_memory_budget(memory_budget, x1.device)
     if p.needs_grad:
@@ -114,7 +117,8 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         results[name] = torch.empty(shapes[name], dtype=dtype, device=device)
 
     # Map each example's own covariance chain once and replay it into the tiles (see
-    # `ntkit.kernel.CovTrace`): spatial nets only (elsewhere those maps cost nothing), in
+    # `ntkit.kernel.CovTrace`; for fully connected nets the maps are vectors, but each
+    # costs a few small torch calls per layer and tile, as much as a fused tile pass), in
     # this process only (Dask tasks map their own), when the recorded variances fit a
     # quarter of the budget, and not when a full spatial cov1/cov2 is itself asked for.
     itemsize = torch.empty((), dtype=dtype).element_size()

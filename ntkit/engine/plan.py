@@ -217,7 +217,7 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
     names = ALL_FIELDS if get is None else ((get,) if isinstance(get, str) else get)
     full = storage_full(net, x1)
     # The probe records its covariance chain: its steps' sizes price a `CovTrace`.
-    probe_trace = CovTrace() if x1.ndim > 2 else None
+    probe_trace = CovTrace()
     probe = net.kernel_map(input_kernel(x1[:1], None, track_ntk=False, full=full,
                                         trace=probe_trace, mask_constant=mask_constant,
                                         pattern=tile_patterns(pattern, slice(0, 1), None,

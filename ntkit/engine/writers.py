@@ -71,7 +71,11 @@ def check_finite(k: Kernel) -> None:
     """Raise FloatingPointError if a tile's nngp/ntk overflowed or became NaN."""
     for name in ("nngp", "ntk"):
         t = getattr(k, name)
-        if t is not None and not bool(torch.isfinite(t).all()):
+        # One reduction first: a NaN or inf entry makes the sum non-finite; a finite sum
+        # proves every entry finite, and only a non-finite one needs the entrywise test
+        # (the sum of finite entries can overflow).
+        if (t is not None and not bool(torch.isfinite(t.sum()))
+                and not bool(torch.isfinite(t).all())):
             raise FloatingPointError(
                 f"the {name} kernel overflowed or became NaN for some inputs (input norms too "
                 "large for this activation/depth in this dtype?); try float64 or rescale inputs")

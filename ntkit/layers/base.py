@@ -304,7 +304,7 @@ def shares_memory(a: Tensor, b: Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
-def _set_example_diagonal(t: Tensor, cov: Tensor, own: bool) -> Tensor:
+def set_example_diagonal(t: Tensor, cov: Tensor, own: bool) -> Tensor:
     """``t`` with its example diagonal set to the variances ``cov`` ((n, ...) -> [i, i]).
 
     In place when ``own`` (the caller may overwrite ``t``) and nothing needs its graph;
@@ -403,7 +403,7 @@ class Activation(Layer):
             # Linear spatial maps (pooling, convolutions) may round the example diagonal of
             # nngp and the variances differently by an ulp; the arc-cosine would turn that
             # into a ~1e-8 angle. Make them equal again (in place: it is their true value).
-            k = k.replace(nngp=_set_example_diagonal(k.nngp, k.cov1, own=True))
+            k = k.replace(nngp=set_example_diagonal(k.nngp, k.cov1, own=True))
         if k.same is not None:
             # Identical example pairs: likewise, after any map (x1's variances rule).
             k = k.replace(nngp=set_same(k.nngp, k.cov1, k.same))
@@ -414,7 +414,7 @@ class Activation(Layer):
         if k.x1_is_x2:
             # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
             # vectorized and scalar transcendental kernels may round differently by an ulp.
-            nngp = _set_example_diagonal(nngp, cov1, own=not shares_memory(nngp, k.nngp))
+            nngp = set_example_diagonal(nngp, cov1, own=not shares_memory(nngp, k.nngp))
         elif k.same is not None:
             if shares_memory(nngp, k.nngp):
                 nngp = nngp.clone()

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ntkit.kernel import Kernel, Storage
 from ntkit.layers.base import Activation, ExampleShape, Layer, is_streams
+from ntkit.layers.fc_fusion import dense_activation
 from ntkit.layers.masking import masked_call, masked_input
 
 
@@ -124,8 +125,18 @@ class Serial(Layer):
 
     def map_planned(self, k, full_after):
         needs = self._needs(full_after)
-        for i, layer in enumerate(self._order):
-            k = layer.map_planned(needs[i].conform(k), needs[i + 1])
+        order, i = self._order, 0
+        while i < len(order):
+            k = needs[i].conform(k)
+            if i + 1 < len(order) and isinstance(order[i + 1], Activation):
+                # Dense → activation on a fully connected kernel: one fused pass
+                # (ntkit.layers.fc_fusion), or None to map them one after the other.
+                fused = dense_activation(order[i], order[i + 1], k)
+                if fused is not None:
+                    k, i = fused, i + 2
+                    continue
+            k = order[i].map_planned(k, needs[i + 1])
+            i += 1
         return k
 
     def make_module(self, in_features, generator, dtype):
