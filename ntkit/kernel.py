@@ -286,6 +286,8 @@ class Kernel:
         else:
             cov1 = fn(self.cov1)
             cov2 = None if self.cov2 is None else (fn2 or fn)(self.cov2)
+        if self.same is not None and self.x1_is_x2:
+            cov1 = pin_twins(cov1, self.same)  # before recording: replays see the same
         if tr is not None:
             tr.record(cov1, self.full)
         if self.same is not None and cov2 is not None:
@@ -402,6 +404,26 @@ class CovTrace:
         return self.steps[s], None if self.cols is None else self.cols[s]
 
 
+def pin_twins(cov: Tensor, same: tuple[Tensor, Tensor]) -> Tensor:
+    """``cov`` (n, ...) of one batch with each repeated example's entry set to that of
+    its first twin: ``same`` = (rows, cols) lists the pairs of identical examples of the
+    batch (both orders, no example with itself). Identical inputs give identical
+    covariances up to rounding that depends on their place in the batch (a vector
+    lane or a loop's tail); pinned, every twin continues from the same numbers.
+    Out of place under autograd, else in place."""
+    rows, cols = same
+    keep = rows < cols
+    if not bool(keep.any()):
+        return cov
+    rows, cols = rows[keep], cols[keep]
+    # The first twin of each later one: the smallest row paired with it.
+    order = torch.argsort(cols * (int(rows.max()) + 1) + rows)
+    rows, cols = rows[order], cols[order]
+    first = torch.ones_like(cols, dtype=torch.bool)
+    first[1:] = cols[1:] != cols[:-1]
+    return set_same(cov, cov, (cols[first], rows[first]))
+
+
 def set_same(t: Tensor, cov: Tensor, same: tuple[Tensor, Tensor]) -> Tensor:
     """``t`` with the entries of identical example pairs set from the variances ``cov``.
 
@@ -509,14 +531,18 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
         cov2 = None
     elif cov2 is None:
         cov2 = _self_cov(x2, full)
-    if same is not None and not x1_is_x2:
+    if same is not None and x1_is_x2:
+        # Repeated rows of one batch: each takes its first twin's variances, and their
+        # pairs those variances (as the example diagonal does).
+        if not replaying:
+            cov1 = pin_twins(cov1, same)
+        nngp = set_same(nngp, cov1, same)
+    elif same is not None:
         if replaying:
             raise RuntimeError("internal error: identical example pairs need their own "
                                "covariances, not replayed variances")
         nngp = set_same(nngp, cov1, same)
         cov2 = set_same(cov2, cov1, (same[1], same[0]))
-    else:
-        same = None
     ntk = torch.zeros_like(nngp) if track_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, channels=c,
                   source=None, x1_is_x2=x1_is_x2, spatial=spatial, full=full, trace=trace,

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["FAMILIES", "broadcast_shape", "cache_dir", "elementwise_floor", "handles",
-           "library", "run", "run_dense", "set_compiler", "stats", "within"]
+           "library", "run", "run_dense", "set_compiler", "stats", "transpose_into", "within"]
 
 SOURCE = Path(__file__).with_name("native_src.c")
 FLAGS = ("-O2", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno",
@@ -108,6 +108,8 @@ def _declare(lib) -> None:
     lib.ntkit_floor.argtypes = [L, P, P, P]
     lib.ntkit_allpos.restype = I
     lib.ntkit_allpos.argtypes = [L, P, L]
+    lib.ntkit_transpose.restype = None
+    lib.ntkit_transpose.argtypes = [L, L, P, L, P, L]
     lib.ntkit_within.restype = I
     lib.ntkit_within.argtypes = [L, P, L, ctypes.c_double, ctypes.c_double]
 
@@ -350,6 +352,21 @@ def run_dense(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor, ntk: Tensor |
     else:
         fn(*args, 0, n1)
     return t, nko
+
+
+def transpose_into(src: Tensor, dst: Tensor) -> bool:
+    """``dst.copy_(src.T)`` by blocks, for float64 CPU matrices with unit column stride
+    (``dst`` may be a view into a larger matrix); False, copying nothing, when the
+    loaded library cannot take them (the caller then copies with torch)."""
+    lib = _STATE["lib"]
+    if (lib is None or src.dim() != 2 or dst.dim() != 2 or src.dtype != torch.float64
+            or dst.dtype != torch.float64 or src.device.type != "cpu"
+            or dst.device.type != "cpu" or tuple(dst.shape) != tuple(src.shape[::-1])
+            or src.stride(1) != 1 or dst.stride(1) != 1 or src.requires_grad):
+        return False
+    lib.ntkit_transpose(src.shape[0], src.shape[1], src.data_ptr(), src.stride(0),
+                        dst.data_ptr(), dst.stride(0))
+    return True
 
 
 def within(v: Tensor, lo: float, hi: float) -> bool | None:

@@ -279,6 +279,21 @@ int ntkit_within(long n, const double *x, long stride, double lo, double hi) {
     return ok;
 }
 
+/* dst[j, i] = src[i, j] for an (n1, n2) src with row stride lds into a dst with row
+ * stride ldd, in 16 x 16 blocks: a symmetric kernel's mirror tile written a few cache
+ * lines at a time instead of one entry per line. */
+void ntkit_transpose(long n1, long n2, const double *src, long lds, double *dst, long ldd) {
+    const long B = 16;
+    for (long i0 = 0; i0 < n1; i0 += B) {
+        long i1 = i0 + B < n1 ? i0 + B : n1;
+        for (long j0 = 0; j0 < n2; j0 += B) {
+            long j1 = j0 + B < n2 ? j0 + B : n2;
+            for (long j = j0; j < j1; j++)
+                for (long i = i0; i < i1; i++) dst[j * ldd + i] = src[i * lds + j];
+        }
+    }
+}
+
 /* The elementwise floor of the benchmarks: out = atan2(sqrt(x), y) in one pass. */
 void ntkit_floor(long n, const double *x, const double *y, double *out) {
     _Pragma("omp simd")

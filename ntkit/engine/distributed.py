@@ -247,7 +247,7 @@ def _row_block(layer, x1, x2, i: int, js: list[int], b1, b2, sym: bool, track_nt
             diag = sym and i == j
             pat = tile_patterns(pattern, b1[i], None if diag else b2[j], sym)
             if diag:
-                k = fn_diag(xr, pattern=pat)
+                k = fn_diag(xr, same=pairs_in_tile(same, b1[i], b1[i]), pattern=pat)
             else:
                 k = fn(xr, aligned(other[b2[j]]), same=pairs_in_tile(same, b1[i], b2[j]),
                        pattern=pat)

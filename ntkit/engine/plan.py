@@ -204,12 +204,18 @@ def plan(net, x1, x2=None, get=("nngp", "ntk"), *, dtype: torch.dtype = torch.fl
               and (same_object or not inputs_grad) and torch.equal(x1, x2)):
             x2 = None
     same = None
-    if (find_pairs and x2 is not None and not inputs_grad and isinstance(x1, Tensor)
-            and isinstance(x2, Tensor)):
+    if (find_pairs and not inputs_grad and isinstance(x1, Tensor)
+            and (x2 is None or isinstance(x2, Tensor))):
         # Not when x1 or x2 needs gradients: the pair's entry then depends on x1 alone.
-        same = identical_rows(x1, x2)
+        # On the symmetric path: the repeated rows of x1 (each example with itself is
+        # the example diagonal, exact anyway).
+        same = identical_rows(x1, x1 if x2 is None else x2)
+        if x2 is None:
+            keep = same[0] != same[1]
+            same = (same[0][keep], same[1][keep])
         if pattern is not None:
-            keep = same_side_rows(*pattern, *same)
+            keep = same_side_rows(pattern[0], pattern[0] if x2 is None else pattern[1],
+                                  *same)
             same = (same[0][keep], same[1][keep])
         same = same if same[0].numel() else None
     if pattern is not None and x2 is None:

@@ -158,7 +158,9 @@ class TileScheduler:
         pat = None if self.pattern is None else (self.pattern[0 if side == 1 else 1],)
         if self.sym or xr.shape[0] <= 2:
             own = None if pat is None else tile_patterns(pat * 2, blocks[i], None, True)
-            k = self.fn_diag(xr, trace=tr, pattern=own)
+            k = self.fn_diag(xr, trace=tr, pattern=own,
+                             same=pairs_in_tile(self.same, blocks[i], blocks[i])
+                             if self.sym else None)
             if self.sym and (i, i) in self.pending:
                 self.finish(i, i, k)
         else:
@@ -172,13 +174,14 @@ class TileScheduler:
         i, j = pair
         r, c = self.b1[i], self.b2[j]
         xr = aligned(self.x1[r])
-        tile_same = None if self.sym else pairs_in_tile(self.same, r, c)
+        tile_same = pairs_in_tile(self.same, r, c)
         diag = self.sym and i == j
         pat = tile_patterns(self.pattern, r, None if diag else c, self.sym)
         if diag:
-            k = self.fn_diag(xr, pattern=pat)
+            k = self.fn_diag(xr, same=tile_same, pattern=pat)
         elif tile_same is not None:  # maps its own covariances (the pairs need them)
-            k = self.fn(xr, aligned(self.x2[c]), same=tile_same, pattern=pat)
+            k = self.fn(xr, aligned((self.x1 if self.sym else self.x2)[c]), same=tile_same,
+                        pattern=pat)
         elif self.use_trace:
             tr = CovTrace(self.recs1[i], (self.recs1 if self.sym else self.recs2)[j])
             k = self.fn(xr, aligned((self.x1 if self.sym else self.x2)[c]), trace=tr,

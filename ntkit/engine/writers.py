@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import ntkit.dual.native as native
 from ntkit.engine.storage import is_zarr_array
 from ntkit.kernel import Kernel, swap_examples
 
@@ -97,7 +98,9 @@ def store_tile(results: dict, k, r: slice, c: slice, i: int, j: int, sym: bool,
             t = getattr(k, name)
             write(arr, r, c, t)
             if sym and i != j and name not in upper:
-                write(arr, c, r, swap_examples(t, d, k.full))
+                if not (d == 0 and isinstance(arr, Tensor)
+                        and native.transpose_into(t, arr[c, r])):
+                    write(arr, c, r, swap_examples(t, d, k.full))
         elif name == "cov1" and j == (i if sym else 0):
             write(arr, r, None, k.cov1)
         elif name == "cov2" and i == 0:

@@ -415,7 +415,7 @@ class Activation(Layer):
             # Keep the example diagonal of nngp == cov bitwise (see kernel.input_kernel):
             # vectorized and scalar transcendental kernels may round differently by an ulp.
             nngp = set_example_diagonal(nngp, cov1, own=not shares_memory(nngp, k.nngp))
-        elif k.same is not None:
+        if k.same is not None:
             if shares_memory(nngp, k.nngp):
                 nngp = nngp.clone()
             nngp = set_same(nngp, cov1, k.same)

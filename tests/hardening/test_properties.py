@@ -284,17 +284,11 @@ PROPS = {
 
 
 # Open findings (falsifying examples found by hypothesis, not yet resolved): kept out of
-# the default profile (shrinking them takes minutes) and expected to fail in the long one
-# until they are settled.
-OPEN = {
-    "duplicates_exact": "seed=130, rows [a, a]: K(x, None)[0, 1] is not K[0, 0] to 4 ulps; "
-                        "the same cause as 'permutation' below",
-    "permutation": "seed=2526, perm_seed=0: in K(x, None) a duplicate pair x[1] == x[2] "
-                   "has NTK 7e-10 (relative) off K(x[1], x[1]) when the net stores full "
-                   "covariances (ImageResize): the engine pins identical pairs (Kernel."
-                   "same) only when x2 is given (plan.py: same = None on the symmetric "
-                   "path, schedule.py: tile_same None when sym); fix belongs to engine/",
-}
+# the default profile and expected to fail in the long one until they are settled. None
+# now: "duplicates_exact" (seed 130, rows [a, a]) and "permutation" (seed 2526: a repeated
+# row of K(x, None) 7e-10 off its diagonal) were fixed by pinning repeated rows on the
+# symmetric path (ntkit.kernel.pin_twins; test_regressions.py keeps both cases).
+OPEN: dict[str, str] = {}
 
 
 def _test(name, profile):
@@ -307,9 +301,7 @@ def test_property(name):
     _test(name, FAST)()
 
 
-# The open findings are not run (a test that may pass or fail proves nothing); they stay
-# recorded in OPEN with their falsifying examples until the engine pins repeated rows of
-# one batch on every path (memory, disk and Dask alike, so that those stay bitwise equal).
+# Open findings are not run (a test that may pass or fail proves nothing).
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(PROPS) - set(OPEN)))
 def test_property_long(name):

@@ -48,3 +48,25 @@ def test_generated_case_3131():
         assert_kernels_close(got, ref, corr=1.0, gain=2.0,
                              var1=net.kernel(x, get="nngp").diagonal(),
                              var2=net.kernel(x.flip(0), get="nngp").diagonal())
+
+
+@pytest.mark.parametrize("seed", [130, 2526])
+@pytest.mark.parametrize("tile", [None, 2])
+def test_repeated_rows_of_one_batch_equal_their_diagonal(seed, tile):
+    """Found by the 'duplicates_exact' (seed 130) and 'permutation' (seed 2526: an
+    ImageResize net on full covariances) properties: in K(x, None) a pair of identical
+    rows was 4 ulps (130) and 7e-10 relative (2526) off its diagonal entry, because the
+    symmetric path did not pin repeated rows. Rows 1, 2 and 4 are one example (within a
+    tile and across tiles with tile=2), row 3 its negation."""
+    arch = generate(seed, nt=True)
+    net = to_ntkit(arch)
+    g = np.random.default_rng(seed)
+    a = g.standard_normal(tuple(arch["input"]))
+    x = np.stack([g.standard_normal(a.shape), a, a, -a, a])
+    k = net.kernel(torch.from_numpy(x), get=("nngp", "ntk"), tile=tile)
+    for field in ("nngp", "ntk"):
+        m = getattr(k, field).numpy()
+        for i, j in [(1, 2), (2, 1), (1, 4), (4, 2)]:
+            np.testing.assert_allclose(m[i, j], m[i, i], rtol=4 * np.finfo(float).eps,
+                                       atol=0, err_msg=f"{field}[{i}, {j}]")
+        assert m[1, 2] == m[2, 1] and m[1, 4] == m[4, 1]  # symmetric, bitwise
