@@ -41,6 +41,8 @@ def _ntkit_layers(nl, layers, ndim_spatial):
         elif op == "sum_pool":
             out.append(nl.SumPool(tuple(node["window"]), tuple(node["strides"]),
                                   node["padding"]))
+        elif op == "aggregate":
+            out.append(nl.Aggregate())
         elif op == "global_avg_pool":
             out.append(nl.GlobalAvgPool())
             d = 0
@@ -108,6 +110,8 @@ def _stax_layers(stax, layers, d):
         elif op == "sum_pool":
             out.append(stax.SumPool(tuple(node["window"]), tuple(node["strides"]),
                                     node["padding"]))
+        elif op == "aggregate":
+            out.append(stax.Aggregate())
         elif op == "global_avg_pool":
             out.append(stax.GlobalAvgPool())
             d = 0

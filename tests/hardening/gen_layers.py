@@ -81,6 +81,8 @@ class State:
         if op in ACTIVATIONS:
             return replace(self, gaussian=False, source=None, normalized=False,
                            nodes=self.nodes + 1)
+        if op == "aggregate":  # a linear map over the nodes: like a pool, shape kept
+            return replace(self, nodes=self.nodes + 1, normalized=False)
         if op in ("avg_pool", "sum_pool"):
             return replace(self, spatial=out_spatial(self.spatial, node),
                            nodes=self.nodes + 1, normalized=False)

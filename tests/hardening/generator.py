@@ -52,14 +52,21 @@ from dataclasses import replace
 from gen_build import to_ntkit, to_stax
 from gen_layers import ACTIVATIONS, PADDINGS, State, out_spatial, transpose_size, uncorrelated
 
-__all__ = ["PADDINGS", "check_independence", "count_layers", "example_inputs", "generate",
-           "output_state", "to_ntkit", "to_stax"]
+__all__ = ["MASK", "PADDINGS", "call_options", "check_independence", "count_layers",
+           "example_inputs", "generate", "graph_patterns", "mask_inputs", "output_state",
+           "to_ntkit", "to_stax"]
+
+#: The mask constant of ``masked`` architectures: an input position whose channels all
+#: equal it is absent (Gaussian rows never hit it).
+MASK = -7.0
 
 
 class _Gen:
     def __init__(self, seed: int, nt: bool, bias: bool, max_layers: int, readout: bool,
-                 circular: bool, ndim: int | None):
+                 circular: bool, ndim: int | None, graph: bool = False,
+                 masked: bool = False):
         self.r = random.Random(seed)
+        self.graph, self.masked = graph, masked
         self.nt = nt
         self.bias = bias
         self.max_layers = max_layers
@@ -241,8 +248,10 @@ class _Gen:
 
         # first a fresh affine layer, so that activations see Gaussian channels
         first = ["conv"] if self.circular else ["conv", "conv", "conv_transpose", "conv_local"]
-        push(self.conv_like(st, r.choice(first))
+        push(self.conv_like(st, r.choice(first), keep_shape=self.graph)
              if st.spatial else {"op": "dense", "out": r.choice([2, 3, 4]), **self.wb()})
+        if self.graph and st.spatial == tuple(shape[1:]) and r.random() < 0.6:
+            push({"op": "aggregate"})  # most graph nets aggregate, some only later
         for _ in range(r.randint(1, self.max_layers)):
             if st.spatial:
                 choices = ["act", "conv", "conv", "pool", "residual", "concat", "norm",
@@ -252,6 +261,10 @@ class _Gen:
             if self.circular:  # shift-equivariant layers only
                 choices = [c for c in choices if c not in ("conv_transpose", "conv_local",
                                                            "resize")]
+            if self.masked:  # ImageResize has no mask rule (ntkit and neural-tangents)
+                choices = [c for c in choices if c != "resize"]
+            if self.graph and st.spatial == tuple(shape[1:]):  # the patterns' node count
+                choices += ["aggregate", "aggregate"]
             kind = r.choice(choices)
             if kind == "act":
                 if not self.can_activate(st):
@@ -284,6 +297,8 @@ class _Gen:
                 if not self.bias or math.prod(st.spatial) > 9:
                     continue
                 push(self.attention(st))
+            elif kind == "aggregate":
+                push({"op": "aggregate"})
             elif kind == "resize":
                 node = self.resize(st)
                 if node and self.bias:
@@ -301,7 +316,8 @@ class _Gen:
 
 
 def generate(seed: int, *, nt: bool = False, bias: bool = True, max_layers: int = 5,
-             readout: bool = True, circular: bool = False, ndim: int | None = None) -> dict:
+             readout: bool = True, circular: bool = False, ndim: int | None = None,
+             graph: bool = False, masked: bool = False) -> dict:
     """A random valid architecture (plain data), the same for the same arguments.
 
     Args:
@@ -314,10 +330,24 @@ def generate(seed: int, *, nt: bool = False, bias: bool = True, max_layers: int 
       circular: shift-equivariant layers only (stride-1 CIRCULAR convolutions and pools,
         no ConvLocal/ConvTranspose/ImageResize, global pooling readout).
       ndim: spatial dimensions of the input (0, 1 or 2); None: drawn.
+      graph: graph networks: 1-D inputs (C, N) whose N positions are the nodes, and
+        `Aggregate` layers (all spatial axes, dense patterns) drawn wherever the stream
+        still has N positions; the arch gets ``"graph": True`` and the kernel call
+        needs ``pattern=`` (`graph_patterns`). Off: the draws are those of before.
+      masked: inputs with absent positions (``mask_constant``): no ImageResize; the
+        arch gets ``"mask": MASK`` (`mask_inputs` marks positions). Off: as before.
     """
-    g = _Gen(seed, nt, bias, max_layers, readout, circular, ndim)
+    if graph:
+        if ndim not in (None, 1):
+            raise ValueError("graph=True draws 1-D inputs (the nodes): leave ndim None")
+        ndim = 1
+    g = _Gen(seed, nt, bias, max_layers, readout, circular, ndim, graph, masked)
     arch = g.network()
     arch.update(seed=seed, nt=nt, bias=bias)
+    if graph:
+        arch["graph"] = True
+    if masked:
+        arch["mask"] = MASK
     return json.loads(json.dumps(arch))  # plain JSON data: lists, not tuples
 
 
@@ -371,3 +401,50 @@ def example_inputs(arch: dict, seed: int = 0, np=None):
     x1 = np.stack([a, b, np.zeros(shape), a, 3.0 * b, -a])
     x2 = np.stack([c, 0.5 * d, -b, 3.0 * a])
     return x1, x2
+
+
+def graph_patterns(arch: dict, x, np=None):
+    """Dense adjacencies (n, N, N) for the rows x (n, C, N) of a ``graph`` architecture,
+    a function of each row alone (identical rows get identical patterns, permuting the
+    rows permutes them): arc u -> v of weight w(u, v) in (0.5, 1.5] when channel 0 has the
+    same sign at u and v (so a zero row has none, and scaling a row by c > 0 or -1 keeps
+    its pattern); the weights depend on (u, v) and the arch's seed only."""
+    if np is None:
+        import numpy as np
+    x = np.asarray(x, np.float64)
+    s = np.sign(x[:, 0, :])
+    nodes = x.shape[-1]
+    u, v = np.meshgrid(np.arange(nodes), np.arange(nodes), indexing="ij")
+    w = 0.5 + ((7 * u + 3 * v + arch["seed"]) % 5 + 1) / 5.0
+    return (s[:, :, None] * s[:, None, :] > 0) * w[None]
+
+
+def mask_inputs(arch: dict, x, np=None):
+    """A copy of rows x (channels first) with trailing positions absent (every channel
+    set to MASK): row i loses k_i of its P positions (P = 1 for (n, d) rows: the whole
+    example), k_i a function of the row's values alone (identical rows, identical
+    masks; a zero row none), so that some rows are fully masked."""
+    if np is None:
+        import numpy as np
+    x = np.array(x, np.float64)
+    flat = x.reshape(len(x), x.shape[1], -1)  # (n, C, P); a view
+    positions = flat.shape[-1]
+    for i in range(len(x)):
+        k = int(np.abs(x[i]).sum() * 1e3) % (positions + 1)
+        if k:
+            flat[i, :, positions - k:] = arch["mask"]
+    return x
+
+
+def call_options(arch: dict, x1, x2=None, np=None) -> dict:
+    """The keyword arguments a kernel call of ``arch`` on (x1, x2) needs beyond the inputs:
+    ``pattern`` for graph nets (`graph_patterns`), ``mask_constant`` for masked ones.
+    x1 and x2 must already be masked (`mask_inputs`)."""
+    kw: dict = {}
+    if arch.get("graph"):
+        kw["pattern"] = (graph_patterns(arch, x1, np),
+                         None if x2 is None else graph_patterns(arch, x2, np))
+    if "mask" in arch:
+        kw["mask_constant"] = arch["mask"]
+    return kw
+
