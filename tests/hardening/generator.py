@@ -54,7 +54,7 @@ from gen_layers import ACTIVATIONS, PADDINGS, State, out_spatial, transpose_size
 
 __all__ = ["MASK", "PADDINGS", "call_options", "check_independence", "count_layers",
            "example_inputs", "generate", "graph_patterns", "mask_inputs", "output_state",
-           "to_ntkit", "to_stax"]
+           "to_ntkit", "to_stax", "widen"]
 
 #: The mask constant of ``masked`` architectures: an input position whose channels all
 #: equal it is absent (Gaussian rows never hit it).
@@ -448,3 +448,21 @@ def call_options(arch: dict, x1, x2=None, np=None) -> dict:
         kw["mask_constant"] = arch["mask"]
     return kw
 
+
+def widen(arch: dict, factor: int, readout: int = 4) -> dict:
+    """``arch`` with every width (channels, attention channels) times ``factor``, the
+    readout's outputs (the last layer's) times ``readout`` (the kernel is the same for
+    each output; more outputs average the per-network estimate over more of them)."""
+    arch = json.loads(json.dumps(arch))
+
+    def walk(layers):
+        for node in layers:
+            for k in ("out", "n_chan_out", "n_chan_key", "n_chan_val"):
+                if k in node:
+                    node[k] *= factor
+            for br in node.get("branches", ()):
+                walk(br)
+
+    walk(arch["layers"])
+    arch["layers"][-1]["out"] = arch["layers"][-1]["out"] // factor * readout
+    return arch
