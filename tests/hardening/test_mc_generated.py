@@ -29,8 +29,8 @@ from generator import call_options, example_inputs, generate, mask_inputs, to_nt
 
 import ntkit
 
-WIDEN = 64
-BATCHES, PER_BATCH = 16, 8
+WIDEN = 32
+BATCHES, PER_BATCH = 16, 4
 Z = 6.0
 
 
