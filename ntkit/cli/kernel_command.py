@@ -38,6 +38,11 @@ __all__ = ["kernel"]
 @click.option("--upper", is_flag=True, default=False,
               help="With .zarr: store only the tiles on and above the diagonal (half "
                    "the disk); ntkit's solvers read it as the full symmetric kernel.")
+@click.option("--no-fsync", "no_fsync", is_flag=True, default=False,
+              help="Skip the fsyncs that make the output durable against a power loss "
+                   "or OS crash (by default each .zarr tile's chunks are fsync'ed before "
+                   "it is marked done, and a .npy file before it is renamed into place); "
+                   "a killed process still loses nothing.")
 @click.option("--target", default=None,
               help="A CSV column to leave out of the features (the target of a later fit).")
 @click.option("--drop", multiple=True,
@@ -46,7 +51,8 @@ __all__ = ["kernel"]
 @THREADS
 def kernel(input_path: Path, out: Path, resume: bool, kernel_name: str, depth: int,
            activation: str, w_std: float, b_std: float, tile: int | None,
-           upper: bool, target: str | None, drop: tuple[str, ...], threads: int) -> None:
+           upper: bool, no_fsync: bool, target: str | None, drop: tuple[str, ...],
+           threads: int) -> None:
     """Compute the infinite-width kernel between all rows of INPUT (.csv or .npy).
 
     Every column of a CSV is a feature unless --target or --drop leaves it out; the
@@ -62,6 +68,10 @@ def kernel(input_path: Path, out: Path, resume: bool, kernel_name: str, depth: i
     only the missing tiles, and the result is bit-identical to an uninterrupted run. A
     float .npy INPUT is then read through a memory map, tile by tile, so it may exceed
     RAM too. (.zarr needs the scale extra: pip install -e ".[scale]".)
+
+    Both outputs are fsync'ed (unless --no-fsync), so that a power loss or OS crash
+    cannot leave a .zarr tile marked done whose values are not on disk, nor a .npy
+    file under --out that is not complete.
     """
     from ntkit.sklearn import ACTIVATIONS, make_network
 
@@ -83,7 +93,7 @@ def kernel(input_path: Path, out: Path, resume: bool, kernel_name: str, depth: i
                                               if c.strip()]
     if suffix == ".zarr":
         _kernel_zarr(net, input_path, out, resume, kernel_name, tile, threads, upper,
-                     exclude)
+                     exclude, durable=not no_fsync)
         return
     if out.is_dir():
         raise CLIError(f"--out: {out} is a directory")
@@ -103,11 +113,25 @@ def kernel(input_path: Path, out: Path, resume: bool, kernel_name: str, depth: i
             net.kernel(X, get=kernel_name, out=mm, progress=True, tile=tile)
         mm.flush()
         del mm
+        if not no_fsync:  # the bytes on disk before the name that says they are complete
+            _fsync(tmp)
         os.replace(tmp, out)
+        if not no_fsync:
+            _fsync(str(parent))
     except BaseException:
         remove_file(tmp)
         raise
     click.echo(f"wrote {out}")
+
+
+def _fsync(path: str) -> None:
+    if os.name == "nt" and os.path.isdir(path):  # Windows cannot open a directory
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _report_columns(X, used: list[str] | None, exclude: list[str]):
@@ -142,7 +166,7 @@ def _load_rows_lazily(path: Path, exclude: list[str]):
 
 def _kernel_zarr(net, input_path: Path, out: Path, resume: bool, kernel_name: str,
                  tile: int | None, threads: int, upper: bool = False,
-                 exclude: list[str] | None = None) -> None:
+                 exclude: list[str] | None = None, durable: bool = True) -> None:
     """`ntkit kernel ... --out K.zarr [--resume]` (see `kernel`)."""
     try:
         from ntkit.engine import storage
@@ -171,9 +195,11 @@ def _kernel_zarr(net, input_path: Path, out: Path, resume: bool, kernel_name: st
             was = "with" if storage.is_upper(arr) else "without"
             raise CLIError(f"--out: {out} was written {was} --upper; resume it the same "
                            "way")
+        if storage.is_durable(arr) != durable:  # --no-fsync applies to this run
+            arr.update_attributes({storage.DURABLE_ATTR: durable})
     else:
         arr = storage.create_kernel_array(str(out), n, tile=tile or DEFAULT_TILE,
-                                          upper=upper)
+                                          upper=upper, durable=durable)
     done, total = storage.kernel_progress(arr)
     click.echo(f"{kernel_name.upper()} of {n} rows × {X.shape[1]} features "
                f"({n * n * 8 / 2**20:.1f} MiB) into {out}"

@@ -158,12 +158,14 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
         pairs = [q for q in pairs if q not in done]
 
     masks = MaskCollector(p.get is None and p.probe.masked, sym)
+    # Marks a tile only once every array holds its chunks (fsync'ed first for durable
+    # arrays, in a background thread; see ntkit.engine.storage).
+    marker = storage.TileMarker(ledgers)
 
     def finish(i, j, k):
         masks.add(k, i, j)
         store_tile(results, k, b1[i], b2[j], i, j, sym, upper)
-        for ledger in ledgers:  # only once every array holds the tile's chunks
-            ledger.mark(i, j)
+        marker.add(i, j)
 
     bar = None
     if progress:
@@ -188,9 +190,16 @@ def evaluate(layer, x1, x2=None, *, get=("nngp", "ntk"), tile: int | None = None
                 TileScheduler(x1, x2, b1, b2, pairs, fn, fn_diag, same=p.same,
                               use_trace=use_trace, finish=finish, tick=tick, device=device,
                               compiled=compile, pattern=p.pattern).run()
+    except BaseException:
+        try:
+            marker.close()  # keep the tiles written before the failure
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            pass
+        raise
     finally:
         if bar is not None:
             bar.close()
+    marker.close()
     flush(results)
     return package(results, p.get, names, p.probe, sym, masks.masks(len(b1), len(b2)))
 

@@ -15,8 +15,18 @@ The arguments that determine the values (shapes, names, dtype, the layer's ``rep
 the tile, a hash of the inputs) are stored as the attribute ``ntkit_kernel`` before any
 tile runs; resuming with different ones raises ValueError instead of mixing two kernels.
 
-A marker is durable against the process dying, not against the machine losing power:
-nothing is fsync'ed (that would cost a disk flush per tile).
+Power loss: in a local directory store (zarr's ``LocalStore``: a path given as ``store``)
+an array is *durable* by default: before a tile's marker is set, the chunk files that
+tile wrote are fsync'ed, with their directories (so the ``os.replace`` that put each one
+in place is on disk too); then the marker and its directory are fsync'ed. A power loss or
+an OS crash at any point therefore leaves no marker whose tile's chunks are not on disk,
+and ``resume=True`` stays correct after it. Starting a run (without resume) also makes
+the removal of old markers durable before the new fingerprint is written, and the
+fingerprint itself. Cost: a few fsyncs per tile (see `TileLedger.mark`);
+``create_kernel_array(..., durable=False)`` (``ntkit kernel --no-fsync``) turns them
+off, and markers are then durable against the process dying only. Other stores (memory,
+zip, remote) have no files to fsync: their markers are as durable as the store makes
+its writes.
 
 A symmetric kernel may be stored as its upper triangle of tiles only
 (``create_kernel_array(..., upper=True)``): the tiles below the diagonal are never
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -41,6 +52,11 @@ import torch
 ATTR = "ntkit_kernel"
 #: Attribute marking an array that stores only the tiles on and above the diagonal.
 UPPER_ATTR = "ntkit_upper"
+#: Attribute saying whether tiles are fsync'ed before they are marked (absent: DURABLE).
+DURABLE_ATTR = "ntkit_durable"
+#: Whether arrays without DURABLE_ATTR are durable: a crash-safe resume should not
+#: depend on having asked for it, and a few fsyncs per tile cost little beside a tile.
+DURABLE = True
 #: Store prefix (inside the array's node) of the per-tile completion markers.
 MARKERS = ".ntkit/tiles/"
 #: Inputs up to this size are hashed whole; larger ones by a fixed sample of rows.
@@ -69,7 +85,8 @@ def is_zarr_array(obj) -> bool:
 
 def create_kernel_array(store, n1: int, n2: int | None = None, *, tile: int = 256,
                         pair_shape: Sequence[int] = (), dtype: torch.dtype = torch.float64,
-                        overwrite: bool = False, compressors=None, upper: bool = False):
+                        overwrite: bool = False, compressors=None, upper: bool = False,
+                        durable: bool = DURABLE):
     """A new zarr array for an (n1, n2, *pair_shape) kernel, chunked by ``tile`` examples.
 
     Args:
@@ -86,6 +103,16 @@ def create_kernel_array(store, n1: int, n2: int | None = None, *, tile: int = 25
       upper: store only the tiles on and above the diagonal of a symmetric kernel
         (``net.kernel(x, out=arr)``, no x2): half the disk. Needs n2 = n1 and no
         pair_shape; read it with `read_block` or ``KernelOperator(kernel=arr)``.
+      durable: fsync each tile's chunk files before marking it complete, and the marker
+        after (local directory stores; see the module docstring): a power loss then
+        cannot leave a tile marked done whose values are not on disk. False skips the
+        fsyncs (markers then survive the process dying, not the machine losing power).
+        Stored in the array (attribute ``ntkit_durable``), so a resumed run keeps it.
+
+    Example:
+      >>> from ntkit.engine.storage import create_kernel_array
+      >>> arr = create_kernel_array("K.zarr", 1000, tile=256)  # doctest: +SKIP
+      >>> net.kernel(x, get="ntk", out=arr)                    # doctest: +SKIP
     """
     zarr = require_zarr()
     n2 = n1 if n2 is None else n2
@@ -98,20 +125,54 @@ def create_kernel_array(store, n1: int, n2: int | None = None, *, tile: int = 25
     pair_shape = tuple(int(s) for s in pair_shape)
     if not isinstance(upper, bool):
         raise ValueError(f"upper must be True or False, got {upper!r}")
+    if not isinstance(durable, bool):
+        raise ValueError(f"durable must be True or False, got {durable!r}")
     if upper and (n2 != n1 or pair_shape):
         raise ValueError("upper=True stores a symmetric (n, n) kernel: it needs n2 = n1 "
                          f"and no pair_shape (got n1={n1}, n2={n2}, pair_shape={pair_shape})")
     arr = zarr.create_array(store=store, shape=(n1, n2, *pair_shape),
                             chunks=(tile, tile, *pair_shape), dtype=np_dtype,
                             fill_value=0.0, overwrite=overwrite, compressors=compressors)
-    if upper:
-        arr.update_attributes({UPPER_ATTR: True})
+    attrs = {UPPER_ATTR: True} if upper else {}
+    if durable != DURABLE:
+        attrs[DURABLE_ATTR] = durable
+    if attrs:
+        arr.update_attributes(attrs)
     return arr
 
 
 def is_upper(arr) -> bool:
     """Whether ``arr`` is a zarr kernel array that stores only its upper tiles."""
     return is_zarr_array(arr) and bool(arr.attrs.asdict().get(UPPER_ATTR, False))
+
+
+def is_durable(arr) -> bool:
+    """Whether ntkit fsyncs the tiles of zarr array ``arr`` before marking them (see
+    `create_kernel_array`): its ``ntkit_durable`` attribute, else `DURABLE`."""
+    return bool(arr.attrs.asdict().get(DURABLE_ATTR, DURABLE))
+
+
+def local_dir(arr) -> str | None:
+    """The directory holding zarr array ``arr`` when its store is a local directory
+    (``LocalStore``), else None (nothing to fsync)."""
+    try:
+        from zarr.storage import LocalStore
+    except ImportError:
+        return None
+    store = getattr(getattr(arr, "store_path", None), "store", None)
+    if not isinstance(store, LocalStore):
+        return None
+    return os.path.join(str(store.root), *filter(None, arr.store_path.path.split("/")))
+
+
+def _fsync(path: str) -> None:
+    if os.path.isdir(path) and os.name == "nt":  # Windows cannot open a directory
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def chunk_files(arr):
@@ -249,12 +310,20 @@ def fingerprint(*, layer, name: str, names: Sequence[str], x1, x2, sym: bool, ti
 
 
 class TileLedger:
-    """Completion markers of one zarr kernel array (see module docstring)."""
+    """Completion markers of one zarr kernel array (see module docstring).
 
-    def __init__(self, arr):
+    ``durable``: fsync tiles before marking them; None (default) reads it from the
+    array (`is_durable`). Only local directory stores have files to fsync."""
+
+    def __init__(self, arr, durable: bool | None = None):
         require_zarr()
         self.arr = arr
         self._sp = arr.store_path
+        self._dir = local_dir(arr)
+        self.durable = (is_durable(arr) if durable is None else bool(durable)) \
+            and self._dir is not None
+        self._fp: dict | None = None
+        self._dirs_synced: set[str] = set()
 
     def _key(self, i: int, j: int):
         return self._sp / f"{MARKERS}{i}.{j}"
@@ -266,6 +335,7 @@ class TileLedger:
         """Begin a run: on resume, check ``fp`` against the stored one and return the
         tiles already done; otherwise (or for an array never written by ntkit) forget
         all markers, store ``fp`` and return the empty set."""
+        self._fp = fp
         old = self.stored_fingerprint()
         if resume and old is not None:
             if old != fp:
@@ -278,18 +348,87 @@ class TileLedger:
             return self.done()
         # Markers go before the new fingerprint: a run killed in between leaves a
         # fingerprint with no markers, which resumes from scratch (correct, if slow).
+        # Durably so: a power loss must not bring old markers back under the new one.
         self.clear()
+        if self.durable:
+            self._sync(os.path.join(self._dir, *MARKERS.rstrip("/").split("/")))
         self.arr.update_attributes({ATTR: fp})
+        if self.durable:
+            self._sync(os.path.join(self._dir, "zarr.json" if self.arr.metadata.zarr_format
+                                    == 3 else ".zattrs"))
         return set()
 
+    def tile_chunks(self, i: int, j: int) -> list[tuple[int, ...]]:
+        """The chunks of this array that tile (i, j) writes (as `writers.store_tile`
+        does): the tile and its mirror for nngp/ntk, row block i for cov1 (at the
+        first tile of the row), column block j for cov2 (at the first row block)."""
+        fp = self._fp
+        if fp is None:
+            raise RuntimeError("TileLedger.start must run before tiles are marked")
+        pad = (0,) * (len(self.arr.shape) - (2 if fp["field"] in ("nngp", "ntk") else 1))
+        sym = fp["symmetric"]
+        if fp["field"] in ("nngp", "ntk"):
+            out = [(i, j, *pad)]
+            if sym and i != j and not fp.get("upper", False):
+                out.append((j, i, *pad))
+            return out
+        if fp["field"] == "cov1":
+            return [(i, *pad)] if j == (i if sym else 0) else []
+        if fp["field"] == "cov2":
+            return [(j, *pad)] if i == 0 else []
+        raise ValueError(f"unknown kernel field {fp['field']!r}")
+
     def mark(self, i: int, j: int) -> None:
-        """Record tile (i, j) as complete; call only after its chunks are written."""
+        """Record tile (i, j) as complete; call only after its chunks are written.
+        (`mark_many` for one tile.)"""
+        self.mark_many([(i, j)])
+
+    def mark_many(self, tiles: Sequence[tuple[int, int]]) -> None:
+        """Record ``tiles`` as complete; call only after their chunks are written.
+
+        Durable arrays: first fsync the chunk files those tiles wrote (`tile_chunks`)
+        and then their directories, then set the markers and fsync them and their
+        directory, so no marker reaches the disk before the values it vouches for.
+        A batch shares its directory fsyncs."""
         from zarr.core.buffer import default_buffer_prototype
         from zarr.core.sync import sync
 
-        # The async StorePath.set through zarr's sync(), like done() and clear():
-        # StorePath.set_sync only exists from zarr 3.1.6 (which needs numpy >= 2).
-        sync(self._key(i, j).set(default_buffer_prototype().buffer.from_bytes(b"")))
+        if self.durable:
+            encode = self.arr.metadata.encode_chunk_key
+            self._sync_all([os.path.join(self._dir, *encode(c).split("/"))
+                            for i, j in tiles for c in self.tile_chunks(i, j)])
+        empty = default_buffer_prototype().buffer.from_bytes(b"")
+        for i, j in tiles:
+            # The async StorePath.set through zarr's sync(), like done() and clear():
+            # StorePath.set_sync only exists from zarr 3.1.6 (which needs numpy >= 2).
+            sync(self._key(i, j).set(empty))
+        if self.durable:
+            self._sync_all([os.path.join(self._dir, *f"{MARKERS}{i}.{j}".split("/"))
+                            for i, j in tiles])
+
+    def _sync_all(self, paths: Sequence[str]) -> None:
+        """fsync ``paths`` (those that exist), then each directory holding one, then
+        the directories' parents up to the array's for directories new to this run."""
+        dirs = []
+        for path in paths:
+            if os.path.exists(path):
+                _fsync(path)
+            d = os.path.dirname(path)
+            while not os.path.isdir(d) and d != self._dir:  # removed along with path
+                d = os.path.dirname(d)
+            dirs.append(d)
+        seen = set()
+        for d in dirs:
+            while d not in seen:
+                seen.add(d)
+                _fsync(d)
+                if d == self._dir or d in self._dirs_synced or os.path.dirname(d) == d:
+                    break
+                self._dirs_synced.add(d)
+                d = os.path.dirname(d)
+
+    def _sync(self, path: str) -> None:
+        self._sync_all([path])
 
     def done(self) -> set[tuple[int, int]]:
         """The tiles marked complete."""
@@ -314,6 +453,67 @@ class TileLedger:
     def _prefix(self) -> str:
         path = self._sp.path
         return f"{path}/{MARKERS}" if path else MARKERS
+
+
+class TileMarker:
+    """Marks finished tiles in every ledger of a kernel call (call `add` after a tile's
+    chunks are written in every array, `close` at the end).
+
+    Without durable ledgers each tile is marked at once. With them, a background thread
+    fsyncs and marks the tiles in batches (`TileLedger.mark_many`), so the flushes
+    overlap the computation of the next tiles instead of stalling it; `close` waits for
+    every tile added (also when the run failed: the tiles written are kept) and raises
+    what the thread raised."""
+
+    def __init__(self, ledgers: Sequence[TileLedger]):
+        import queue
+        import threading
+
+        self.ledgers = list(ledgers)
+        self._err: BaseException | None = None
+        self._thread = None
+        if any(ledger.durable for ledger in self.ledgers):
+            self._q: queue.SimpleQueue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._run, name="ntkit-tile-marker",
+                                            daemon=True)
+            self._thread.start()
+
+    def add(self, i: int, j: int) -> None:
+        if self._thread is None:
+            for ledger in self.ledgers:
+                ledger.mark(i, j)
+            return
+        if self._err is not None:
+            raise self._err
+        self._q.put((i, j))
+
+    def close(self) -> None:
+        if self._thread is None:
+            return
+        self._q.put(None)
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+
+    def _run(self) -> None:
+        import queue
+
+        stop = False
+        while not stop:
+            batch = [self._q.get()]
+            while True:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            tiles = [t for t in batch if t is not None]
+            if tiles and self._err is None:
+                try:
+                    for ledger in self.ledgers:
+                        ledger.mark_many(tiles)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                    self._err = e
 
 
 def tile_count(fp: dict) -> int:

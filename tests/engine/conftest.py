@@ -15,20 +15,23 @@ def killed_after_marks(monkeypatch):
 
     @contextlib.contextmanager
     def killed(n: int):
-        real_mark = storage.TileLedger.mark
+        # TileMarker.add is where the engine reports a tile whose chunks are written
+        # (marked at once, or fsync'ed and marked by a background thread that the
+        # interrupted call drains before it returns).
+        real_add = storage.TileMarker.add
         calls = []
 
-        def mark_then_die(self, i, j):
+        def add_then_die(self, i, j):
             if len(calls) == n:
                 raise KeyboardInterrupt
             calls.append((i, j))
-            real_mark(self, i, j)
+            real_add(self, i, j)
 
-        monkeypatch.setattr(storage.TileLedger, "mark", mark_then_die)
+        monkeypatch.setattr(storage.TileMarker, "add", add_then_die)
         try:
             with pytest.raises(KeyboardInterrupt):
                 yield
         finally:
-            monkeypatch.setattr(storage.TileLedger, "mark", real_mark)
+            monkeypatch.setattr(storage.TileMarker, "add", real_add)
 
     return killed

@@ -14,7 +14,7 @@ An architecture is ``{"seed", "input": [C, *S], "layers": [node, ...], "nt": boo
 block ``{"op": "residual" | "concat" | "prod", "branches": [[node, ...], ...]}`` meaning
 ``serial(FanOut(k), parallel(*branches), FanInSum() | FanInConcat() | FanInProd())``.
 
-Validity follows ntkit's rules (`ntkit.kernel.Kernel` flags), tracked here in `_State`:
+Validity follows ntkit's rules (`ntkit.kernel.Kernel` flags), tracked here in `State`:
 
 - an activation needs Gaussian, unmixed channels (right after a Dense/Conv/attention
   layer or a linear map of one; never after Flatten or FanInConcat);
@@ -34,9 +34,12 @@ strides; its ImageResize/ConvLocal act on swapped axes after an odd number of co
 ``bias=False`` makes every layer bias-free and every activation positively 1-homogeneous
 (ReLU, LeakyReLU, ABReLU, Abs): the network is then 1-homogeneous in each input.
 
-To add a layer: a sampler in ``_SPATIAL_OPS``/``_FC_OPS`` (or an activation in
-``_ACTIVATIONS``), its shape/flag rule in ``_State.apply``, and one branch in each of
-`to_ntkit` and `to_stax`.
+The module is split in three: gen_layers.py (the activations drawn and `State`, the
+validity rules), gen_build.py (`to_ntkit`, `to_stax`) and this one (the draws). To add a
+layer: a sampler in `_Gen` here (or an activation in ``gen_layers.ACTIVATIONS``), its
+shape/flag rule in ``State.apply``, and one branch in each of `to_ntkit` and `to_stax`.
+New kinds of draw go behind an argument of `generate` that is off by default, so that
+the stored seeds (tests/fixtures/nt_random.npz) keep their architectures.
 """
 
 from __future__ import annotations
@@ -44,143 +47,26 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-PADDINGS = ("VALID", "SAME", "CIRCULAR")
+from gen_build import to_ntkit, to_stax
+from gen_layers import ACTIVATIONS, PADDINGS, State, out_spatial, transpose_size, uncorrelated
 
-# name -> (sampler of its parameters, nt exact?, 1-homogeneous?)
-_ACTIVATIONS = {
-    "relu": (lambda r: {}, True, True),
-    "leaky_relu": (lambda r: {"alpha": r.choice([0.1, -0.3, 0.5])}, True, True),
-    "abrelu": (lambda r: {"a": r.choice([-0.5, 0.2]), "b": r.choice([1.0, 1.5])}, True, True),
-    "abs": (lambda r: {}, True, True),
-    "sign": (lambda r: {}, True, False),
-    "rect_monomial": (lambda r: {"degree": r.choice([0, 1, 2])}, True, False),
-    "erf": (lambda r: {"a": r.choice([1.0, 0.7]), "b": r.choice([1.0, 1.3]),
-                       "c": r.choice([0.0, 0.2])}, True, False),
-    "gelu": (lambda r: {}, True, False),
-    "sin": (lambda r: {"a": r.choice([1.0, 0.8]), "b": r.choice([1.0, 1.2]),
-                       "c": r.choice([0.0, 0.3])}, True, False),
-    "cos": (lambda r: {"a": 1.0, "b": r.choice([1.0, 0.7]), "c": r.choice([0.0, 0.4])},
-            True, False),
-    "rbf": (lambda r: {"gamma": r.choice([0.5, 1.0])}, True, False),
-    "exp": (lambda r: {"a": r.choice([0.5, 1.0]), "b": r.choice([0.5, 0.8])}, True, False),
-    "gaussian": (lambda r: {"a": r.choice([1.0, 0.7]), "b": r.choice([-1.0, -0.5])},
-                 True, False),
-    "polynomial": (lambda r: {"coef": [r.choice([0.0, 0.3]), 1.0, r.choice([0.0, 0.5]),
-                                       r.choice([0.0, -0.2])]}, True, False),
-    "monomial": (lambda r: {"degree": r.choice([0, 1, 2, 3])}, True, False),
-    "hermite": (lambda r: {"degree": r.choice([1, 2, 3])}, True, False),
-    "tanh": (lambda r: {}, False, False),
-    "sigmoid": (lambda r: {}, False, False),
-    "softplus": (lambda r: {}, False, False),
-    "silu": (lambda r: {}, False, False),
-}
+__all__ = ["MASK", "PADDINGS", "call_options", "check_independence", "count_layers",
+           "example_inputs", "generate", "graph_patterns", "mask_inputs", "output_state",
+           "to_ntkit", "to_stax", "widen"]
 
-
-@dataclass(frozen=True)
-class _State:
-    """Shape and the independence flags of ntkit's Kernel, as the generator sees them."""
-
-    channels: int
-    spatial: tuple = ()
-    gaussian: bool | None = None  # None: raw input
-    mixed: bool = False
-    source: int | None = None
-    roots: frozenset = frozenset()
-    n_dense: int = 0
-    normalized: bool = False  # right after LayerNorm (unit variances)
-    convs: int = 0  # shared-weight convolutions so far (neural-tangents' axis reversal)
-    nodes: int = 0  # layers so far (to bound sizes)
-
-    def fresh(self, channels: int, spatial=None, **kw) -> _State:
-        n = self.n_dense + 1
-        return replace(self, channels=channels,
-                       spatial=self.spatial if spatial is None else tuple(spatial),
-                       gaussian=True, mixed=False, source=n, roots=frozenset((n,)),
-                       n_dense=n, normalized=False, nodes=self.nodes + 1, **kw)
-
-    def apply(self, node: dict) -> _State:
-        op = node["op"]
-        if op in ("dense",):
-            return self.fresh(node["out"], spatial=())
-        if op == "conv":
-            return self.fresh(node["out"], _out_spatial(self.spatial, node),
-                              convs=self.convs + 1)
-        if op == "conv_transpose":
-            sp = tuple(_transpose_size(n, q, s, node["padding"]) for n, q, s in
-                       zip(self.spatial, node["filter"], node["strides"], strict=True))
-            return self.fresh(node["out"], sp, convs=self.convs + 1)
-        if op == "conv_local":
-            return self.fresh(node["out"], _out_spatial(self.spatial, node))
-        if op == "attention":
-            return self.fresh(node["n_chan_out"])
-        if op in _ACTIVATIONS:
-            return replace(self, gaussian=False, source=None, normalized=False,
-                           nodes=self.nodes + 1)
-        if op in ("avg_pool", "sum_pool"):
-            return replace(self, spatial=_out_spatial(self.spatial, node),
-                           nodes=self.nodes + 1, normalized=False)
-        if op in ("global_avg_pool", "global_sum_pool"):
-            return replace(self, spatial=(), nodes=self.nodes + 1, normalized=False)
-        if op == "flatten":
-            size = math.prod(self.spatial) if self.spatial else 1
-            return replace(self, spatial=(), channels=self.channels * size,
-                           mixed=self.mixed or bool(self.spatial), nodes=self.nodes + 1,
-                           normalized=False)
-        if op == "layer_norm":
-            return replace(self, normalized=True, nodes=self.nodes + 1)
-        if op == "resize":
-            return replace(self, spatial=tuple(node["shape"]), nodes=self.nodes + 1,
-                           normalized=False)
-        if op in ("residual", "concat", "prod"):
-            outs = []
-            st = self
-            for br in node["branches"]:
-                b = replace(st, n_dense=st.n_dense)
-                for sub in br:
-                    b = b.apply(sub)
-                outs.append(b)
-                st = replace(st, n_dense=b.n_dense)  # numbering threads through branches
-            roots = frozenset().union(*(o.roots for o in outs))
-            n = max(o.n_dense for o in outs)
-            nodes = max(o.nodes for o in outs) + 1
-            gauss = (False if any(o.gaussian is False for o in outs) else
-                     True if all(o.gaussian for o in outs) else None)
-            convs = outs[0].convs
-            if op == "concat":
-                return replace(outs[0], channels=sum(o.channels for o in outs), source=None,
-                               roots=roots, n_dense=n, mixed=True, gaussian=gauss,
-                               normalized=False, nodes=nodes, convs=convs)
-            if op == "prod":
-                gauss = False
-            return replace(outs[0], source=None, roots=roots, n_dense=n, gaussian=gauss,
-                           mixed=any(o.mixed for o in outs), normalized=False, nodes=nodes,
-                           convs=convs)
-        raise ValueError(f"unknown op {op!r}")
-
-
-def _out_spatial(spatial, node) -> tuple:
-    out = []
-    for n, q, s in zip(spatial, node.get("filter") or node["window"], node["strides"],
-                       strict=True):
-        out.append((n - q) // s + 1 if node["padding"] == "VALID" else -(-n // s))
-    return tuple(out)
-
-
-def _transpose_size(n: int, q: int, s: int, padding: str) -> int:
-    return n * s if padding in ("SAME", "CIRCULAR") else n * s + max(q - s, 0)
-
-
-def _uncorrelated(a: _State, b: _State) -> bool:
-    return ((a.source is not None and a.source not in b.roots)
-            or (b.source is not None and b.source not in a.roots))
+#: The mask constant of ``masked`` architectures: an input position whose channels all
+#: equal it is absent (Gaussian rows never hit it).
+MASK = -7.0
 
 
 class _Gen:
     def __init__(self, seed: int, nt: bool, bias: bool, max_layers: int, readout: bool,
-                 circular: bool, ndim: int | None):
+                 circular: bool, ndim: int | None, graph: bool = False,
+                 masked: bool = False):
         self.r = random.Random(seed)
+        self.graph, self.masked = graph, masked
         self.nt = nt
         self.bias = bias
         self.max_layers = max_layers
@@ -196,21 +82,21 @@ class _Gen:
         return {"w_std": w, "b_std": b,
                 "param": "standard" if r.random() < 0.2 else "ntk"}
 
-    def activation(self, st: _State) -> dict | None:
-        names = [n for n, (_, exact, homog) in _ACTIVATIONS.items()
+    def activation(self, st: State) -> dict | None:
+        names = [n for n, (_, exact, homog) in ACTIVATIONS.items()
                  if (exact or not self.nt) and (homog or self.bias)]
         if self.nt and st.spatial:
             names = [n for n in names if n != "sign"]
         if self.nt and not st.normalized:
             names = [n for n in names if n != "hermite"]
         name = self.r.choice(names)
-        return {"op": name, **_ACTIVATIONS[name][0](self.r)}
+        return {"op": name, **ACTIVATIONS[name][0](self.r)}
 
-    def can_activate(self, st: _State) -> bool:
+    def can_activate(self, st: State) -> bool:
         return st.gaussian is True and not st.mixed
 
     # ---- spatial layers ---------------------------------------------------------------
-    def conv_like(self, st: _State, op: str, keep_shape: bool = False) -> dict:
+    def conv_like(self, st: State, op: str, keep_shape: bool = False) -> dict:
         r = self.r
         d = len(st.spatial)
         square = op == "conv_local" and self.nt
@@ -229,21 +115,21 @@ class _Gen:
             if op == "conv_transpose":
                 if keep_shape:
                     continue
-                sp = [_transpose_size(n, q, s, pad) for n, q, s in
+                sp = [transpose_size(n, q, s, pad) for n, q, s in
                       zip(st.spatial, filt, strides, strict=True)]
                 if math.prod(sp) > 16 or max(sp) > 8:
                     continue
                 return node
             if pad == "VALID" and any(n < q for n, q in zip(st.spatial, filt, strict=True)):
                 continue
-            if keep_shape and _out_spatial(st.spatial, node) != st.spatial:
+            if keep_shape and out_spatial(st.spatial, node) != st.spatial:
                 continue
             return node
         filt = [1] * d
         return {"op": "conv" if op != "conv_local" else op, "out": 2, "filter": filt,
                 "strides": [1] * d, "padding": "SAME", **self.wb()}
 
-    def pool(self, st: _State) -> dict | None:
+    def pool(self, st: State) -> dict | None:
         r = self.r
         d = len(st.spatial)
         for _ in range(10):
@@ -261,7 +147,7 @@ class _Gen:
             return node
         return None
 
-    def attention(self, st: _State) -> dict:
+    def attention(self, st: State) -> dict:
         r = self.r
         heads = r.choice([1, 2])
         node = {"op": "attention", "n_chan_out": r.choice([2, 3]),
@@ -278,7 +164,7 @@ class _Gen:
             node["attention_mechanism"] = "identity"
         return node
 
-    def resize(self, st: _State) -> dict | None:
+    def resize(self, st: State) -> dict | None:
         r = self.r
         if self.nt and (len(set(st.spatial)) > 1):
             return None
@@ -288,7 +174,7 @@ class _Gen:
         return {"op": "resize", "shape": new, "method": r.choice(["linear", "nearest"])}
 
     # ---- blocks -------------------------------------------------------------------------
-    def residual(self, st: _State, spatial: bool) -> dict:
+    def residual(self, st: State, spatial: bool) -> dict:
         r = self.r
         k = r.choice([2, 2, 3])
         branches = []
@@ -317,7 +203,7 @@ class _Gen:
             branches.append(br)
         return {"op": "residual", "branches": branches}
 
-    def concat(self, st: _State, spatial: bool) -> dict:
+    def concat(self, st: State, spatial: bool) -> dict:
         r = self.r
         branches = []
         for _ in range(r.choice([2, 3])):
@@ -334,7 +220,7 @@ class _Gen:
             branches.append(br)
         return {"op": "concat", "branches": branches}
 
-    def prod(self, st: _State, spatial: bool) -> dict:
+    def prod(self, st: State, spatial: bool) -> dict:
         branches = []
         for _ in range(2):
             node = self.conv_like(st, "conv", keep_shape=True) if spatial else \
@@ -352,7 +238,7 @@ class _Gen:
             shape = [r.choice([1, 2, 3]), r.choice([3, 4, 5, 6])]
         else:
             shape = [r.choice([1, 2])] + [r.choice([2, 3, 4]) for _ in range(2)]
-        st = _State(channels=shape[0], spatial=tuple(shape[1:]))
+        st = State(channels=shape[0], spatial=tuple(shape[1:]))
         layers: list[dict] = []
 
         def push(node):
@@ -362,8 +248,10 @@ class _Gen:
 
         # first a fresh affine layer, so that activations see Gaussian channels
         first = ["conv"] if self.circular else ["conv", "conv", "conv_transpose", "conv_local"]
-        push(self.conv_like(st, r.choice(first))
+        push(self.conv_like(st, r.choice(first), keep_shape=self.graph)
              if st.spatial else {"op": "dense", "out": r.choice([2, 3, 4]), **self.wb()})
+        if self.graph and st.spatial == tuple(shape[1:]) and r.random() < 0.6:
+            push({"op": "aggregate"})  # most graph nets aggregate, some only later
         for _ in range(r.randint(1, self.max_layers)):
             if st.spatial:
                 choices = ["act", "conv", "conv", "pool", "residual", "concat", "norm",
@@ -373,6 +261,10 @@ class _Gen:
             if self.circular:  # shift-equivariant layers only
                 choices = [c for c in choices if c not in ("conv_transpose", "conv_local",
                                                            "resize")]
+            if self.masked:  # ImageResize has no mask rule (ntkit and neural-tangents)
+                choices = [c for c in choices if c != "resize"]
+            if self.graph and st.spatial == tuple(shape[1:]):  # the patterns' node count
+                choices += ["aggregate", "aggregate"]
             kind = r.choice(choices)
             if kind == "act":
                 if not self.can_activate(st):
@@ -405,6 +297,8 @@ class _Gen:
                 if not self.bias or math.prod(st.spatial) > 9:
                     continue
                 push(self.attention(st))
+            elif kind == "aggregate":
+                push({"op": "aggregate"})
             elif kind == "resize":
                 node = self.resize(st)
                 if node and self.bias:
@@ -422,7 +316,8 @@ class _Gen:
 
 
 def generate(seed: int, *, nt: bool = False, bias: bool = True, max_layers: int = 5,
-             readout: bool = True, circular: bool = False, ndim: int | None = None) -> dict:
+             readout: bool = True, circular: bool = False, ndim: int | None = None,
+             graph: bool = False, masked: bool = False) -> dict:
     """A random valid architecture (plain data), the same for the same arguments.
 
     Args:
@@ -435,16 +330,30 @@ def generate(seed: int, *, nt: bool = False, bias: bool = True, max_layers: int 
       circular: shift-equivariant layers only (stride-1 CIRCULAR convolutions and pools,
         no ConvLocal/ConvTranspose/ImageResize, global pooling readout).
       ndim: spatial dimensions of the input (0, 1 or 2); None: drawn.
+      graph: graph networks: 1-D inputs (C, N) whose N positions are the nodes, and
+        `Aggregate` layers (all spatial axes, dense patterns) drawn wherever the stream
+        still has N positions; the arch gets ``"graph": True`` and the kernel call
+        needs ``pattern=`` (`graph_patterns`). Off: the draws are those of before.
+      masked: inputs with absent positions (``mask_constant``): no ImageResize; the
+        arch gets ``"mask": MASK`` (`mask_inputs` marks positions). Off: as before.
     """
-    g = _Gen(seed, nt, bias, max_layers, readout, circular, ndim)
+    if graph:
+        if ndim not in (None, 1):
+            raise ValueError("graph=True draws 1-D inputs (the nodes): leave ndim None")
+        ndim = 1
+    g = _Gen(seed, nt, bias, max_layers, readout, circular, ndim, graph, masked)
     arch = g.network()
     arch.update(seed=seed, nt=nt, bias=bias)
+    if graph:
+        arch["graph"] = True
+    if masked:
+        arch["mask"] = MASK
     return json.loads(json.dumps(arch))  # plain JSON data: lists, not tuples
 
 
 def check_independence(arch: dict) -> None:
-    """Raise if a residual/prod block of ``arch`` has correlated streams (by _State)."""
-    st = _State(channels=arch["input"][0], spatial=tuple(arch["input"][1:]))
+    """Raise if a residual/prod block of ``arch`` has correlated streams (by State)."""
+    st = State(channels=arch["input"][0], spatial=tuple(arch["input"][1:]))
 
     def walk(layers, st):
         for node in layers:
@@ -458,7 +367,7 @@ def check_independence(arch: dict) -> None:
                     s0 = replace(s0, n_dense=b.n_dense)
                 for i, a in enumerate(outs):
                     for b in outs[i + 1:]:
-                        if not _uncorrelated(a, b):
+                        if not uncorrelated(a, b):
                             raise ValueError(f"correlated streams in {node}")
             st = st.apply(node)
         return st
@@ -466,8 +375,8 @@ def check_independence(arch: dict) -> None:
     walk(arch["layers"], st)
 
 
-def output_state(arch: dict) -> _State:
-    st = _State(channels=arch["input"][0], spatial=tuple(arch["input"][1:]))
+def output_state(arch: dict) -> State:
+    st = State(channels=arch["input"][0], spatial=tuple(arch["input"][1:]))
     for node in arch["layers"]:
         st = st.apply(node)
     return st
@@ -494,139 +403,66 @@ def example_inputs(arch: dict, seed: int = 0, np=None):
     return x1, x2
 
 
-# ---- builders -------------------------------------------------------------------------------
-def _act_ntkit(nl, node):
-    op = node["op"]
-    kw = {k: v for k, v in node.items() if k != "op"}
-    cls = {"relu": nl.ReLU, "leaky_relu": nl.LeakyReLU, "abrelu": nl.ABReLU, "abs": nl.Abs,
-           "sign": nl.Sign, "rect_monomial": nl.RectifiedMonomial, "erf": nl.Erf,
-           "gelu": nl.GELU, "sin": nl.Sin, "cos": nl.Cos, "rbf": nl.Rbf, "exp": nl.Exp,
-           "gaussian": nl.Gaussian, "polynomial": nl.Polynomial, "monomial": nl.Monomial,
-           "hermite": nl.Hermite, "tanh": nl.Tanh, "sigmoid": nl.Sigmoid,
-           "softplus": nl.Softplus, "silu": nl.SiLU}[op]
-    return cls(**kw)
+def graph_patterns(arch: dict, x, np=None):
+    """Dense adjacencies (n, N, N) for the rows x (n, C, N) of a ``graph`` architecture,
+    a function of each row alone (identical rows get identical patterns, permuting the
+    rows permutes them): arc u -> v of weight w(u, v) in (0.5, 1.5] when channel 0 has the
+    same sign at u and v (so a zero row has none, and scaling a row by c > 0 or -1 keeps
+    its pattern); the weights depend on (u, v) and the arch's seed only."""
+    if np is None:
+        import numpy as np
+    x = np.asarray(x, np.float64)
+    s = np.sign(x[:, 0, :])
+    nodes = x.shape[-1]
+    u, v = np.meshgrid(np.arange(nodes), np.arange(nodes), indexing="ij")
+    w = 0.5 + ((7 * u + 3 * v + arch["seed"]) % 5 + 1) / 5.0
+    return (s[:, :, None] * s[:, None, :] > 0) * w[None]
 
 
-def _ntkit_layers(nl, layers, ndim_spatial):
-    out = []
-    d = ndim_spatial
-    for node in layers:
-        op = node["op"]
-        if op == "dense":
-            out.append(nl.Dense(node["out"], node["w_std"], node["b_std"], node["param"]))
-            d = 0
-        elif op in ("conv", "conv_transpose", "conv_local"):
-            cls = {"conv": nl.Conv, "conv_transpose": nl.ConvTranspose,
-                   "conv_local": nl.ConvLocal}[op]
-            out.append(cls(node["out"], tuple(node["filter"]), tuple(node["strides"]),
-                           node["padding"], node["w_std"], node["b_std"], node["param"]))
-        elif op in _ACTIVATIONS:
-            out.append(_act_ntkit(nl, node))
-        elif op == "avg_pool":
-            out.append(nl.AvgPool(tuple(node["window"]), tuple(node["strides"]),
-                                  node["padding"], node.get("normalize_edges", False)))
-        elif op == "sum_pool":
-            out.append(nl.SumPool(tuple(node["window"]), tuple(node["strides"]),
-                                  node["padding"]))
-        elif op == "global_avg_pool":
-            out.append(nl.GlobalAvgPool())
-            d = 0
-        elif op == "global_sum_pool":
-            out.append(nl.GlobalSumPool())
-            d = 0
-        elif op == "flatten":
-            out.append(nl.Flatten())
-            d = 0
-        elif op == "layer_norm":
-            axis = 1 if node["axis"] == "channel" else tuple(range(1, d + 2))
-            out.append(nl.LayerNorm(axis=axis))
-        elif op == "attention":
-            kw = {k: v for k, v in node.items() if k != "op"}
-            out.append(nl.GlobalSelfAttention(**kw))
-        elif op == "resize":
-            out.append(nl.ImageResize((-1, -1, *node["shape"]), node["method"]))
-        elif op in ("residual", "concat", "prod"):
-            brs = [nl.serial(*_ntkit_layers(nl, b, d)) if b else nl.Identity()
-                   for b in node["branches"]]
-            fan_in = {"residual": nl.FanInSum, "concat": nl.FanInConcat,
-                      "prod": nl.FanInProd}[op]
-            out.append(nl.serial(nl.FanOut(len(brs)), nl.parallel(*brs), fan_in()))
-        else:
-            raise ValueError(f"unknown op {op!r}")
-    return out
+def mask_inputs(arch: dict, x, np=None):
+    """A copy of rows x (channels first) with trailing positions absent (every channel
+    set to MASK): row i loses k_i of its P positions (P = 1 for (n, d) rows: the whole
+    example), k_i a function of the row's values alone (identical rows, identical
+    masks; a zero row none), so that some rows are fully masked."""
+    if np is None:
+        import numpy as np
+    x = np.array(x, np.float64)
+    flat = x.reshape(len(x), x.shape[1], -1)  # (n, C, P); a view
+    positions = flat.shape[-1]
+    for i in range(len(x)):
+        k = int(np.abs(x[i]).sum() * 1e3) % (positions + 1)
+        if k:
+            flat[i, :, positions - k:] = arch["mask"]
+    return x
 
 
-def to_ntkit(arch: dict):
-    """The ntkit layer spec of ``arch`` (channels first)."""
-    from ntkit import layers as nl
-
-    return nl.serial(*_ntkit_layers(nl, arch["layers"], len(arch["input"]) - 1))
-
-
-def _stax_layers(stax, layers, d):
-    out = []
-    for node in layers:
-        op = node["op"]
-        if op == "dense":
-            out.append(stax.Dense(node["out"], W_std=node["w_std"], b_std=node["b_std"],
-                                  parameterization=node["param"]))
-            d = 0
-        elif op in ("conv", "conv_transpose", "conv_local"):
-            cls = {"conv": stax.Conv, "conv_transpose": stax.ConvTranspose,
-                   "conv_local": stax.ConvLocal}[op]
-            out.append(cls(node["out"], tuple(node["filter"]), tuple(node["strides"]),
-                           node["padding"], W_std=node["w_std"], b_std=node["b_std"],
-                           parameterization=node["param"]))
-        elif op in _ACTIVATIONS:
-            kw = {k: v for k, v in node.items() if k != "op"}
-            fn = {"relu": stax.Relu, "leaky_relu": stax.LeakyRelu, "abrelu": stax.ABRelu,
-                  "abs": stax.Abs, "sign": stax.Sign, "rect_monomial": stax.RectifiedMonomial,
-                  "erf": stax.Erf, "gelu": stax.Gelu, "sin": stax.Sin, "cos": stax.Cos,
-                  "rbf": stax.Rbf, "exp": stax.Exp, "gaussian": stax.Gaussian,
-                  "polynomial": stax.Polynomial, "monomial": stax.Monomial,
-                  "hermite": stax.Hermite}.get(op)
-            if fn is None:
-                raise ValueError(f"{op} has no exact neural-tangents counterpart")
-            out.append(fn(**kw))
-        elif op == "avg_pool":
-            out.append(stax.AvgPool(tuple(node["window"]), tuple(node["strides"]),
-                                    node["padding"],
-                                    normalize_edges=node.get("normalize_edges", False)))
-        elif op == "sum_pool":
-            out.append(stax.SumPool(tuple(node["window"]), tuple(node["strides"]),
-                                    node["padding"]))
-        elif op == "global_avg_pool":
-            out.append(stax.GlobalAvgPool())
-            d = 0
-        elif op == "global_sum_pool":
-            out.append(stax.GlobalSumPool())
-            d = 0
-        elif op == "flatten":
-            out.append(stax.Flatten())
-            d = 0
-        elif op == "layer_norm":
-            axis = -1 if node["axis"] == "channel" else tuple(range(1, d + 2))
-            out.append(stax.LayerNorm(axis=axis))
-        elif op == "attention":
-            kw = {k: v for k, v in node.items() if k != "op"}
-            names = {"w_key_std": "W_key_std", "w_value_std": "W_value_std",
-                     "w_query_std": "W_query_std", "w_out_std": "W_out_std"}
-            kw = {names.get(k, k): v for k, v in kw.items()}
-            kw["attention_mechanism"] = kw["attention_mechanism"].upper()
-            out.append(stax.GlobalSelfAttention(**kw))
-        elif op == "resize":
-            out.append(stax.ImageResize((-1, *node["shape"], -1), node["method"]))
-        elif op in ("residual", "concat", "prod"):
-            brs = [stax.serial(*_stax_layers(stax, b, d)) if b else stax.Identity()
-                   for b in node["branches"]]
-            fan_in = {"residual": stax.FanInSum, "concat": stax.FanInConcat,
-                      "prod": stax.FanInProd}[op]
-            out.append(stax.serial(stax.FanOut(len(brs)), stax.parallel(*brs), fan_in()))
-        else:
-            raise ValueError(f"unknown op {op!r}")
-    return out
+def call_options(arch: dict, x1, x2=None, np=None) -> dict:
+    """The keyword arguments a kernel call of ``arch`` on (x1, x2) needs beyond the inputs:
+    ``pattern`` for graph nets (`graph_patterns`), ``mask_constant`` for masked ones.
+    x1 and x2 must already be masked (`mask_inputs`)."""
+    kw: dict = {}
+    if arch.get("graph"):
+        kw["pattern"] = (graph_patterns(arch, x1, np),
+                         None if x2 is None else graph_patterns(arch, x2, np))
+    if "mask" in arch:
+        kw["mask_constant"] = arch["mask"]
+    return kw
 
 
-def to_stax(arch: dict, stax):
-    """neural-tangents' ``stax.serial(...)`` of ``arch`` (channels last)."""
-    return stax.serial(*_stax_layers(stax, arch["layers"], len(arch["input"]) - 1))
+def widen(arch: dict, factor: int, readout: int = 4) -> dict:
+    """``arch`` with every width (channels, attention channels) times ``factor``, the
+    readout's outputs (the last layer's) times ``readout`` (the kernel is the same for
+    each output; more outputs average the per-network estimate over more of them)."""
+    arch = json.loads(json.dumps(arch))
+
+    def walk(layers):
+        for node in layers:
+            for k in ("out", "n_chan_out", "n_chan_key", "n_chan_val"):
+                if k in node:
+                    node[k] *= factor
+            for br in node.get("branches", ()):
+                walk(br)
+
+    walk(arch["layers"])
+    arch["layers"][-1]["out"] = arch["layers"][-1]["out"] // factor * readout
+    return arch

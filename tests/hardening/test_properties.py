@@ -20,7 +20,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from generator import count_layers, generate, output_state, to_ntkit
+from generator import (
+    MASK,
+    call_options,
+    count_layers,
+    generate,
+    mask_inputs,
+    output_state,
+    to_ntkit,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from kernel_compare import assert_kernels_close
@@ -263,6 +271,50 @@ def check_disk(seed, rows, tile):
         assert zarr.open_array(f"{d}/K.zarr")[:].tobytes() == ref.tobytes()
 
 
+def check_graph_and_masks(seed, rows1, rows2, tile, mode):
+    """Graph nets (`Aggregate`, per-example patterns) and masked inputs
+    (``mask_constant``): K(x, x) exactly symmetric, PSD and finite; K(x1, x2) equals
+    K(x2, x1)ᵀ; tiling changes nothing beyond rounding; a fully masked example has
+    kernel exactly 0."""
+    arch = generate(seed, nt=True, graph="graph" in mode, masked="mask" in mode)
+    net = to_ntkit(arch)
+    shape = tuple(arch["input"])
+    x1, x2 = make_rows(rows1, shape), make_rows(rows2 + rows1[:1], shape)
+    if "mask" in arch:
+        x1, x2 = mask_inputs(arch, x1), mask_inputs(arch, x2)
+    k11 = kernel(net, x1, **call_options(arch, x1))
+    k22 = kernel(net, x2, **call_options(arch, x2))
+    k12 = kernel(net, x1, x2, **call_options(arch, x1, x2))
+    k21 = kernel(net, x2, x1, **call_options(arch, x2, x1))
+    tiled = kernel(net, x1, tile=tile, **call_options(arch, x1))
+    absent = ((x1 == MASK).reshape(len(x1), -1).all(1) if "mask" in arch
+              else np.zeros(len(x1), bool))
+    for field in GET:
+        m = getattr(k11, field).numpy()
+        assert np.isfinite(m).all() and np.array_equal(m, m.T), field
+        w = np.linalg.eigvalsh(m)
+        assert w.min() >= -1e-10 * max(w.max(), 0.0) - 1e-300, (field, w.min(), w.max())
+        assert (m[absent] == 0).all(), "a fully masked example must have kernel 0"
+        assert_kernels_close(getattr(k12, field).numpy(), getattr(k21, field).numpy().T,
+                             var1=np.diag(m), var2=np.diag(getattr(k22, field).numpy()),
+                             identical=identical_mask(x1, x2), **tol(arch), name=field)
+        # Aggregate: a row's bits depend on the other rows of its tile (open finding
+        # AGGREGATE_TILE_BITS): its diagonal is held to the conditioning tolerance only.
+        exact = None if "aggregate" in set(_ops(arch["layers"])) else "diagonal"
+        assert_kernels_close(getattr(tiled, field), getattr(k11, field),
+                             identical=exact, **tol(arch), name=f"{field} tile={tile}")
+
+
+#: Open finding of check_graph_and_masks (reported, not fixed here: ntkit/layers/graph.py
+#: or the engine's tiles); test_regressions.py keeps it as a strict xfail.
+AGGREGATE_TILE_BITS = (
+    "seed=518113 graph, rows [a, 0.1a], tile=1: with Aggregate layers a row's kernel bits "
+    "depend on the other rows of its tile (K[1, 1] NTK 504.5238412465204 untiled vs "
+    "504.52384124651326 with tile=1, 64 ulps); the same net without its Aggregate layers "
+    "is bitwise equal across tilings, so the guarantee that each tile's bits are a "
+    "function of its rows alone does not hold for Aggregate")
+
+
 # ---- the tests: a fast derandomized profile, a long one under the slow marker ----------------
 PROPS = {
     "symmetric_psd_finite_exact": (check_symmetric_psd_finite_exact, dict(rows=inputs())),
@@ -277,6 +329,9 @@ PROPS = {
                     dict(rows=inputs(), c=st.sampled_from([1e-100, 0.37, 3.0, 1e100]),
                          which=st.sampled_from([1, 2]))),
     "disk": (check_disk, dict(rows=inputs(2, 6), tile=st.integers(1, 4))),
+    "graph_and_masks": (check_graph_and_masks,
+                        dict(rows1=inputs(2, 5), rows2=inputs(1, 3), tile=st.integers(1, 4),
+                             mode=st.sampled_from(["graph", "mask", "graph+mask"]))),
     "shift_invariant": (check_shift_invariant,
                         dict(rows=inputs(2, 4), shift=st.tuples(st.integers(-3, 3),
                                                                 st.integers(-3, 3)))),
