@@ -209,11 +209,19 @@ class Aggregate(Layer):
             order = lead + tuple(batch + a for a in perm) + tuple(batch + d + a for a in perm)
             tp = t.permute(order)
             shape_p = tp.shape
-            tp = tp.reshape(*t.shape[:batch], M, V, M, V)
-            if batch == 2:
-                out = torch.einsum("ipq,ijmpks,jsr->ijmqkr", left, tp, right)
-            else:
-                out = torch.einsum("ipq,impks,isr->imqkr", left, tp, right)
+            # out[.., m, q, k, r] = Σ_p,s left[i, p, q] t[.., m, p, k, s] right[j, s, r], as
+            # matrix products of one shape per example (pair) whatever the tile: einsum
+            # folds the batch into the products, and a row's bits would then depend on
+            # which other rows share its tile.
+            lead = t.shape[:batch]
+            ones = (1,) * (batch - 1)
+            r_ = right.reshape(*ones[:1], right.shape[0], V, V) if batch == 2 else right
+            tmp = torch.matmul(tp.reshape(*lead, M * V * M, V), r_)   # contract s
+            tmp = tmp.reshape(*lead, M, V, M, V).movedim(batch + 1, -1)  # (.., m, k, r, p)
+            l_ = left.reshape(left.shape[0], *ones, 1, V, V)
+            out = torch.matmul(tmp.reshape(*lead, M * M, V, V), l_)     # contract p
+            out = out.reshape(*lead, M, M, V, V).permute(
+                *range(batch), batch, batch + 3, batch + 1, batch + 2)  # (.., m, q, k, r)
             inv = [0] * len(order)
             for i, o in enumerate(order):
                 inv[o] = i
