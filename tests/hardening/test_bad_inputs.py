@@ -24,6 +24,19 @@ X2 = torch.from_numpy(RNG.standard_normal((4, 3)))
 Y = torch.from_numpy(RNG.standard_normal((5, 1)))
 NET = nl.serial(nl.Dense(8, 1.2, 0.1), nl.ReLU(), nl.Dense(1))
 K = NET.kernel(X, get="ntk")
+# An attention net on sequences (n, C, L), channels first.
+XS = torch.from_numpy(RNG.standard_normal((4, 3, 5)))
+ATT = nl.serial(nl.Conv(4, (1,)), nl.GlobalSelfAttention(4, 4, 4, 2), nl.ReLU(),
+                nl.GlobalAvgPool(), nl.Dense(1))
+
+
+def _module():
+    return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 1)).double()
+
+
+def _lifted():
+    return ntkit.lift(_module(), (3,))
 
 
 def _bad_arrays(good: torch.Tensor) -> dict:
@@ -61,6 +74,10 @@ ENTRIES = {
     "fit_marginal_likelihood x": (lambda v: _fit_ml(v, Y), "x", X),
     "fit_marginal_likelihood y": (lambda v: _fit_ml(X, v), "y", Y),
     "kip.distill x": (lambda v: _kip(v), "x", X),
+    "attention net.kernel x1": (lambda v: ATT.kernel(v, get="ntk"), "x1", XS),
+    "masked net.kernel x1": (lambda v: NET.kernel(v, X2, get="ntk", mask_constant=0.0),
+                             "x1", X),
+    "lifted net.kernel x1": (lambda v: _lifted().kernel(v, get="ntk"), "x1", X),
 }
 
 
@@ -105,6 +122,19 @@ OPTIONS = {
     "fit_marginal_likelihood kind": (
         lambda: __import__("ntkit.hyperparameters", fromlist=["x"]).fit_marginal_likelihood(
             NET, X, Y, kind="bogus"), "kind"),
+    "net.kernel mask_constant str": (lambda: NET.kernel(X, mask_constant="a"),
+                                     "mask_constant"),
+    "net.kernel mask_constant nan": (lambda: NET.kernel(X, mask_constant=float("nan")),
+                                     "mask_constant"),
+    "net.kernel mask_constant vector": (
+        lambda: NET.kernel(X, mask_constant=torch.ones(2)), "mask_constant"),
+    "lift input_shape str": (lambda: ntkit.lift(_module(), "abc"), "input_shape"),
+    "lift input_shape 0": (lambda: ntkit.lift(_module(), (0,)), "input_shape"),
+    "lift init": (lambda: ntkit.lift(_module(), (3,), init="bogus"), "init"),
+    "lift module": (lambda: ntkit.lift("not a module", (3,)), "Module"),
+    "GlobalSelfAttention mechanism": (lambda: nl.GlobalSelfAttention(
+        4, 4, 4, 2, attention_mechanism="bogus"), "attention_mechanism"),
+    "GlobalSelfAttention n_heads 0": (lambda: nl.GlobalSelfAttention(4, 4, 4, 0), "n_heads"),
     "net.kernel x1 requires_grad int": (
         lambda: NET.kernel(X.clone().requires_grad_(True), get="ntk", tile=0), "tile"),
 }
@@ -168,7 +198,8 @@ def test_views_equal_contiguous(entry, view):
     fn, _, good = ENTRIES[entry]
     ref = fn(good)
     if view == "transposed":
-        v = good.T.contiguous().T  # same values, column-major strides
+        rev = tuple(reversed(range(good.ndim)))
+        v = good.permute(rev).contiguous().permute(rev)  # same values, column-major strides
     else:
         v = np.ascontiguousarray(good.numpy()[::-1])[::-1]  # negative strides
     got = fn(v)
