@@ -53,3 +53,14 @@ def killed_after_marks(monkeypatch):
             monkeypatch.setattr(storage.TileLedger, "mark", real_mark)
 
     return killed
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a test that does not exercise the engine's parallel paths
+    (compiled tiles run on one worker; finite-network Monte Carlo on tiny tensors), where
+    a second thread only adds fork/join barriers that stall on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
