@@ -1,8 +1,29 @@
 """Shared fixtures of the engine tests."""
 
 import contextlib
+import os
 
 import pytest
+import torch
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _engine_threads():
+    """The suite runs single-threaded (tests/conftest.py); the engine's tests run with up
+    to two threads so that its parallel tile workers (`ntkit.engine.schedule.workers`)
+    and the fused duals' row split are exercised, as users' multi-core runs use them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(os.environ.get("NTKIT_TEST_THREADS",
+                                                    min(2, _cores())))))
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -35,3 +56,14 @@ def killed_after_marks(monkeypatch):
             monkeypatch.setattr(storage.TileMarker, "add", real_add)
 
     return killed
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a test that does not exercise the engine's parallel paths
+    (compiled tiles run on one worker; finite-network Monte Carlo on tiny tensors), where
+    a second thread only adds fork/join barriers that stall on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,6 +16,10 @@ from torch._dynamo.backends.registry import lookup_backend
 from ntkit import layers as nl
 from ntkit.engine.compiled import tile_function
 
+# Compiled tiles run on one worker (ntkit.engine.schedule.workers): no parallel path to
+# cover here, so one intra-op thread (tests/engine/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # One graph for the whole kernel map needs dynamo to trace frozen dataclasses
 # (Kernel(...), dataclasses.replace): torch 2.7 does, 2.3-2.6 break the graph there
 # (measured on 2.3.0, 2.4.0, 2.5.0, 2.6.0). Older torch still gets correct kernels:

@@ -201,6 +201,7 @@ def test_bad_patterns(data):
         empirical_ntk(model, x1, x2, pattern=(p1, p2), method="ntk_vp")
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_empirical_ntk_with_patterns_converges_to_the_kernel(data):
     """The built graph network's empirical NTK, through empirical_ntk with the same
     patterns, at growing width: relative error (RMS over 4 networks) falls with slope

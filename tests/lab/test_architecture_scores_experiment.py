@@ -12,9 +12,13 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 
 from ntkit.lab.experiments.architecture_scores import bootstrap_ci, spearman
 
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/metrics/test_architecture.py (naswot_score, ntk_spectrum, condition number).
 EXPERIMENT = "architecture_scores"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -25,6 +29,7 @@ def test_outputs(result):
     assert all(math.isfinite(c.measured) for c in result.claims[:3])
 
 
+@pytest.mark.slow
 def test_table_consistent(result):
     t = result.tables["architectures"]
     n = result.config["n_architectures"]
@@ -59,6 +64,7 @@ def _residual_partial(a, b, z) -> float:
     return float(ea @ eb / np.sqrt((ea @ ea) * (eb @ eb)))
 
 
+@pytest.mark.slow
 def test_correlations_recomputed(result):
     t = result.tables["architectures"]
     cols = result.tables["correlations"]

@@ -19,6 +19,10 @@ from ntkit.lab.experiments.attention_kernels import (
 )
 
 F64 = torch.float64
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/models/test_transformer_unet.py, tests/layers/test_attention*.py and this file's
+# helper tests.
 EXPERIMENT = "attention_kernels"
 
 
@@ -39,6 +43,7 @@ def _acc(result, dataset, model):
     return t["test_accuracy"][rows[0]]
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -51,6 +56,7 @@ def test_outputs(result):
     assert all(math.isfinite(c.measured) for c in result.claims)
 
 
+@pytest.mark.slow
 def test_robust_consequences(result):
     # The symmetry claim is exact whatever the data: it must hold.
     sym = [c for c in result.claims if c.name.startswith("no positional embedding")]
@@ -104,6 +110,7 @@ def test_random_crops():
         assert torch.equal(out[i, :, :ln], x[i, :, start:start + ln])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not masking_available(), reason="ntkit's kernels take no mask_constant")
 def test_masked_claims_hold(result):
     ident = [c for c in result.claims if c.name.startswith("masked padding")]

@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/theory/test_criticality.py (propagate, fixed points, phases).
 EXPERIMENT = "criticality"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -20,6 +26,7 @@ def test_outputs(result):
     assert all(math.isfinite(c.measured) for c in result.claims)
 
 
+@pytest.mark.slow
 def test_exact_claims_hold(result):
     # Identities of the exact quantities (no sampling): these must hold.
     by = {c.name: c for c in result.claims}
@@ -30,6 +37,7 @@ def test_exact_claims_hold(result):
     assert all(c.holds for c in exact), exact
 
 
+@pytest.mark.slow
 def test_phases(result):
     table = result.tables["fixed_points_and_depth_scales"]
     phase = dict(zip(table["setting"], table["phase"], strict=True))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/test_curvature.py (Hessian and Lanczos eigenvalues).
 EXPERIMENT = "hessian_spectrum"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -17,6 +23,7 @@ def test_outputs(result):
     assert len(doc["tables"]["top_eigenvalues_trained"]["hessian"]) == 110   # C² + C
 
 
+@pytest.mark.slow
 def test_identities_and_robust_facts(result):
     by = {c.name: c for c in result.claims}
     assert by["Lanczos top-12 eigenvalues vs exact eigvalsh (max relative error)"].measured \

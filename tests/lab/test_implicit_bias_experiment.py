@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/theory/test_implicit_bias.py (diagonal-net limit, max margin).
 EXPERIMENT = "implicit_bias"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -18,6 +23,7 @@ def test_outputs(result):
     assert {"diagonal_net", "logistic"} <= set(doc["tables"])
 
 
+@pytest.mark.slow
 def test_diagonal_net(result):
     dn = result.tables["diagonal_net"]
     assert max(dn["residual"]) < 1e-8                       # every run interpolates
@@ -25,6 +31,7 @@ def test_diagonal_net(result):
     assert dn["rel_dist_l2"][-1] < dn["rel_dist_l2"][0]     # larger α: closer to min-ℓ2
 
 
+@pytest.mark.slow
 def test_logistic_data_and_trajectory(result):
     # the data were drawn in the regime the asymptotics need
     assert result.config["logit_lambda_min"] >= 1.0 - 1e-9

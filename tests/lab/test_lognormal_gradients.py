@@ -6,14 +6,19 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from ntkit.lab.experiments.lognormal_gradients import sample_log_y
 from ntkit.theory.path_counting import relu_gradient_moments
 
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/theory/test_path_counting.py and this file's sampler test.
 EXPERIMENT = "lognormal_gradients"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -26,6 +31,7 @@ def test_outputs(result):
     assert not any("reference" in c.name for c in result.claims)
 
 
+@pytest.mark.slow
 def test_measurements(result):
     t = result.tables["law_of_log_y"]
     for mc, ex, beta in zip(t["mc_mean"], t["exact_mean"], t["beta"], strict=True):

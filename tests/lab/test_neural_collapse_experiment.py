@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/metrics/test_neural_collapse.py (the NC metrics).
 EXPERIMENT = "neural_collapse"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -26,6 +31,7 @@ def _arm(result, arm):
             if k != "arm"}
 
 
+@pytest.mark.slow
 def test_mse_terminal_phase(result):
     m = _arm(result, "mse")
     zero = result.config["zero_error_step_mse"]
@@ -37,6 +43,7 @@ def test_mse_terminal_phase(result):
     assert m["nc3"][-1] < m["nc3"][i0]
 
 
+@pytest.mark.slow
 def test_claims_record_the_table(result):
     m = _arm(result, "mse")
     by = {c.name: c for c in result.claims}

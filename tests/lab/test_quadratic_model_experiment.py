@@ -12,9 +12,13 @@ import torch
 from ntkit.lab.experiments.quadratic_model import _jacobian, _TwoLayer
 from ntkit.linearize import taylor_expand
 
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/test_linearize.py and this file's helper tests.
 EXPERIMENT = "quadratic_model"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -29,16 +33,19 @@ def test_outputs(result):
     assert result.config["activations"] == ["tanh", "relu"]
 
 
+@pytest.mark.slow
 def test_taylor_identities_are_round_off(result):
     c = result.claims[0]
     assert c.holds and c.measured < 1e-12, c
 
 
+@pytest.mark.slow
 def test_ntk_rate_at_init_is_exact(result):
     c = next(c for c in result.claims if "dΘ/dt at t = 0" in c.name)
     assert c.holds and c.measured < 1e-12, c
 
 
+@pytest.mark.slow
 def test_catapult_linear_diverges_quadratic_and_net_converge(result):
     cat = result.tables["catapult"]
     row = {m: {k: v[i] for k, v in cat.items()} for i, m in enumerate(cat["model"])}
@@ -52,6 +59,7 @@ def test_catapult_linear_diverges_quadratic_and_net_converge(result):
         pytest.approx(3.0, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_errors_shrink_with_width_and_quadratic_is_closer(result):
     bw = result.tables["by_width"]
     e1, e2, dn = (np.array(bw[k]) for k in ("err_1", "err_2", "ntk_change_net"))
@@ -100,6 +108,7 @@ def test_jacobian_helper_matches_autograd():
     torch.testing.assert_close(_jacobian(net, x), torch.stack(rows), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_relu_arm_frozen_pattern_identity_and_flip_statistics(result):
     ident = next(c for c in result.claims if "frozen at θ0" in c.name)
     assert ident.holds and ident.measured < 1e-12, ident

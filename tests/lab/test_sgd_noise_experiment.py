@@ -13,9 +13,13 @@ from ntkit.curvature import hessian_matrix, module_loss
 from ntkit.engine.threads import torch_threads
 from ntkit.lab.experiments.sgd_noise import _hessian_trace, _model, _per_example_grads
 
+# The quick run (tests taking `result`) is marked slow to keep the default suite
+# under its time limit; the library code it exercises is tested directly in
+# tests/theory/test_sgd.py and this file's helper tests.
 EXPERIMENT = "sgd_noise"
 
 
+@pytest.mark.slow
 def test_outputs(result):
     doc = json.loads((result.run_dir / "result.json").read_text())
     assert doc["status"] == "complete"
@@ -28,6 +32,7 @@ def test_outputs(result):
                                                                      "SGD b=4"}
 
 
+@pytest.mark.slow
 def test_fdr_sides_agree_within_statistics(result):
     traj = result.tables["fdr_trajectory"]
     a = np.mean(traj["theta_dot_grad"])
@@ -39,6 +44,7 @@ def test_fdr_sides_agree_within_statistics(result):
     assert result.claims[0].holds and result.claims[1].holds
 
 
+@pytest.mark.slow
 def test_training_loss_falls_for_all_runs(result):
     tr = result.tables["entropic_trajectories"]
     for method in set(tr["method"]):
