@@ -378,12 +378,16 @@ def within(v: Tensor, lo: float, hi: float) -> bool | None:
         return None
     dims = [st for size, st in zip(v.shape, v.stride(), strict=True) if size != 1]
     if len(dims) > 1:
-        return None
+        if not v.is_contiguous():
+            return None
+        dims = [1]  # (n, 1, *S) variances: one stride over all entries
     return bool(lib.ntkit_within(v.numel(), v.data_ptr(), dims[0] if dims else 0, lo, hi))
 
 
 def _all_positive(lib, v: Tensor) -> bool:
     dims = [st for size, st in zip(v.shape, v.stride(), strict=True) if size != 1]
+    if len(dims) > 1 and v.is_contiguous():
+        dims = [1]  # per-position variances (n, 1, *S): one stride over all entries
     if len(dims) <= 1:  # one stride covers it: a variance vector, (n, 1), or a scalar
         return bool(lib.ntkit_allpos(v.numel(), v.data_ptr(), dims[0] if dims else 0))
     return bool((v > 0).all())
