@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ntkit.cli.common import THREADS, CLIError, load_matrix, remove_file
+from ntkit.engine import storage
 from ntkit.engine.threads import torch_threads
 
 __all__ = ["kernel"]
@@ -114,24 +115,14 @@ def kernel(input_path: Path, out: Path, resume: bool, kernel_name: str, depth: i
         mm.flush()
         del mm
         if not no_fsync:  # the bytes on disk before the name that says they are complete
-            _fsync(tmp)
+            storage.fsync_path(tmp)
         os.replace(tmp, out)
         if not no_fsync:
-            _fsync(str(parent))
+            storage.fsync_path(str(parent))
     except BaseException:
         remove_file(tmp)
         raise
     click.echo(f"wrote {out}")
-
-
-def _fsync(path: str) -> None:
-    if os.name == "nt" and os.path.isdir(path):  # Windows cannot open a directory
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _report_columns(X, used: list[str] | None, exclude: list[str]):
@@ -169,7 +160,6 @@ def _kernel_zarr(net, input_path: Path, out: Path, resume: bool, kernel_name: st
                  exclude: list[str] | None = None, durable: bool = True) -> None:
     """`ntkit kernel ... --out K.zarr [--resume]` (see `kernel`)."""
     try:
-        from ntkit.engine import storage
         from ntkit.engine.evaluate import DEFAULT_TILE
 
         zarr = storage.require_zarr()

@@ -299,19 +299,26 @@ def _warn_fallback(exc: Exception) -> None:
 def _run_native(key: tuple, tensors):
     """The C kernel's (T, Tdot), or None: no kernel for this dual or layout, or the
     library failed to build (warned once)."""
-    if _STATE["native_failed"] or len(tensors) != 3 or not native.handles(key, *tensors):
+    if (_STATE["native_failed"] or len(tensors) != 3 or not native.handles(key, *tensors)
+            or not _native_library()):
         return None
+    out = native.run(key, *tensors)
+    if out is not None:
+        _STATS["calls"] += 1
+    return out
+
+
+def _native_library() -> bool:
+    """Whether the C library is loaded (built first if its cache is empty); a failed
+    build warns once and turns the C kernels off for the process."""
     try:
         native.library(announce=_announce)
     except Exception as exc:  # compilation is an optimization, never a requirement
         if not _STATE["native_failed"]:
             _STATE["native_failed"] = True
             _warn_fallback(exc)
-        return None
-    out = native.run(key, *tensors)
-    if out is not None:
-        _STATS["calls"] += 1
-    return out
+        return False
+    return True
 
 
 def run_dense(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor, ntk: Tensor | None,
@@ -327,14 +334,7 @@ def run_dense(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor, ntk: Tensor |
         return None
     if ntk is not None and torch.is_grad_enabled() and ntk.requires_grad:
         return None
-    if not native.handles(key, *tensors):
-        return None
-    try:
-        native.library(announce=_announce)
-    except Exception as exc:  # compilation is an optimization, never a requirement
-        if not _STATE["native_failed"]:
-            _STATE["native_failed"] = True
-            _warn_fallback(exc)
+    if not native.handles(key, *tensors) or not _native_library():
         return None
     out = native.run_dense(key, var1, cov, var2, ntk, affine)
     if out is not None:

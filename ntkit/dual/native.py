@@ -297,10 +297,15 @@ def run(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor):
     fn = getattr(lib, f"ntkit_{name}")
     args = (n1, n2, st, v1.data_ptr(), c.data_ptr(), v2.data_ptr(), t.data_ptr(),
             0 if d is None else d.data_ptr(), params, allpos)
-    rows = n0 * n1
+    _run_rows(fn, args, n0 * n1, n2)
+    return t, d
+
+
+def _run_rows(fn, args: tuple, rows: int, n2: int) -> None:
+    """``fn(*args, r0, r1)`` over the rows [0, rows) of n2 entries each, split over
+    threads only from the main thread: the engine's tile workers already hold one core
+    each (ctypes releases the GIL during the call)."""
     workers = torch.get_num_threads()
-    # Split rows over threads only from the main thread: the engine's tile workers
-    # already hold one core each (ctypes releases the GIL during the call).
     if (workers > 1 and rows > 1 and rows * n2 >= 1 << 16
             and threading.current_thread() is threading.main_thread()):
         pool = _pool(workers)
@@ -308,7 +313,6 @@ def run(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor):
         list(pool.map(lambda i: fn(*args, cuts[i], cuts[i + 1]), range(workers)))
     else:
         fn(*args, 0, rows)
-    return t, d
 
 
 def run_dense(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor, ntk: Tensor | None,
@@ -343,14 +347,7 @@ def run_dense(key: tuple, var1: Tensor, cov: Tensor, var2: Tensor, ntk: Tensor |
     args = (n2, v1.data_ptr(), v2.data_ptr(), cov.data_ptr(),
             0 if ntk is None else ntk.data_ptr(), cov.stride(0), t.data_ptr(),
             0 if nko is None else nko.data_ptr(), params, allpos, prm)
-    workers = torch.get_num_threads()
-    if (workers > 1 and n1 > 1 and n1 * n2 >= 1 << 16
-            and threading.current_thread() is threading.main_thread()):
-        pool = _pool(workers)
-        cuts = [n1 * i // workers for i in range(workers + 1)]
-        list(pool.map(lambda i: fn(*args, cuts[i], cuts[i + 1]), range(workers)))
-    else:
-        fn(*args, 0, n1)
+    _run_rows(fn, args, n1, n2)
     return t, nko
 
 
@@ -376,21 +373,26 @@ def within(v: Tensor, lo: float, hi: float) -> bool | None:
     lib = _STATE["lib"]
     if lib is None or v.dtype != torch.float64 or v.device.type != "cpu":
         return None
+    stride = _one_stride(v)
+    if stride is None:
+        return None
+    return bool(lib.ntkit_within(v.numel(), v.data_ptr(), stride, lo, hi))
+
+
+def _one_stride(v: Tensor) -> int | None:
+    """The one stride that walks every entry of ``v`` (a variance vector, (n, 1), a
+    scalar, or contiguous per-position variances (n, 1, *S)), or None."""
     dims = [st for size, st in zip(v.shape, v.stride(), strict=True) if size != 1]
-    if len(dims) > 1:
-        if not v.is_contiguous():
-            return None
-        dims = [1]  # (n, 1, *S) variances: one stride over all entries
-    return bool(lib.ntkit_within(v.numel(), v.data_ptr(), dims[0] if dims else 0, lo, hi))
+    if len(dims) <= 1:
+        return dims[0] if dims else 0
+    return 1 if v.is_contiguous() else None
 
 
 def _all_positive(lib, v: Tensor) -> bool:
-    dims = [st for size, st in zip(v.shape, v.stride(), strict=True) if size != 1]
-    if len(dims) > 1 and v.is_contiguous():
-        dims = [1]  # per-position variances (n, 1, *S): one stride over all entries
-    if len(dims) <= 1:  # one stride covers it: a variance vector, (n, 1), or a scalar
-        return bool(lib.ntkit_allpos(v.numel(), v.data_ptr(), dims[0] if dims else 0))
-    return bool((v > 0).all())
+    stride = _one_stride(v)
+    if stride is None:
+        return bool((v > 0).all())
+    return bool(lib.ntkit_allpos(v.numel(), v.data_ptr(), stride))
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -165,7 +165,9 @@ def local_dir(arr) -> str | None:
     return os.path.join(str(store.root), *filter(None, arr.store_path.path.split("/")))
 
 
-def _fsync(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (the latter makes renames and new entries in it
+    durable); a no-op for directories on Windows, which cannot open them."""
     if os.path.isdir(path) and os.name == "nt":  # Windows cannot open a directory
         return
     fd = os.open(path, os.O_RDONLY)
@@ -412,7 +414,7 @@ class TileLedger:
         dirs = []
         for path in paths:
             if os.path.exists(path):
-                _fsync(path)
+                fsync_path(path)
             d = os.path.dirname(path)
             while not os.path.isdir(d) and d != self._dir:  # removed along with path
                 d = os.path.dirname(d)
@@ -421,7 +423,7 @@ class TileLedger:
         for d in dirs:
             while d not in seen:
                 seen.add(d)
-                _fsync(d)
+                fsync_path(d)
                 if d == self._dir or d in self._dirs_synced or os.path.dirname(d) == d:
                     break
                 self._dirs_synced.add(d)

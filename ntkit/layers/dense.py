@@ -100,27 +100,35 @@ class Dense(Layer):
                              "FanInSum() or FanInConcat()")
         if k.is_spatial:
             raise ValueError(_SPATIAL_ERROR.format(shape=k.spatial))
-        w2 = self.w_std**2
-        b2 = 0.0 if self.b_std is None else self.b_std**2
-        tensors = isinstance(w2, Tensor) or isinstance(b2, Tensor)
-
-        def affine(t: Tensor) -> Tensor:
-            if tensors:  # learnable hyperparameters: out of place, every term kept
-                return t * w2 + b2
-            return torch.mul(t, w2).add_(b2) if b2 else t * w2
-
-        nngp = affine(k.nngp)
-        ntk = k.ntk
-        if ntk is not None:
-            if self.parameterization == "ntk":
-                ntk = nngp + w2 * ntk if tensors else torch.add(nngp, ntk, alpha=w2)
-            else:
-                ntk = k.channels * k.nngp + w2 * ntk
-                if self.b_std is not None:
-                    ntk = ntk + 1.0
-        cov1, cov2 = k.map_covs(affine, nngp)
+        nngp = self.affine(k.nngp)
+        ntk = self.ntk_map(k, nngp)
+        cov1, cov2 = k.map_covs(self.affine, nngp)
         out = k.fresh_affine(self.out_features, nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
         return out.remask(k.mask1, k.mask2) if k.masked else out
+
+    def affine(self, t: Tensor) -> Tensor:
+        """This layer's map of a covariance field (nngp, cov1 or cov2, any shape):
+        ``w_std²·t + b_std²``."""
+        w2 = self.w_std**2
+        b2 = 0.0 if self.b_std is None else self.b_std**2
+        if isinstance(w2, Tensor) or isinstance(b2, Tensor):
+            return t * w2 + b2  # learnable hyperparameters: out of place, every term kept
+        return torch.mul(t, w2).add_(b2) if b2 else t * w2
+
+    def ntk_map(self, k: Kernel, nngp: Tensor) -> Tensor | None:
+        """The NTK after this layer (None if ``k`` tracks none), from its input kernel
+        ``k`` and its output nngp ``nngp = self.affine(k.nngp)`` (see the class
+        docstring for both parameterizations)."""
+        ntk = k.ntk
+        if ntk is None:
+            return None
+        w2 = self.w_std**2
+        if self.parameterization == "ntk":
+            if isinstance(w2, Tensor) or isinstance(self.b_std, Tensor):
+                return nngp + w2 * ntk
+            return torch.add(nngp, ntk, alpha=w2)
+        ntk = k.channels * k.nngp + w2 * ntk
+        return ntk + 1.0 if self.b_std is not None else ntk
 
     def make_module(self, in_features, generator, dtype):
         if isinstance(in_features, ExampleShape):

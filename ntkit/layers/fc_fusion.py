@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import math
 
-from torch import Tensor
-
 import ntkit.dual.fused as fused
 from ntkit.dual.relu import moderate
 from ntkit.kernel import Kernel, set_same
@@ -103,20 +101,16 @@ def dense_activation(dense: Layer, act: Layer, k: Kernel) -> Kernel | None:
     std = dense.parameterization == "standard"
     one = 1.0 if std and dense.b_std is not None else 0.0
 
-    def affine(t: Tensor) -> Tensor:  # Dense's map of the variances, as Dense computes it
-        return t.mul(w2).add_(b2) if b2 else t * w2
-
     # Pre-check everything the fused call checks before mapping any variances: a
     # recording CovTrace must see each step exactly once, fused or not.
-    probe = k.cov1
-    if not fused.wants(probe.unsqueeze(1), k.nngp, k.var2.unsqueeze(0)):
+    if not fused.wants(k.cov1.unsqueeze(1), k.nngp, k.var2.unsqueeze(0)):
         return None
     if need_dot and k.ntk.requires_grad:
         return None
     nngp_in = k.nngp
     if k.same is not None:
         nngp_in = set_same(nngp_in.clone(), k.cov1, k.same)
-    cov1, cov2 = k.map_covs(affine)
+    cov1, cov2 = k.map_covs(dense.affine)
     var2 = cov1 if cov2 is None else cov2
     if isinstance(act, _ARC_COSINE) and not moderate(cov1, var2):
         out = None
@@ -127,16 +121,8 @@ def dense_activation(dense: Layer, act: Layer, k: Kernel) -> Kernel | None:
     if out is None:
         # The variances are mapped (and recorded) already: finish the Dense map on the
         # tile arrays here, then the activation's own map.
-        nngp = affine(k.nngp)
-        ntk = k.ntk
-        if ntk is not None:
-            if std:
-                ntk = k.channels * k.nngp + w2 * ntk
-                if dense.b_std is not None:
-                    ntk = ntk + 1.0
-            else:
-                ntk = nngp.add(ntk, alpha=w2)
-        return act.kernel_map(kd.replace(nngp=nngp, ntk=ntk))
+        nngp = dense.affine(k.nngp)
+        return act.kernel_map(kd.replace(nngp=nngp, ntk=dense.ntk_map(k, nngp)))
     nngp, ntk = out
     out_cov1, out_cov2 = kd.map_covs(lambda c: act.dual(c, c, c, need_dot=False)[0], nngp)
     if k.x1_is_x2:
