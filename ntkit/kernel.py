@@ -470,6 +470,10 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
         cov1, cov2 = trace.next()
     if cov1 is None:
         cov1 = _self_cov(x1, full)
+    if same is not None and x1_is_x2 and not replaying:
+        # Repeated rows of one batch take their first twin's variances, before the
+        # diagonal is set from them and they are recorded.
+        cov1 = pin_twins(cov1, same)
     if trace is not None and not replaying:
         trace.record(cov1, full)
     if x1_is_x2:
@@ -481,11 +485,7 @@ def input_kernel(x1: Tensor, x2: Tensor | None, *, track_ntk: bool, x1_is_x2: bo
     elif cov2 is None:
         cov2 = _self_cov(x2, full)
     if same is not None and x1_is_x2:
-        # Repeated rows of one batch: each takes its first twin's variances, and their
-        # pairs those variances (as the example diagonal does).
-        if not replaying:
-            cov1 = pin_twins(cov1, same)
-        nngp = set_same(nngp, cov1, same)
+        nngp = set_same(nngp, cov1, same)  # twins' pairs: their variances, as the diagonal
     elif same is not None:
         if replaying:
             raise RuntimeError("internal error: identical example pairs need their own "
